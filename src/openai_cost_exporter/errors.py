@@ -1,0 +1,53 @@
+"""The one exception tree of the exporter.
+
+    ExporterError
+    ├── ConfigError            invalid settings; every problem in one message
+    ├── OpenAIError            the Admin API could not give us data
+    │   ├── AuthError          401/403: key rejected or missing the api.usage.read scope; never retried
+    │   ├── APIUnavailable     429/5xx/404/timeouts/resets that outlived the retry budget
+    │   └── MalformedResponse  a page that is not JSON or not shaped like the schema
+    ├── PushError              VictoriaMetrics (or vmagent) did not accept a push
+    ├── StateError             the SQLite state file is corrupt, foreign or from a newer version
+    └── NotifyError            Slack did not accept a message (it stays pending)
+
+Clients raise; only the service loop catches, logs one line, counts it by stage and carries on.
+Messages never contain the admin key or the webhook URL.
+"""
+
+from __future__ import annotations
+
+
+class ExporterError(Exception):
+    """Base of every error the exporter raises on purpose."""
+
+
+class ConfigError(ExporterError):
+    """The settings are invalid."""
+
+
+class OpenAIError(ExporterError):
+    """The OpenAI Admin API did not give us usable data."""
+
+
+class AuthError(OpenAIError):
+    """The admin key was rejected (401) or lacks a scope (403)."""
+
+
+class APIUnavailable(OpenAIError):
+    """Transient failures (429, 5xx, 404, timeouts) outlasted the retries."""
+
+
+class MalformedResponse(OpenAIError):
+    """A response body is not valid JSON or does not have the documented shape."""
+
+
+class PushError(ExporterError):
+    """A push to VictoriaMetrics failed."""
+
+
+class StateError(ExporterError):
+    """The state file cannot be used."""
+
+
+class NotifyError(ExporterError):
+    """A Slack message could not be delivered (yet)."""

@@ -1,0 +1,52 @@
+"""Domain values shared by the modules: projects, cost rows, pages.
+
+Money is `Decimal` everywhere here; it becomes a float only when a metric sample is written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+
+#: Label value for cost rows whose `project_id` is null (openai-admin-api.md §1.4, §7.3).
+UNATTRIBUTED = "unattributed"
+
+ZERO = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class Project:
+    """A project of the organization, as `GET /organization/projects` lists it."""
+
+    id: str
+    name: str  # the id itself when the API sends a null name
+    archived: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CostRow:
+    """One result of one daily bucket of `GET /organization/costs`."""
+
+    day: dt.date  # the UTC day the bucket starts on
+    project_id: str  # UNATTRIBUTED when the API sends null
+    line_item: str | None  # None unless grouped by line_item
+    amount_usd: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class CostPage:
+    """One page of the costs endpoint: its daily buckets, empty ones included."""
+
+    days: tuple[dt.date, ...]
+    rows: tuple[CostRow, ...]
+
+
+def utc_day(timestamp: int) -> dt.date:
+    """The UTC calendar day a Unix timestamp falls on."""
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).date()
+
+
+def day_start(day: dt.date) -> int:
+    """Unix seconds of 00:00 UTC on `day`."""
+    return int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp())

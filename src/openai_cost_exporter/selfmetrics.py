@@ -1,0 +1,70 @@
+"""The exporter's own health metrics, prefixed `openai_cost_exporter_`."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info
+
+from openai_cost_exporter import __version__
+
+PREFIX = "openai_cost_exporter"
+
+
+class SelfMetrics:
+    """Counters and gauges about cycles, API requests, pushes and notifications."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.api_requests = Counter(
+            f"{PREFIX}_api_requests",
+            "Requests sent to the OpenAI Admin API, by endpoint and HTTP status (or error kind).",
+            ["endpoint", "status"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            f"{PREFIX}_errors",
+            "Failures by stage (costs, projects, push, notify, state, cycle); the loop carries on.",
+            ["stage"],
+            registry=registry,
+        )
+        self.cycles = Counter(
+            f"{PREFIX}_cycles",
+            "Collection cycles, by result (success, failure).",
+            ["result"],
+            registry=registry,
+        )
+        self.last_success = Gauge(
+            f"{PREFIX}_last_success_timestamp_seconds",
+            "Unix time of the end of the last fully successful cycle.",
+            registry=registry,
+        )
+        self.cycle_duration = Gauge(
+            f"{PREFIX}_cycle_duration_seconds",
+            "Wall time of the last cycle.",
+            registry=registry,
+        )
+        self.projects = Gauge(
+            f"{PREFIX}_projects",
+            "Projects known by name (archived ones included).",
+            registry=registry,
+        )
+        self.notifications_sent = Counter(
+            f"{PREFIX}_notifications_sent",
+            "Slack messages delivered, by rule.",
+            ["rule"],
+            registry=registry,
+        )
+        self.notifications_pending = Gauge(
+            f"{PREFIX}_notifications_pending",
+            "Slack messages decided but not yet delivered.",
+            registry=registry,
+        )
+        self.pushed_samples = Counter(
+            f"{PREFIX}_pushed_samples",
+            "Samples accepted by the push target.",
+            registry=registry,
+        )
+        Info(f"{PREFIX}_build", "Version of the exporter.", registry=registry).info(
+            {"version": __version__}
+        )
+
+    def count_error(self, stage: str) -> None:
+        self.errors.labels(stage=stage).inc()
