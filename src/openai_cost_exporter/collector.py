@@ -1,0 +1,166 @@
+"""Metric exposition: Prometheus collectors built fresh from an immutable snapshot at every scrape or push.
+
+`CostCollector` serves the live figures (no timestamps: the scrape or push time is the sample time).
+`HistoryCollector` writes closed UTC days with an explicit timestamp, the day's last second, so a graph shows one
+final point per day beside the live intraday points (used by backfill and by re-pushes of revised days).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from decimal import Decimal
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from openai_cost_exporter.models import ZERO, day_start
+from openai_cost_exporter.rules import AlertPolicy
+from openai_cost_exporter.snapshot import CostSnapshot
+
+PROJECT_LABELS = ["project_id", "project"]
+DAILY_COST = "openai_daily_cost_usd"
+LINE_ITEM_COST = "openai_daily_line_item_cost_usd"
+
+
+def _gauge(name: str, documentation: str, labels: list[str]) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, labels=labels)
+
+
+class CostCollector(Collector):
+    """The live cost gauges of the current snapshot; nothing until the first cycle has succeeded."""
+
+    def __init__(self, snapshot: Callable[[], CostSnapshot | None], policy: AlertPolicy) -> None:
+        self._snapshot = snapshot
+        self._policy = policy
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self._snapshot()
+        if snap is None:
+            return
+        ids = snap.project_ids
+        yield _project_family(DAILY_COST, "Cost of the current UTC day so far.", snap, snap.today, ids)
+        yield _project_family(
+            "openai_daily_cost_baseline_usd",
+            "Mean daily cost over the complete UTC days before today (no spend counts as 0).",
+            snap,
+            snap.baseline,
+            ids,
+        )
+        yield _project_family(
+            "openai_month_to_date_cost_usd",
+            "Cost of the current UTC month so far.",
+            snap,
+            snap.month_to_date,
+            ids,
+        )
+        yield _project_family(
+            "openai_month_forecast_cost_usd",
+            "Month-to-date cost projected linearly to the end of the UTC month.",
+            snap,
+            snap.forecast,
+            ids,
+        )
+        if snap.line_items is not None:
+            yield _line_item_family(LINE_ITEM_COST, snap.names, snap.line_items, timestamp=None)
+        yield self._budgets(snap)
+
+    def _budgets(self, snap: CostSnapshot) -> GaugeMetricFamily:
+        family = _gauge(
+            "openai_cost_budget_usd",
+            "Configured budgets; without project labels for the whole organization.",
+            ["period", *PROJECT_LABELS],
+        )
+        for period, amount in (
+            ("daily", self._policy.daily_budget_usd),
+            ("monthly", self._policy.monthly_budget_usd),
+        ):
+            if amount is not None:
+                family.add_metric([period, "", ""], float(amount))
+        for project_id in sorted(set(snap.names) | set(snap.project_ids)):
+            override = self._policy.projects.get(project_id) or self._policy.projects.get(snap.name(project_id))
+            if override is None:
+                continue
+            for period, amount in (
+                ("daily", override.daily_budget_usd),
+                ("monthly", override.monthly_budget_usd),
+            ):
+                if amount is not None:
+                    family.add_metric([period, project_id, snap.name(project_id)], float(amount))
+        return family
+
+
+def _project_family(
+    name: str, documentation: str, snap: CostSnapshot, figures: Mapping[str, Decimal], ids: Iterable[str]
+) -> GaugeMetricFamily:
+    family = _gauge(name, documentation, PROJECT_LABELS)
+    for project_id in ids:
+        # float() only here, at the last step: the API's Decimal sum becomes the sample value.
+        family.add_metric([project_id, snap.name(project_id)], float(figures.get(project_id, ZERO)))
+    return family
+
+
+def _line_item_family(
+    name: str,
+    names: Mapping[str, str],
+    figures: Mapping[tuple[str, str], Decimal],
+    timestamp: float | None,
+) -> GaugeMetricFamily:
+    family = _gauge(name, "Cost of one line item of a project over a UTC day.", [*PROJECT_LABELS, "line_item"])
+    for (project_id, line_item), amount in sorted(figures.items()):
+        family.add_metric([project_id, names.get(project_id, project_id), line_item], float(amount), timestamp)
+    return family
+
+
+def day_sample_time(day: dt.date) -> float:
+    """Unix seconds of the last second of a UTC day: where a closed day's final value is written."""
+    return float(day_start(day + dt.timedelta(days=1)) - 1)
+
+
+class HistoryCollector(Collector):
+    """Final totals of closed UTC days, each sample timestamped inside its day.
+
+    Every project with spend on any of the days gets a sample on each of them (0 on days without spend), so a
+    graph has no holes and a revision that removes a project's spend overwrites the old value.
+    """
+
+    def __init__(
+        self,
+        totals: Mapping[dt.date, Mapping[str, Decimal]],
+        names: Mapping[str, str],
+        line_items: Mapping[dt.date, Mapping[tuple[str, str], Decimal]] | None = None,
+        also_projects: Iterable[str] = (),
+    ) -> None:
+        self._totals = totals
+        self._names = names
+        self._line_items = line_items or {}
+        self._projects = sorted({pid for day in totals.values() for pid in day} | set(also_projects))
+
+    def collect(self) -> Iterator[Metric]:
+        family = _gauge(DAILY_COST, "Final cost of a closed UTC day.", PROJECT_LABELS)
+        for day in sorted(self._totals):
+            stamp = day_sample_time(day)
+            for project_id in self._projects:
+                amount = self._totals[day].get(project_id, ZERO)
+                family.add_metric([project_id, self._names.get(project_id, project_id)], float(amount), stamp)
+        yield family
+        if self._line_items:
+            yield from self._collect_line_items()
+
+    def _collect_line_items(self) -> Iterator[Metric]:
+        family = _gauge(
+            LINE_ITEM_COST,
+            "Final cost of one line item over a closed UTC day.",
+            [*PROJECT_LABELS, "line_item"],
+        )
+        for day in sorted(self._line_items):
+            stamp = day_sample_time(day)
+            for (project_id, line_item), amount in sorted(self._line_items[day].items()):
+                family.add_metric(
+                    [project_id, self._names.get(project_id, project_id), line_item], float(amount), stamp
+                )
+        yield family
+
+    @property
+    def sample_count(self) -> int:
+        return len(self._totals) * len(self._projects) + sum(len(day) for day in self._line_items.values())

@@ -1,0 +1,139 @@
+"""What each CLI command does, once its flags are parsed."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+from openai_cost_exporter import backfill as backfilling
+from openai_cost_exporter.app import build_exporter, serve, stop_on_signals
+from openai_cost_exporter.cli import settings_from_args, setup_logging
+from openai_cost_exporter.config import Settings
+from openai_cost_exporter.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    if args.command == "fake-api":
+        return fake_api(args)
+    if args.command == "demo":
+        return demo(args)
+    settings = settings_from_args(args)
+    setup_logging(settings.log_level, settings.log_format)
+    if args.command == "run":
+        return run(settings, once=args.once)
+    if args.command == "backfill":
+        return backfill(settings, args.days)
+    return report(settings, days=args.days, fmt=args.format, offline=args.offline)
+
+
+def run(settings: Settings, *, once: bool) -> int:
+    exporter = build_exporter(settings)
+    try:
+        if once:
+            return 0 if exporter.cycle.run_once().ok else 1
+        with stop_on_signals() as stop:
+            serve(exporter, stop)
+        return 0
+    finally:
+        exporter.close()
+
+
+def backfill(settings: Settings, days: int) -> int:
+    if not 1 <= days <= 366:
+        raise ConfigError("backfill --days must be between 1 and 366")
+    result = backfilling.run_backfill(settings, days)
+    log.info(
+        "backfill done: %d days, %d projects, %d samples pushed, %.1f s",
+        result.days,
+        result.projects,
+        result.samples,
+        result.duration,
+    )
+    return 0
+
+
+def report(settings: Settings, *, days: int, fmt: str, offline: bool) -> int:
+    from openai_cost_exporter import report as reporting  # noqa: PLC0415
+
+    if not 1 <= days <= 366:
+        raise ConfigError("report --days must be between 1 and 366")
+    data = backfilling.report_data(settings, days, offline=offline, progress=sys.stderr.isatty())
+    render = {"table": reporting.render_table, "csv": reporting.render_csv, "json": reporting.render_json}[fmt]
+    sys.stdout.write(render(data))
+    if not render(data).endswith("\n"):
+        sys.stdout.write("\n")
+    return 0
+
+
+def fake_api(args: argparse.Namespace) -> int:
+    from openai_cost_exporter.fake_api import Faults, serve_forever  # noqa: PLC0415
+    from openai_cost_exporter.fake_org import FakeOrg  # noqa: PLC0415
+
+    setup_logging("INFO", "text")
+    org = FakeOrg.generate(seed=args.seed, project_count=args.projects)
+    faults = Faults(amount_format=args.amounts, latency_seconds=args.latency)
+
+    def ready(url: str) -> None:
+        print(f"fake OpenAI Admin API on {url} (admin key: {args.key!r}, {args.projects} projects)", flush=True)
+
+    with stop_on_signals() as stop:
+        serve_forever(
+            host=args.host, port=args.port, org=org, admin_key=args.key, faults=faults, stop=stop, on_ready=ready
+        )
+    return 0
+
+
+DEMO_KEY = "sk-admin-demo"
+
+
+def demo(args: argparse.Namespace) -> int:
+    """The exporter against a simulated organization: no key, no other service."""
+    from openai_cost_exporter.fake_api import FakeAdminAPI  # noqa: PLC0415
+    from openai_cost_exporter.fake_org import FakeOrg  # noqa: PLC0415
+
+    org = FakeOrg.generate(seed=args.seed, project_count=args.projects)
+    with FakeAdminAPI(org, admin_key=DEMO_KEY) as api, tempfile.TemporaryDirectory(prefix="oce-demo-") as tmp:
+        base_url = api.start()
+        settings = settings_from_args(
+            args,
+            base_url=base_url,
+            admin_key=DEMO_KEY,
+            listen=f"127.0.0.1:{args.port}",
+            state_dir=args.state_dir or Path(tmp),
+            interval=args.interval or 30.0,
+            line_items=True if args.line_items is None else args.line_items,
+        )
+        setup_logging(settings.log_level, settings.log_format)
+        exporter = build_exporter(settings)
+        try:
+            _demo_banner(settings, args.projects, exporter.settings.resolved_webhook_url() is not None)
+            with stop_on_signals() as stop:
+                serve(exporter, stop)
+        finally:
+            exporter.close()
+    return 0
+
+
+def _demo_banner(settings: Settings, projects: int, slack: bool) -> None:
+    url = f"http://{settings.listen}"
+    alerts = "to Slack (SLACK_WEBHOOK_URL)" if slack else "to this log (set SLACK_WEBHOOK_URL to get them in Slack)"
+    print(
+        "\n".join(
+            [
+                "",
+                f"openai-cost-exporter demo: a simulated organization of {projects} projects, polled every "
+                f"{settings.interval:g} s.",
+                f"  spend page   {url}/",
+                f"  metrics      {url}/metrics   (openai_daily_cost_usd, openai_daily_cost_baseline_usd, ...)",
+                f"  alerts       {alerts}: one project, 'Search Reranker', is spiking today",
+                "  stop with Ctrl-C",
+                "",
+            ]
+        ),
+        flush=True,
+    )

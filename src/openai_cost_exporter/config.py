@@ -1,0 +1,189 @@
+"""All settings in one object, built once at start-up.
+
+Precedence: command-line flags > environment variables > the optional config file (TOML or YAML) > defaults.
+Environment variables: `OPENAI_ADMIN_KEY`, `OPENAI_ADMIN_KEY_FILE`, `OPENAI_BASE_URL`, `SLACK_WEBHOOK_URL`,
+`SLACK_WEBHOOK_URL_FILE`, and `OPENAI_COST_EXPORTER_<FIELD>` for every other field (nested alert settings:
+`OPENAI_COST_EXPORTER_ALERTS__SPIKE_RATIO`). Secrets are `SecretStr`: they never show in `repr` or errors.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+    YamlConfigSettingsSource,
+)
+
+from openai_cost_exporter.errors import ConfigError
+from openai_cost_exporter.rules import AlertPolicy
+
+ENV_PREFIX = "OPENAI_COST_EXPORTER_"
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_PORT = 9876  # not 9185: two other OpenAI exporters use that one
+DEFAULT_LISTEN = f"0.0.0.0:{DEFAULT_PORT}"
+DEFAULT_INTERVAL_SECONDS = 300.0  # OpenAI's cost data moves slowly; 5 minutes keeps alerts timely
+DEFAULT_JOB = "openai_cost_exporter"
+
+
+def default_state_dir() -> Path:
+    """`$XDG_STATE_HOME/openai-cost-exporter`, the usual place for a user's service state."""
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "openai-cost-exporter"
+
+
+def _alias(field: str, *env: str) -> AliasChoices:
+    return AliasChoices(field, *env)
+
+
+class Settings(BaseSettings):
+    """Everything the exporter can be told."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        populate_by_name=True,
+    )
+
+    config: Path | None = Field(default=None, description="Optional TOML or YAML settings file.")
+    admin_key: SecretStr | None = Field(default=None, validation_alias=_alias("admin_key", "OPENAI_ADMIN_KEY"))
+    admin_key_file: Path | None = Field(
+        default=None, validation_alias=_alias("admin_key_file", "OPENAI_ADMIN_KEY_FILE")
+    )
+    base_url: str = Field(default=DEFAULT_BASE_URL, validation_alias=_alias("base_url", "OPENAI_BASE_URL"))
+    request_timeout: float = Field(default=30.0, gt=0)
+    slack_webhook_url: SecretStr | None = Field(
+        default=None, validation_alias=_alias("slack_webhook_url", "SLACK_WEBHOOK_URL")
+    )
+    slack_webhook_url_file: Path | None = Field(
+        default=None, validation_alias=_alias("slack_webhook_url_file", "SLACK_WEBHOOK_URL_FILE")
+    )
+    listen: str = DEFAULT_LISTEN
+    push_url: str | None = None
+    push_labels: dict[str, str] = Field(default_factory=dict)
+    job: str = DEFAULT_JOB
+    interval: float = Field(default=DEFAULT_INTERVAL_SECONDS, gt=0)
+    state_dir: Path = Field(default_factory=default_state_dir)
+    line_items: bool = False
+    revision_days: int = Field(default=2, ge=0, le=60)
+    retention_days: int = Field(default=400, ge=31)
+    backfill_days: int = Field(default=0, ge=0, le=366)
+    projects_refresh: float = Field(default=3600.0, gt=0, description="Seconds between project name refreshes.")
+    digest: bool = False
+    digest_grace_hours: float = Field(default=6.0, ge=0, le=48)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    alerts: AlertPolicy = Field(default_factory=AlertPolicy)
+
+    @field_validator("base_url", "push_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/") if value else value
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        if value:
+            parse_listen(value)
+        return value
+
+    @field_validator("push_labels", mode="before")
+    @classmethod
+    def _labels_from_text(cls, value: Any) -> Any:
+        # From the environment: "team=ml,env=prod".
+        if isinstance(value, str):
+            pairs = [part.split("=", 1) for part in value.split(",") if part.strip()]
+            if any(len(pair) != 2 for pair in pairs):
+                raise ValueError("expected name=value pairs separated by commas")
+            return {name.strip(): val.strip() for name, val in pairs}
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = getattr(init_settings, "init_kwargs", {}).get("config") or os.environ.get(f"{ENV_PREFIX}CONFIG")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path:
+            sources.append(_file_source(settings_cls, Path(path)))
+        return tuple(sources)
+
+    def resolved_admin_key(self) -> str:
+        """The admin key from the variable or the file; ConfigError when neither is set."""
+        key = _secret(self.admin_key, self.admin_key_file, "OPENAI_ADMIN_KEY")
+        if key is None:
+            raise ConfigError(
+                "no OpenAI admin key: set OPENAI_ADMIN_KEY or OPENAI_ADMIN_KEY_FILE "
+                "(an admin key, sk-admin-..., with the api.usage.read scope), or try `openai-cost-exporter demo`"
+            )
+        return key
+
+    def resolved_webhook_url(self) -> str | None:
+        """The Slack webhook URL, or None: alerts then go to the log."""
+        return _secret(self.slack_webhook_url, self.slack_webhook_url_file, "SLACK_WEBHOOK_URL")
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / "state.sqlite3"
+
+
+def _secret(value: SecretStr | None, path: Path | None, name: str) -> str | None:
+    if value is not None and value.get_secret_value().strip():
+        return value.get_secret_value().strip()
+    if path is None:
+        return None
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {name}_FILE {path}: {exc.strerror}") from None
+    if not text:
+        raise ConfigError(f"{name}_FILE {path} is empty")
+    return text
+
+
+def _file_source(settings_cls: type[BaseSettings], path: Path) -> PydanticBaseSettingsSource:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    if path.suffix in {".yaml", ".yml"}:
+        return YamlConfigSettingsSource(settings_cls, yaml_file=path)
+    if path.suffix == ".toml":
+        return TomlConfigSettingsSource(settings_cls, toml_file=path)
+    raise ConfigError(f"config file {path}: use a .toml, .yaml or .yml file")
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """`HOST:PORT` (or `:PORT`, meaning every interface) as a (host, port) pair."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - ":PORT" means every interface
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings; every invalid field is reported in one ConfigError."""
+    values = {name: value for name, value in overrides.items() if value is not None}
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = [f"  - {_field_name(err['loc'])}: {err['msg']}" for err in exc.errors()]
+        raise ConfigError("invalid settings:\n" + "\n".join(problems)) from None
+    except (OSError, ValueError) as exc:  # an unreadable or unparsable config file
+        raise ConfigError(f"cannot load settings: {exc}") from None
+
+
+def _field_name(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "settings"

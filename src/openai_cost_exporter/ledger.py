@@ -1,0 +1,219 @@
+"""The cost ledger: daily costs per project and line item, project names, and days awaiting a push.
+
+Amounts are stored as TEXT holding the exact `Decimal` the API sent (it sends strings such as `"0E-6176"` and
+39-digit decimals, openai-admin-api.md §7.1) and are summed in Python, never with SQL `SUM` over floats.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sqlite3
+from collections.abc import Iterable, Sequence
+from decimal import Decimal, localcontext
+
+from openai_cost_exporter.models import ZERO, CostRow, Project
+from openai_cost_exporter.state import transaction
+
+log = logging.getLogger(__name__)
+
+#: Digits kept when summing: enough for 39-digit amounts of any realistic size to add up exactly.
+SUM_PRECISION = 200
+#: Line item under which ungrouped rows (line_item None) are stored.
+UNGROUPED = ""
+
+_SCHEMA = (
+    # The primary key's leading column is `day`, so it is also the index every range query and delete uses.
+    """CREATE TABLE IF NOT EXISTS cost_rows (
+        day TEXT NOT NULL, project_id TEXT NOT NULL, line_item TEXT NOT NULL, amount_usd TEXT NOT NULL,
+        PRIMARY KEY (day, project_id, line_item)) WITHOUT ROWID""",
+    "CREATE TABLE IF NOT EXISTS fetched_days (day TEXT PRIMARY KEY, fetched_at TEXT NOT NULL) WITHOUT ROWID",
+    """CREATE TABLE IF NOT EXISTS projects (
+        project_id TEXT PRIMARY KEY, name TEXT NOT NULL, archived INTEGER NOT NULL) WITHOUT ROWID""",
+    "CREATE TABLE IF NOT EXISTS unpushed_days (day TEXT PRIMARY KEY) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+)
+_PROJECTS_REFRESHED = "projects_refreshed_at"
+
+_Key = tuple[str, str]  # (project_id, line_item)
+_DayContent = dict[_Key, Decimal]
+
+
+def exact_sum(values: Iterable[Decimal]) -> Decimal:
+    """Sum amounts without the default 28-digit rounding; zeros (e.g. `0E-6176`) add nothing, so skip them."""
+    total = ZERO
+    with localcontext(prec=SUM_PRECISION):
+        for value in values:
+            if value:
+                total += value
+    return total
+
+
+class Ledger:
+    """History of daily costs, project names and unpushed days, in the shared state connection."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        with transaction(conn):
+            for statement in _SCHEMA:
+                conn.execute(statement)
+
+    def replace_days(
+        self, days: Sequence[dt.date], rows: Iterable[CostRow], fetched_at: dt.datetime
+    ) -> set[dt.date]:
+        """Replace all stored rows of `days` (and of any day a row is on) by `rows`; return the changed days.
+
+        A day changed when a project total or a line item amount differs from what was stored; a day never
+        fetched before counts as stored empty, and a zero amount counts as absent.
+        """
+        new = _aggregate(rows)
+        all_days = sorted(set(days) | new.keys())
+        if not all_days:
+            return set()
+        with transaction(self._conn):
+            old = self._contents(all_days[0], all_days[-1] + dt.timedelta(days=1))
+            changed = {day for day in all_days if _differs(old.get(day, {}), new.get(day, {}))}
+            for day in all_days:
+                # Value-identical days (the usual re-fetch) are not rewritten: that keeps a re-fetch cheap.
+                if old.get(day, {}) != new.get(day, {}):
+                    self._write_day(day, new.get(day, {}))
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO fetched_days (day, fetched_at) VALUES (?, ?)",
+                ((day.isoformat(), fetched_at.isoformat()) for day in all_days),
+            )
+        log.debug("ledger replaced %s days, %s changed", len(all_days), len(changed))
+        return changed
+
+    def project_totals(self, start: dt.date, end: dt.date) -> dict[dt.date, dict[str, Decimal]]:
+        """Per day in [start, end), per project_id: the sum over its line items; days without rows absent."""
+        totals: dict[dt.date, dict[str, Decimal]] = {}
+        with localcontext(prec=SUM_PRECISION):
+            for day, content in self._contents(start, end).items():
+                per_project: dict[str, Decimal] = {}
+                for (project_id, _), amount in content.items():
+                    previous = per_project.get(project_id)
+                    if previous is None or not previous:
+                        per_project[project_id] = amount
+                    elif amount:  # as in exact_sum: adding 0E-6176 would pad the total with zeros
+                        per_project[project_id] = previous + amount
+                totals[day] = per_project
+        return totals
+
+    def line_item_totals(self, start: dt.date, end: dt.date) -> dict[dt.date, dict[tuple[str, str], Decimal]]:
+        """Per day in [start, end), per (project_id, line_item): the amount; ungrouped rows are left out."""
+        items: dict[dt.date, dict[tuple[str, str], Decimal]] = {}
+        for day, content in self._contents(start, end).items():
+            real = {key: amount for key, amount in content.items() if key[1] != UNGROUPED}
+            if real:
+                items[day] = real
+        return items
+
+    def fetched_days(self, start: dt.date, end: dt.date) -> dict[dt.date, dt.datetime]:
+        """Per day in [start, end) that was ever fetched: when it was fetched last."""
+        cursor = self._conn.execute(
+            "SELECT day, fetched_at FROM fetched_days WHERE day >= ? AND day < ?",
+            (start.isoformat(), end.isoformat()),
+        )
+        return {dt.date.fromisoformat(day): dt.datetime.fromisoformat(at) for day, at in cursor}
+
+    def prune(self, before: dt.date) -> int:
+        """Forget days before `before`: cost rows, fetched marks, push marks; return the cost rows deleted."""
+        cutoff = (before.isoformat(),)
+        with transaction(self._conn):
+            deleted = self._conn.execute("DELETE FROM cost_rows WHERE day < ?", cutoff).rowcount
+            self._conn.execute("DELETE FROM fetched_days WHERE day < ?", cutoff)
+            # Nothing is left to push for a pruned day; pushing it would overwrite real history with zeros.
+            self._conn.execute("DELETE FROM unpushed_days WHERE day < ?", cutoff)
+        return deleted
+
+    def save_projects(self, projects: Iterable[Project], refreshed_at: dt.datetime) -> None:
+        """Upsert these projects (others stay, so deleted projects keep their names) and the refresh time."""
+        with transaction(self._conn):
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO projects (project_id, name, archived) VALUES (?, ?, ?)",
+                ((project.id, project.name, int(project.archived)) for project in projects),
+            )
+            self._conn.execute(
+                "INSERT OR REPLACE INTO ledger_meta (key, value) VALUES (?, ?)",
+                (_PROJECTS_REFRESHED, refreshed_at.isoformat()),
+            )
+
+    def projects(self) -> dict[str, Project]:
+        """Every project ever saved, by id."""
+        cursor = self._conn.execute("SELECT project_id, name, archived FROM projects")
+        return {pid: Project(id=pid, name=name, archived=bool(archived)) for pid, name, archived in cursor}
+
+    def projects_refreshed_at(self) -> dt.datetime | None:
+        """When the project list was last saved, or None if never."""
+        row = self._conn.execute(
+            "SELECT value FROM ledger_meta WHERE key = ?", (_PROJECTS_REFRESHED,)
+        ).fetchone()
+        return None if row is None else dt.datetime.fromisoformat(row[0])
+
+    def mark_unpushed(self, days: Iterable[dt.date]) -> None:
+        """Remember closed days whose final totals must be (re)pushed to VictoriaMetrics."""
+        with transaction(self._conn):
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO unpushed_days (day) VALUES (?)", ((day.isoformat(),) for day in days)
+            )
+
+    def unpushed_days(self) -> list[dt.date]:
+        """Days still awaiting a push, oldest first."""
+        cursor = self._conn.execute("SELECT day FROM unpushed_days ORDER BY day")
+        return [dt.date.fromisoformat(day) for (day,) in cursor]
+
+    def mark_pushed(self, days: Iterable[dt.date]) -> None:
+        """Forget the push marks of these days."""
+        with transaction(self._conn):
+            self._conn.executemany(
+                "DELETE FROM unpushed_days WHERE day = ?", ((day.isoformat(),) for day in days)
+            )
+
+    def _write_day(self, day: dt.date, content: _DayContent) -> None:
+        iso = day.isoformat()
+        self._conn.execute("DELETE FROM cost_rows WHERE day = ?", (iso,))
+        self._conn.executemany(
+            "INSERT INTO cost_rows (day, project_id, line_item, amount_usd) VALUES (?, ?, ?, ?)",
+            [
+                (iso, project_id, line_item, str(amount))
+                for (project_id, line_item), amount in content.items()
+            ],
+        )
+
+    def _contents(self, start: dt.date, end: dt.date) -> dict[dt.date, _DayContent]:
+        """Stored rows of the days in [start, end), per day."""
+        cursor = self._conn.execute(
+            "SELECT day, project_id, line_item, amount_usd FROM cost_rows WHERE day >= ? AND day < ?",
+            (start.isoformat(), end.isoformat()),
+        )
+        contents: dict[dt.date, _DayContent] = {}
+        last_day, content = "", {}
+        for day, project_id, line_item, amount in cursor:
+            if day != last_day:  # rows come in primary-key order, grouped by day
+                content = contents.setdefault(dt.date.fromisoformat(day), {})
+                last_day = day
+            content[(project_id, line_item)] = Decimal(amount)
+        return contents
+
+
+def _aggregate(rows: Iterable[CostRow]) -> dict[dt.date, _DayContent]:
+    """Rows per day per (project_id, line_item); duplicates (e.g. one per API key) are added up."""
+    days: dict[dt.date, _DayContent] = {}
+    last_day, content = None, {}
+    for row in rows:
+        if row.day != last_day:
+            content = days.setdefault(row.day, {})
+            last_day = row.day
+        key = (row.project_id, row.line_item or UNGROUPED)
+        previous = content.get(key)
+        content[key] = row.amount_usd if previous is None else exact_sum((previous, row.amount_usd))
+    return days
+
+
+def _differs(old: _DayContent, new: _DayContent) -> bool:
+    """Whether a day's content changed; equal line items imply equal project totals. Zero counts as absent."""
+    return _nonzero(old) != _nonzero(new)
+
+
+def _nonzero(content: _DayContent) -> _DayContent:
+    return {key: amount for key, amount in content.items() if amount}

@@ -1,0 +1,390 @@
+"""Client of the OpenAI Admin API: `GET /organization/costs` and `GET /organization/projects`.
+
+Every quirk it guards against is listed in openai-admin-api.md §7. Retries go through stamina (one
+`retry_context` per request); the client raises only errors from `errors.py`, with the admin key masked.
+Thread-safe: it keeps no state between calls, so two threads may share one client and one `httpx.Client`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import email.utils
+import logging
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import stamina
+
+from openai_cost_exporter import __version__
+from openai_cost_exporter.errors import APIUnavailable, AuthError, MalformedResponse, OpenAIError
+from openai_cost_exporter.models import UNATTRIBUTED, ZERO, CostPage, CostRow, Project, day_start, utc_day
+from openai_cost_exporter.redact import redact
+from openai_cost_exporter.selfmetrics import SelfMetrics
+
+log = logging.getLogger(__name__)
+
+COSTS_PATH = "/organization/costs"
+PROJECTS_PATH = "/organization/projects"
+MAX_COSTS_LIMIT = 180  # buckets per page (§1.1)
+PROJECTS_LIMIT = 100  # the maximum; the default 20 loses projects (§7.9)
+MAX_PAGES = 1024  # runaway-pagination cap, as Costroid uses (§1.3)
+_MAX_MESSAGE = 300  # characters of a server message quoted in our errors
+
+# Sums of 39-digit amounts (§7.1) must not be rounded to the default 28 digits.
+_EXACT = decimal.Context(prec=100)
+
+Query = list[tuple[str, str | int | float | bool | None]]  # what httpx accepts as params
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How hard one request is tried before `APIUnavailable` is raised."""
+
+    attempts: int = 4  # total tries per request
+    timeout: float = 60.0  # total seconds for one request, retries included
+    wait_initial: float = 1.0
+    wait_max: float = 30.0
+
+
+class _Transient(Exception):
+    """A failed attempt worth repeating; its text is already free of secrets."""
+
+    def __init__(self, reason: str, *, retry_after: float | None = None, malformed: bool = False) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+        self.malformed = malformed  # the body was not JSON: MalformedResponse once retries run out
+
+
+def build_http_client(
+    base_url: str, admin_key: str, *, timeout: float = 30.0, transport: httpx.BaseTransport | None = None
+) -> httpx.Client:
+    """An `httpx.Client` for the Admin API at `base_url` (e.g. `https://api.openai.com/v1`)."""
+    return httpx.Client(
+        base_url=base_url.rstrip("/") + "/",
+        headers={"Authorization": f"Bearer {admin_key}", "User-Agent": f"openai-cost-exporter/{__version__}"},
+        timeout=timeout,
+        limits=httpx.Limits(max_connections=10, max_keepalive_connections=5),
+        transport=transport,
+    )
+
+
+class AdminClient:
+    """Reads costs and projects of one organization, paging, retrying and validating as it goes."""
+
+    def __init__(
+        self, http: httpx.Client, *, metrics: SelfMetrics | None = None, retry: RetryPolicy = RetryPolicy()
+    ) -> None:
+        self._http = http
+        self._metrics = metrics
+        self._retry = retry
+        # Known only to mask it: a server may echo the key in an error message.
+        self._secret = http.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+
+    def __repr__(self) -> str:
+        return f"AdminClient(base_url={str(self._http.base_url)!r}, retry={self._retry!r})"
+
+    def iter_costs(
+        self, start: dt.date, end: dt.date, *, line_items: bool = False, limit: int = MAX_COSTS_LIMIT
+    ) -> Iterator[CostPage]:
+        """Daily costs of the UTC days [start, end), one `CostPage` per API page, grouped by project."""
+        if not 1 <= limit <= MAX_COSTS_LIMIT:
+            raise ValueError(f"limit must be 1..{MAX_COSTS_LIMIT}, not {limit}")
+        if end <= start:
+            raise ValueError(f"end ({end}) must be after start ({start})")
+        group_by = ["project_id", "line_item"] if line_items else ["project_id"]
+        # Midnight UTC on both ends, so that each bucket is one UTC calendar day (§4 "Timezone").
+        query: Query = [
+            ("start_time", day_start(start)),
+            ("end_time", day_start(end)),
+            ("bucket_width", "1d"),
+        ]
+        query += [("group_by", group) for group in group_by]  # repeated keys (§1.1)
+        query.append(("limit", limit))
+        for page_no, body in self._pages("costs", COSTS_PATH, query, "page", _next_page):
+            yield parse_cost_page(body, f"GET {COSTS_PATH} page {page_no}", line_items=line_items)
+
+    def list_projects(self) -> list[Project]:
+        """Every project of the organization, archived ones included (§2, §7.9)."""
+        query: Query = [("limit", PROJECTS_LIMIT), ("include_archived", "true")]
+        projects: dict[str, Project] = {}
+        for page_no, body in self._pages("projects", PROJECTS_PATH, query, "after", _next_after):
+            for project in parse_projects(body, f"GET {PROJECTS_PATH} page {page_no}"):
+                projects[project.id] = project
+        return list(projects.values())
+
+    def _pages(
+        self, endpoint: str, path: str, query: Query, cursor_param: str, next_cursor: Callable[[Json], str]
+    ) -> Iterator[tuple[int, Json]]:
+        """Bodies of every page, following the cursor with the guards of §1.3."""
+        seen: set[str] = set()
+        cursor = ""
+        for page_no in range(1, MAX_PAGES + 1):
+            page_query = [*query, (cursor_param, cursor)] if cursor else query
+            body = self._get(endpoint, path, page_query)
+            yield page_no, body
+            if not _has_more(body, f"GET {path} page {page_no}"):
+                return
+            cursor = next_cursor(body)
+            if not cursor:
+                log.warning(
+                    "GET %s page %d: has_more is true but no cursor was sent; stopping", path, page_no
+                )
+                return
+            if cursor in seen:
+                raise MalformedResponse(f"GET {path} page {page_no}: cursor {cursor!r} was already followed")
+            seen.add(cursor)
+        raise MalformedResponse(f"GET {path}: still has_more after {MAX_PAGES} pages; giving up")
+
+    def _get(self, endpoint: str, path: str, query: Query) -> Json:
+        """The JSON object of one request, tried as the retry policy allows."""
+        attempts = 0
+        body: Json = {}
+        try:
+            for attempt in stamina.retry_context(
+                on=self._backoff,
+                attempts=self._retry.attempts,
+                timeout=self._retry.timeout,
+                wait_initial=self._retry.wait_initial,
+                wait_max=self._retry.wait_max,
+            ):
+                with attempt:
+                    attempts = attempt.num
+                    body = self._attempt(endpoint, path, query)
+        except _Transient as exc:
+            error = MalformedResponse if exc.malformed else APIUnavailable
+            raise error(f"GET {path} failed after {attempts} attempts: {exc}") from exc
+        return body
+
+    def _backoff(self, exc: Exception) -> bool | float:
+        """stamina hook: retry transient failures; wait what `Retry-After` asks if it fits the budget."""
+        if not isinstance(exc, _Transient):
+            return False
+        if exc.retry_after is None:
+            return True
+        return exc.retry_after if exc.retry_after <= self._retry.timeout else False
+
+    def _attempt(self, endpoint: str, path: str, query: Query) -> Json:
+        """One request; raises `_Transient` for what is worth another try."""
+        try:
+            response = self._http.get(path, params=query)
+        except (httpx.TransportError, httpx.DecodingError) as exc:
+            kind = _failure_kind(exc)
+            self._count(endpoint, kind)
+            # `from None`: the message already carries the cause, masked; the original text is not.
+            raise _Transient(redact(f"{kind} ({type(exc).__name__}: {exc})", self._secret)) from None
+        except httpx.RequestError as exc:
+            self._count(endpoint, "request_error")
+            raise OpenAIError(
+                redact(f"GET {path} failed: {type(exc).__name__}: {exc}", self._secret)
+            ) from None
+        if response.is_success:
+            return self._json(endpoint, path, response)
+        self._count(endpoint, str(response.status_code))
+        raise self._status_error(path, response)
+
+    def _json(self, endpoint: str, path: str, response: httpx.Response) -> Json:
+        try:
+            body = response.json()
+        except ValueError as exc:  # truncated or not JSON at all: a proxy page, a cut connection
+            self._count(endpoint, "invalid_json")
+            raise _Transient(
+                f"HTTP {response.status_code} with invalid JSON ({exc})", malformed=True
+            ) from exc
+        self._count(endpoint, str(response.status_code))
+        if not isinstance(body, dict):
+            raise MalformedResponse(f"GET {path}: the body is a {type(body).__name__}, not an object")
+        return body
+
+    def _status_error(self, path: str, response: httpx.Response) -> Exception:
+        status = response.status_code
+        message = redact(_server_message(response), self._secret)
+        if status == httpx.codes.UNAUTHORIZED:
+            return AuthError(
+                f"OpenAI rejected the admin key (HTTP 401: {message}); "
+                "check that the configured key is a valid, unrevoked admin key (sk-admin-...)"
+            )
+        if status == httpx.codes.FORBIDDEN:
+            return AuthError(
+                f"The admin key lacks permission for GET {path} (HTTP 403: {message}); it likely misses "
+                "the api.usage.read scope. An organization admin key (sk-admin-...) is required; "
+                "project keys (sk-proj-...) never work here"
+            )
+        if status == httpx.codes.TOO_MANY_REQUESTS:
+            wait = retry_after_seconds(response)
+            hint = "" if wait is None else f" (Retry-After {wait:g} s)"
+            return _Transient(f"HTTP 429: {message}{hint}", retry_after=wait)
+        # 404 included: /organization/costs had a 404 outage (§4, §7.10).
+        if status >= httpx.codes.INTERNAL_SERVER_ERROR or status in (404, 408):
+            return _Transient(f"HTTP {status}: {message}")
+        return OpenAIError(f"GET {path} was rejected (HTTP {status}: {message})")
+
+    def _count(self, endpoint: str, status: str) -> None:
+        if self._metrics is not None:
+            self._metrics.api_requests.labels(endpoint=endpoint, status=status).inc()
+
+
+def _failure_kind(exc: httpx.HTTPError) -> str:
+    """The `status` label of a request that got no HTTP status."""
+    if isinstance(exc, httpx.TimeoutException):
+        return "timeout"
+    if isinstance(exc, httpx.ConnectError):
+        return "connect_error"
+    if isinstance(exc, httpx.DecodingError):
+        return "decoding_error"
+    return "transport_error"
+
+
+def _server_message(response: httpx.Response) -> str:
+    """The message of an error envelope, whose `error` may be an object or a bare string (§4)."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str) and error["message"]:
+        message: str = error["message"]
+    elif isinstance(error, str) and error:
+        message = error
+    else:
+        message = response.text.strip() or response.reason_phrase or "no message"
+    return message[:_MAX_MESSAGE]
+
+
+def retry_after_seconds(response: httpx.Response, now: dt.datetime | None = None) -> float | None:
+    """Seconds the server asks us to wait: `Retry-After` as seconds or an HTTP date; None if absent or bad."""
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        when = _http_date(value)
+        if when is None:
+            return None
+        # Relative to the server's own Date header when it sent one (RFC 9110 §10.2.3).
+        reference = _http_date(response.headers.get("Date", "")) or now or dt.datetime.now(dt.UTC)
+        seconds = (when - reference).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def _http_date(value: str) -> dt.datetime | None:
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+
+
+def _has_more(body: Json, where: str) -> bool:
+    has_more = body.get("has_more", False)
+    if not isinstance(has_more, bool):
+        raise MalformedResponse(f"{where}: has_more is {has_more!r}, not a boolean")
+    return has_more
+
+
+def _next_page(body: Json) -> str:
+    cursor = body.get("next_page")
+    return cursor if isinstance(cursor, str) else ""
+
+
+def _next_after(body: Json) -> str:
+    """`last_id`, or the id of the page's last project when `last_id` is missing."""
+    last_id = body.get("last_id")
+    if isinstance(last_id, str) and last_id:
+        return last_id
+    data = body.get("data")
+    last = data[-1] if isinstance(data, list) and data else None
+    return last["id"] if isinstance(last, dict) and isinstance(last.get("id"), str) else ""
+
+
+def _list(container: Json, key: str, where: str) -> list[Any]:
+    value = container.get(key)
+    if not isinstance(value, list):
+        raise MalformedResponse(f"{where}: `{key}` is {type(value).__name__}, not a list")
+    return value
+
+
+def _object(value: object, where: str) -> Json:
+    if not isinstance(value, dict):
+        raise MalformedResponse(f"{where}: expected an object, got {type(value).__name__}")
+    return value
+
+
+def parse_cost_page(body: Json, where: str, *, line_items: bool) -> CostPage:
+    """One costs page as domain values; rows with the same key in a bucket are summed."""
+    days: list[dt.date] = []
+    rows: list[CostRow] = []
+    for index, raw_bucket in enumerate(_list(body, "data", where)):
+        bucket_where = f"{where}, bucket {index}"
+        bucket = _object(raw_bucket, bucket_where)
+        start_time = bucket.get("start_time")
+        if not isinstance(start_time, int) or isinstance(start_time, bool):
+            raise MalformedResponse(f"{bucket_where}: start_time is {start_time!r}, not a Unix time")
+        day = utc_day(start_time)
+        days.append(day)
+        rows.extend(_bucket_rows(day, _list(bucket, "results", bucket_where), bucket_where, line_items))
+    return CostPage(days=tuple(days), rows=tuple(rows))
+
+
+def _bucket_rows(day: dt.date, results: Sequence[object], where: str, line_items: bool) -> list[CostRow]:
+    sums: dict[tuple[str, str | None], Decimal] = {}
+    for index, raw_result in enumerate(results):
+        result_where = f"{where}, result {index}"
+        result = _object(raw_result, result_where)
+        # A null project_id is allowed by the schema even when grouped (§1.4); line_item may be filled
+        # even when not grouped by it (§1.4), and is then dropped so that the project's rows are summed.
+        project_id = _optional_str(result, "project_id", result_where) or UNATTRIBUTED
+        key = (project_id, _optional_str(result, "line_item", result_where) if line_items else None)
+        amount = parse_amount(result.get("amount"), result_where)
+        sums[key] = _EXACT.add(sums[key], amount) if key in sums else amount
+    return [CostRow(day, project_id, line_item, amount) for (project_id, line_item), amount in sums.items()]
+
+
+def _optional_str(result: Json, key: str, where: str) -> str | None:
+    value = result.get(key)
+    if value is not None and not isinstance(value, str):
+        raise MalformedResponse(f"{where}: {key} is {value!r}, not a string")
+    return value or None
+
+
+def parse_amount(amount: object, where: str) -> Decimal:
+    """`amount` of a costs result in USD; its value may be a number or a string (§7.1)."""
+    if amount is None:
+        log.debug("%s: no amount; counted as 0", where)
+        return ZERO
+    fields = _object(amount, f"{where}, amount")
+    value = fields.get("value")
+    if value is None:
+        log.debug("%s: amount.value is null; counted as 0", where)
+        return ZERO
+    currency = fields.get("currency")
+    if not isinstance(currency, str) or currency.lower() != "usd":
+        raise MalformedResponse(f"{where}: currency is {currency!r}, only usd is supported")
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise MalformedResponse(f"{where}: amount.value is {value!r}, not a number")
+    try:
+        number = Decimal(str(value).strip())  # str() of a float keeps its printed digits
+    except decimal.InvalidOperation:
+        raise MalformedResponse(f"{where}: amount.value {value!r} is not a number") from None
+    if not number.is_finite():
+        raise MalformedResponse(f"{where}: amount.value {value!r} is not finite")
+    return number if number else ZERO  # "0E-6176" would drag its exponent into every sum
+
+
+def parse_projects(body: Json, where: str) -> list[Project]:
+    """One projects page as domain values; a null name falls back to the id (§7.9)."""
+    projects = []
+    for index, raw in enumerate(_list(body, "data", where)):
+        item = _object(raw, f"{where}, project {index}")
+        project_id, name = item.get("id"), item.get("name")
+        if not isinstance(project_id, str) or not project_id:
+            raise MalformedResponse(f"{where}, project {index}: id is {project_id!r}, not a string")
+        archived = item.get("archived_at") is not None or item.get("status") == "archived"
+        projects.append(Project(project_id, name if isinstance(name, str) and name else project_id, archived))
+    return projects

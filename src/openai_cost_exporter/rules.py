@@ -1,0 +1,292 @@
+"""The built-in alert rules: pure functions, data in, decisions out (no I/O, time is an argument).
+
+The same semantics are written as PromQL in deploy/rules/openai-cost-exporter.rules.yml; both are tested
+against tests/alert_cases.yaml so the two engines cannot drift:
+
+- spike:          today > spike_ratio x baseline AND today >= min_usd (baseline 0: new spend over the floor)
+- daily_budget:   today > daily budget
+- monthly_budget: month_to_date > budget -> "exceeded" (critical);
+                  else forecast > budget -> "forecast" (warning)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Rule = Literal["spike", "daily_budget", "monthly_budget"]
+Severity = Literal["warning", "critical"]
+Level = Literal["firing", "forecast", "exceeded"]
+
+#: subject_id of the organization-wide figures.
+ORGANIZATION = "organization"
+
+DEFAULT_SPIKE_RATIO = Decimal("1.5")
+DEFAULT_MIN_USD = Decimal("1.0")
+DEFAULT_BASELINE_DAYS = 7
+DEFAULT_ESCALATION_FACTOR = Decimal(2)
+_ZERO = Decimal(0)
+
+
+class ProjectPolicy(BaseModel):
+    """Per-project overrides; a field left unset falls back to the organization-wide policy."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    spike_ratio: Decimal | None = Field(default=None, gt=0)
+    min_usd: Decimal | None = Field(default=None, ge=0)
+    daily_budget_usd: Decimal | None = Field(default=None, gt=0)
+    monthly_budget_usd: Decimal | None = Field(default=None, gt=0)
+    mute: bool = False
+
+
+class AlertPolicy(BaseModel):
+    """What the built-in engine alerts on (the `[alerts]` section of the settings)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    spike_ratio: Decimal = Field(default=DEFAULT_SPIKE_RATIO, gt=0)
+    min_usd: Decimal = Field(default=DEFAULT_MIN_USD, ge=0)
+    baseline_days: int = Field(default=DEFAULT_BASELINE_DAYS, ge=1, le=366)
+    # > 1, or every evaluation at or above the last notified value would be an "escalation".
+    escalation_factor: Decimal = Field(default=DEFAULT_ESCALATION_FACTOR, gt=1)
+    daily_budget_usd: Decimal | None = Field(default=None, gt=0)  # organization total
+    monthly_budget_usd: Decimal | None = Field(default=None, gt=0)  # organization total
+    organization: bool = True  # spike rule on the organization total too
+    include: list[str] = Field(default_factory=list)  # fnmatch globs on project id or name; empty = all
+    exclude: list[str] = Field(default_factory=list)
+    projects: dict[str, ProjectPolicy] = Field(default_factory=dict)  # keyed by project id or exact name
+
+
+@dataclass(frozen=True, slots=True)
+class SpendFigures:
+    """What the rules look at for one subject (a project, or the organization)."""
+
+    subject_id: str
+    subject_name: str
+    today: Decimal  # today so far (UTC day)
+    baseline: Decimal  # mean of the previous `baseline_days` closed days
+    month_to_date: Decimal
+    forecast: Decimal  # month_forecast(month_to_date, now)
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One rule breached by one subject."""
+
+    rule: Rule
+    subject_id: str
+    subject_name: str
+    severity: Severity
+    value: Decimal  # the figure compared
+    threshold: Decimal  # what it was compared with
+    baseline: Decimal
+    ratio: Decimal | None  # today / baseline, spike only, None when the baseline is 0
+    level: Level
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The thresholds one subject is held to."""
+
+    spike_ratio: Decimal
+    min_usd: Decimal
+    daily_budget_usd: Decimal | None
+    monthly_budget_usd: Decimal | None
+
+
+def month_forecast(month_to_date: Decimal, now: dt.datetime) -> Decimal:
+    """Linear projection of month-to-date spend to the end of the UTC month `now` falls in."""
+    now = now.replace(tzinfo=dt.UTC) if now.tzinfo is None else now.astimezone(dt.UTC)
+    start = dt.datetime(now.year, now.month, 1, tzinfo=dt.UTC)
+    end = (start + dt.timedelta(days=32)).replace(day=1)
+    elapsed = _microseconds(now - start)
+    if elapsed == 0:  # the very first instant of the month: nothing to project from
+        return month_to_date
+    return month_to_date * _microseconds(end - start) / elapsed
+
+
+def _microseconds(delta: dt.timedelta) -> Decimal:
+    return Decimal((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds)
+
+
+def evaluate(
+    policy: AlertPolicy, projects: Sequence[SpendFigures], organization: SpendFigures | None
+) -> list[Alert]:
+    """Every alert the figures breach: projects first (in the given order), then the organization."""
+    alerts: list[Alert] = []
+    for figures in projects:
+        limits = project_limits(policy, figures.subject_id, figures.subject_name)
+        if limits is not None:
+            alerts.extend(_check(figures, limits))
+    if organization is not None:
+        org_limits = Limits(
+            spike_ratio=policy.spike_ratio,
+            min_usd=policy.min_usd,
+            daily_budget_usd=policy.daily_budget_usd,
+            monthly_budget_usd=policy.monthly_budget_usd,
+        )
+        alerts.extend(_check(organization, org_limits, spike=policy.organization))
+    return alerts
+
+
+def project_limits(policy: AlertPolicy, project_id: str, name: str) -> Limits | None:
+    """The limits that apply to a project, or None when it is muted or filtered out."""
+    if not is_watched(policy, project_id, name):
+        return None
+    override = policy.projects.get(project_id) or policy.projects.get(name) or ProjectPolicy()
+    if override.mute:
+        return None
+    return Limits(
+        spike_ratio=_first(override.spike_ratio, policy.spike_ratio),
+        min_usd=_first(override.min_usd, policy.min_usd),
+        daily_budget_usd=override.daily_budget_usd,
+        monthly_budget_usd=override.monthly_budget_usd,
+    )
+
+
+def is_watched(policy: AlertPolicy, project_id: str, name: str) -> bool:
+    """Whether include/exclude globs (matched on the id or the name) keep this project."""
+
+    def matches(patterns: list[str]) -> bool:
+        return any(fnmatch.fnmatchcase(project_id, p) or fnmatch.fnmatchcase(name, p) for p in patterns)
+
+    if policy.include and not matches(policy.include):
+        return False
+    return not matches(policy.exclude)
+
+
+def _first(value: Decimal | None, default: Decimal) -> Decimal:
+    return default if value is None else value
+
+
+def _check(figures: SpendFigures, limits: Limits, *, spike: bool = True) -> list[Alert]:
+    found = [
+        spike_alert(figures, limits.spike_ratio, limits.min_usd) if spike else None,
+        daily_budget_alert(figures, limits.daily_budget_usd),
+        monthly_budget_alert(figures, limits.monthly_budget_usd),
+    ]
+    return [alert for alert in found if alert is not None]
+
+
+def spike_alert(figures: SpendFigures, ratio: Decimal, min_usd: Decimal) -> Alert | None:
+    """today > ratio x baseline and today >= min_usd (a zero baseline alerts on new spend over the floor)."""
+    threshold = ratio * figures.baseline
+    if not (figures.today > threshold and figures.today >= min_usd):
+        return None
+    return _alert(
+        figures,
+        "spike",
+        "warning",
+        value=figures.today,
+        threshold=threshold,
+        ratio=figures.today / figures.baseline if figures.baseline > _ZERO else None,
+    )
+
+
+def daily_budget_alert(figures: SpendFigures, budget: Decimal | None) -> Alert | None:
+    """today > the daily budget."""
+    if budget is None or not figures.today > budget:
+        return None
+    return _alert(figures, "daily_budget", "critical", value=figures.today, threshold=budget)
+
+
+def monthly_budget_alert(figures: SpendFigures, budget: Decimal | None) -> Alert | None:
+    """Month to date over budget ("exceeded", critical), else the month-end forecast over it ("forecast")."""
+    if budget is None:
+        return None
+    if figures.month_to_date > budget:
+        return _alert(
+            figures,
+            "monthly_budget",
+            "critical",
+            value=figures.month_to_date,
+            threshold=budget,
+            level="exceeded",
+        )
+    if figures.forecast > budget:
+        return _alert(
+            figures, "monthly_budget", "warning", value=figures.forecast, threshold=budget, level="forecast"
+        )
+    return None
+
+
+def _alert(
+    figures: SpendFigures,
+    rule: Rule,
+    severity: Severity,
+    *,
+    value: Decimal,
+    threshold: Decimal,
+    ratio: Decimal | None = None,
+    level: Level = "firing",
+) -> Alert:
+    return Alert(
+        rule=rule,
+        subject_id=figures.subject_id,
+        subject_name=figures.subject_name,
+        severity=severity,
+        value=value,
+        threshold=threshold,
+        baseline=figures.baseline,
+        ratio=ratio,
+        level=level,
+    )
+
+
+# --- daily digest (opt-in) ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DigestRow:
+    """One project's spend on the digest day, against its baseline."""
+
+    project_id: str
+    name: str
+    amount: Decimal
+    baseline: Decimal
+
+    @property
+    def change(self) -> Decimal:
+        return self.amount - self.baseline
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """A day's spend in one message: total, every project (largest first), the biggest movers."""
+
+    day: dt.date
+    total: Decimal
+    baseline_total: Decimal
+    rows: tuple[DigestRow, ...]
+    movers: tuple[DigestRow, ...]
+
+
+def build_digest(
+    day: dt.date,
+    totals: dict[str, Decimal],
+    baselines: dict[str, Decimal],
+    names: dict[str, str],
+    top: int = 5,
+) -> Digest:
+    """Summarize `day`: projects with spend or a baseline, sorted by amount; top movers by |change|."""
+    rows = [
+        DigestRow(pid, names.get(pid, pid), totals.get(pid, _ZERO), baselines.get(pid, _ZERO))
+        for pid in totals.keys() | baselines.keys()
+    ]
+    rows.sort(key=lambda r: (-r.amount, r.name, r.project_id))
+    moved = [r for r in rows if r.change != _ZERO]
+    moved.sort(key=lambda r: (-abs(r.change), r.name, r.project_id))
+    return Digest(
+        day=day,
+        total=sum((r.amount for r in rows), _ZERO),
+        baseline_total=sum((r.baseline for r in rows), _ZERO),
+        rows=tuple(rows),
+        movers=tuple(moved[: max(top, 0)]),
+    )

@@ -1,0 +1,142 @@
+"""The one embedded SQLite state file: open it, guard its identity, version and integrity.
+
+Each module creates its own tables with `CREATE TABLE IF NOT EXISTS` on the connection returned here; this
+module only makes sure the file is ours, not from a newer release and not corrupt. It never resets or deletes
+a file it refuses: the operator decides what to do with it.
+
+The connection is in autocommit mode (`isolation_level=None`): single statements commit at once, and
+`transaction(conn)` groups several into one atomic unit.
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from itertools import count
+
+from openai_cost_exporter.errors import StateError
+
+log = logging.getLogger(__name__)
+
+#: `PRAGMA application_id` of our files: "OCEX" in ASCII, so `file(1)` and other tools can tell them apart.
+APPLICATION_ID = 0x4F434558
+#: `PRAGMA user_version`: bump with a migration whenever a module changes the layout of its tables.
+SCHEMA_VERSION = 1
+#: Seconds a writer waits for a lock held by another connection (a `report` run next to the service).
+BUSY_TIMEOUT_S = 10.0
+#: File name inside `--state-dir`.
+STATE_FILE = "state.sqlite3"
+
+_ADVICE = "move it away or point --state-dir elsewhere"
+_savepoints = count(1)
+
+
+def open_state(path: pathlib.Path) -> sqlite3.Connection:
+    """Open (creating if needed) the state file at `path`; raise StateError if it is not ours or not sound."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # The service serialises every access to the connection (one cycle at a time, HTTP handlers read
+        # snapshots, not the database), so sharing it across threads is safe.
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+    except (OSError, sqlite3.Error) as exc:
+        raise StateError(f"cannot open state file {path}: {exc}; {_ADVICE}") from exc
+    try:
+        _guard(conn, path)
+        _configure(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """Run the block atomically: BEGIN IMMEDIATE ... COMMIT, or a SAVEPOINT when already in a transaction."""
+    if conn.in_transaction:
+        name = f"sp{next(_savepoints)}"
+        conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute(f"ROLLBACK TO {name}")
+            conn.execute(f"RELEASE {name}")
+            raise
+        conn.execute(f"RELEASE {name}")
+        return
+    # IMMEDIATE takes the write lock up front, so two writers wait on busy_timeout instead of deadlocking.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
+
+
+def _guard(conn: sqlite3.Connection, path: pathlib.Path) -> None:
+    """Check identity, version and integrity before anything is written to the file."""
+    try:
+        app_id = _pragma_int(conn, "application_id")
+        version = _pragma_int(conn, "user_version")
+        tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'").fetchone()[
+            0
+        ]
+    except sqlite3.DatabaseError as exc:
+        raise StateError(f"state file {path} is not a SQLite database ({exc}); {_ADVICE}") from exc
+    if app_id == 0 and tables == 0 and version == 0:
+        _initialise(conn, path)
+        return
+    if app_id != APPLICATION_ID:
+        raise StateError(
+            f"state file {path} belongs to another application (application_id={app_id}, {tables} schema "
+            f"objects); {_ADVICE}"
+        )
+    if version > SCHEMA_VERSION:
+        raise StateError(
+            f"state file {path} has schema version {version}, newer than this release understands "
+            f"({SCHEMA_VERSION}); upgrade openai-cost-exporter, or {_ADVICE}"
+        )
+    _check_integrity(conn, path)
+    if version < SCHEMA_VERSION:
+        _upgrade(conn, path, version)
+
+
+def _initialise(conn: sqlite3.Connection, path: pathlib.Path) -> None:
+    """Stamp a brand-new (empty) database as ours, in one transaction so a crash leaves it empty."""
+    log.info("initialising new state file %s", path)
+    with transaction(conn):
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID:d}")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
+
+
+def _upgrade(conn: sqlite3.Connection, path: pathlib.Path, version: int) -> None:
+    """Bring an older file of ours to SCHEMA_VERSION (1 is the first layout: nothing to migrate yet)."""
+    log.info("upgrading state file %s from schema %s to %s", path, version, SCHEMA_VERSION)
+    with transaction(conn):
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
+
+
+def _check_integrity(conn: sqlite3.Connection, path: pathlib.Path) -> None:
+    """`PRAGMA quick_check`: O(size) but without index cross-checks; about a second for a 1M-row ledger."""
+    try:
+        problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
+    except sqlite3.DatabaseError as exc:
+        problems = [str(exc)]
+    if problems != ["ok"]:
+        raise StateError(f"state file {path} is corrupt ({'; '.join(problems)}); {_ADVICE}")
+
+
+def _configure(conn: sqlite3.Connection) -> None:
+    """WAL lets `report` read while the service writes; NORMAL sync is durable enough in WAL mode."""
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000):d}")
+    conn.execute("PRAGMA foreign_keys = ON")
+
+
+def _pragma_int(conn: sqlite3.Connection, name: str) -> int:
+    value = conn.execute(f"PRAGMA {name}").fetchone()[0]
+    return int(value)

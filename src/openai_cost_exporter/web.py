@@ -1,0 +1,116 @@
+"""The HTTP endpoints: `/metrics`, `/healthz`, `/readyz` and the spend page at `/`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
+
+from openai_cost_exporter.clock import Clock
+from openai_cost_exporter.page import PageView, render_page
+from openai_cost_exporter.snapshot import CostSnapshot
+
+StartResponse = Callable[..., Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """What the probes look at: the last cycle attempt and the current snapshot."""
+
+    snapshot: Callable[[], CostSnapshot | None]
+    last_attempt: Callable[[], dt.datetime | None]
+    last_success: Callable[[], dt.datetime | None]
+    interval: float
+    clock: Clock
+
+    def live(self) -> bool:
+        """Alive while the loop keeps attempting cycles (a hung loop fails the liveness probe)."""
+        attempt = self.last_attempt()
+        if attempt is None:
+            return True  # still starting
+        return (self.clock.now() - attempt).total_seconds() <= 3 * self.interval + 120
+
+    def ready(self) -> bool:
+        """Ready once a cycle has produced figures."""
+        return self.snapshot() is not None
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes every few seconds would drown the cycle log lines."""
+
+
+def build_app(
+    registry: CollectorRegistry, health: Health
+) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
+    metrics_app = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "/")
+        if path == "/metrics":
+            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+        if path == "/healthz":
+            return _text(start_response, health.live(), "ok", "cycle loop stalled")
+        if path == "/readyz":
+            return _text(start_response, health.ready(), "ready", "no successful cycle yet")
+        if path in {"/", "/index.html"}:
+            body = render_page(_page_view(health))
+            start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store")])
+            return [body]
+        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+        return [b"not found: try /, /metrics, /healthz or /readyz\n"]
+
+    return app
+
+
+def _text(start_response: StartResponse, good: bool, yes: str, no: str) -> list[bytes]:
+    start_response("200 OK" if good else "503 Service Unavailable", [("Content-Type", "text/plain; charset=utf-8")])
+    return [(yes if good else no).encode() + b"\n"]
+
+
+def _page_view(health: Health) -> PageView:
+    snap = health.snapshot()
+    now = health.clock.now()
+    if snap is None:
+        return PageView(now, None, [], {}, {}, {}, {}, {})
+    days = sorted(snap.history) or [snap.day]
+    first = min(days)
+    span = [first + dt.timedelta(days=n) for n in range((snap.day - first).days + 1)]
+    return PageView(
+        generated_at=now,
+        last_success=health.last_success(),
+        days=span,
+        daily={day: dict(snap.history.get(day, {})) for day in span},
+        names={pid: snap.name(pid) for pid in snap.project_ids},
+        today=dict(snap.today),
+        baseline=dict(snap.baseline),
+        alerts=dict(snap.alerts),
+    )
+
+
+class WebServer:
+    """A threaded HTTP server in a background thread; `close()` stops it."""
+
+    def __init__(self, host: str, port: int, app: Callable[[dict[str, Any], StartResponse], Iterable[bytes]]) -> None:
+        ThreadingWSGIServer.daemon_threads = True
+        self._server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> WebServer:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)

@@ -1,0 +1,16 @@
+"""Shared test set-up: retries without back-off, and nothing reaches the real network."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import stamina
+
+
+@pytest.fixture(autouse=True)
+def _no_retry_backoff() -> Iterator[None]:
+    """Retries still happen in tests, but without waiting (stamina's test mode)."""
+    stamina.set_testing(True, attempts=3)
+    yield
+    stamina.set_testing(False)

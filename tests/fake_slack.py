@@ -1,0 +1,171 @@
+"""A recording fake Slack incoming webhook on 127.0.0.1, for tests and for the monitoring-stack runs.
+
+In-process:
+
+    with FakeSlack() as slack:
+        slack.fail_next(2, status=500)
+        ... post to slack.url ...
+        posts = slack.wait_for(1)
+
+As a process (vmalert/Alertmanager stack tests): `python tests/fake_slack.py PORT OUTFILE` appends each
+accepted POST body as one JSON line to OUTFILE; PORT 0 picks a free port, printed as `listening on HOST:PORT`.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from collections import deque
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+
+HOST = "127.0.0.1"
+WEBHOOK_PATH = "/services/T000/B000/XXXXSECRETXXXX"
+
+
+@dataclass(frozen=True)
+class Post:
+    """One request the fake received."""
+
+    path: str
+    headers: dict[str, str]
+    body: Any  # parsed JSON, or the raw text when it is not JSON
+    status: int  # what the fake answered
+
+
+@dataclass(frozen=True)
+class _Failure:
+    status: int
+    body: str
+    headers: dict[str, str]
+
+
+class FakeSlack:
+    """A ThreadingHTTPServer in a thread; records every POST, fails on demand."""
+
+    def __init__(self, port: int = 0, outfile: Path | None = None) -> None:
+        self._cond = threading.Condition()
+        self._failures: deque[_Failure] = deque()
+        self.posts: list[Post] = []  # accepted (200) posts
+        self.requests: list[Post] = []  # every POST, failed ones included
+        self._outfile = outfile
+        self._server = ThreadingHTTPServer((HOST, port), _handler(self))
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}{WEBHOOK_PATH}"
+
+    def fail_next(self, n: int, status: int = 500, body: str = "internal_error") -> None:
+        """Answer the next `n` POSTs with `status`."""
+        with self._cond:
+            self._failures.extend(_Failure(status, body, {}) for _ in range(n))
+
+    def rate_limit_next(self, n: int, retry_after: float = 1) -> None:
+        """Answer the next `n` POSTs with 429 and a Retry-After header."""
+        header = {"Retry-After": f"{retry_after:g}"}
+        with self._cond:
+            self._failures.extend(_Failure(429, "rate_limited", header) for _ in range(n))
+
+    def wait_for(self, n: int, timeout: float = 5.0) -> list[Post]:
+        """Block until `n` posts were accepted (or raise TimeoutError); return them."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(self.posts) >= n, timeout=timeout):
+                raise TimeoutError(f"{len(self.posts)} of {n} Slack posts after {timeout} s")
+            return list(self.posts)
+
+    def record(self, path: str, headers: dict[str, str], raw: bytes) -> _Failure | None:
+        """Store one POST; return the failure to answer with, if one is queued."""
+        text = raw.decode("utf-8", "replace")
+        try:
+            body: Any = json.loads(text)
+        except ValueError:
+            body = text
+        with self._cond:
+            failure = self._failures.popleft() if self._failures else None
+            post = Post(path, headers, body, failure.status if failure else 200)
+            self.requests.append(post)
+            if failure is None:
+                self.posts.append(post)
+                self._append_line(body)
+            self._cond.notify_all()
+        return failure
+
+    def _append_line(self, body: Any) -> None:
+        if self._outfile is not None:
+            with self._outfile.open("a", encoding="utf-8") as out:
+                out.write(json.dumps(body) + "\n")
+
+    def start(self) -> FakeSlack:
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-slack", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join()
+
+    def __enter__(self) -> FakeSlack:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def _handler(fake: FakeSlack) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            failure = fake.record(self.path, dict(self.headers.items()), raw)
+            status, body, headers = (
+                (200, "ok", {}) if failure is None else (failure.status, failure.body, failure.headers)
+            )
+            self.send_response(status)
+            for name, value in {"Content-Type": "text/plain", **headers}.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read the records instead
+            return
+
+    return Handler
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run until SIGTERM/SIGINT, appending each accepted POST body to OUTFILE as a JSON line."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: fake_slack.py PORT OUTFILE", file=sys.stderr)
+        return 2
+    fake = FakeSlack(int(args[0]), Path(args[1]))
+    stopped = threading.Event()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        stopped.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    with fake:
+        print(f"listening on {HOST}:{fake.port}", flush=True)
+        stopped.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
