@@ -66,10 +66,12 @@ class FakeSlack:
     def url(self) -> str:
         return f"http://{HOST}:{self.port}{WEBHOOK_PATH}"
 
-    def fail_next(self, n: int, status: int = 500, body: str = "internal_error") -> None:
-        """Answer the next `n` POSTs with `status`."""
+    def fail_next(
+        self, n: int, status: int = 500, body: str = "internal_error", headers: dict[str, str] | None = None
+    ) -> None:
+        """Answer the next `n` POSTs with `status` (and these extra headers)."""
         with self._cond:
-            self._failures.extend(_Failure(status, body, {}) for _ in range(n))
+            self._failures.extend(_Failure(status, body, dict(headers or {})) for _ in range(n))
 
     def rate_limit_next(self, n: int, retry_after: float = 1) -> None:
         """Answer the next `n` POSTs with 429 and a Retry-After header."""
@@ -107,7 +109,7 @@ class FakeSlack:
                 out.write(json.dumps(body) + "\n")
 
     def start(self) -> FakeSlack:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-slack", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fake-slack", daemon=True)
         self._thread.start()
         return self
 

@@ -4,15 +4,18 @@ Every process runs as our own child on a free 127.0.0.1 port with temporary dire
 that /work/shared/monitoring-stack.md measured as fast and deterministic. Typical use::
 
     with monitoring_stack(tmp_path, RULES, ALERTMANAGER_CONFIG) as stack:
-        stack.vm.push('openai_daily_cost_usd{project_id="p",project="P"} 4\\n', {"job": "x"})
+        stack.vm.push('openai_daily_cost_usd{project_id="p",project="P"} 4\\n', {"job": "openai_cost_exporter"})
         stack.vm.force_flush()
-        stack.slack.wait_for(lambda post: ..., timeout=15, on_timeout=stack.log_tails)
+        stack.slack.wait_for_title("FIRING: OpenAICostSpike", 15, stack.log_tails)
+
+Only VictoriaMetrics: `with victoria_metrics(tmp_path) as vm: ... vm.import_url ... vm.query(expr)`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -39,23 +42,6 @@ DEBIAN_PACKAGE = {
     "amtool": "prometheus-alertmanager",
     "promtool": "prometheus",
 }
-
-# Used only while tests/fake_slack.py (owned by another engineer) does not exist: same command line,
-# same output (each POST body appended as one JSON line), replies 200 "ok".
-_INLINE_FAKE_SLACK = """
-import http.server, json, sys
-port, out = int(sys.argv[1]), sys.argv[2]
-class H(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        with open(out, "a", encoding="utf-8") as f:
-            f.write(json.dumps(json.loads(body)) + "\\n")
-        self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers()
-        self.wfile.write(b"ok")
-    def log_message(self, *args):
-        pass
-http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
-"""
 
 
 class StackError(AssertionError):
@@ -134,9 +120,7 @@ class Service:
 
 
 @contextlib.contextmanager
-def run_service(
-    name: str, argv: list[str], port: int, log_path: Path, ready: Callable[[], bool]
-) -> Iterator[Service]:
+def run_service(name: str, argv: list[str], port: int, log_path: Path, ready: Callable[[], bool]) -> Iterator[Service]:
     """Start `argv`, wait (bounded) until `ready()`, yield the Service, stop it on exit."""
     with log_path.open("wb") as log:
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -172,7 +156,8 @@ class VictoriaMetrics:
 
     def push(self, text: str, extra_labels: dict[str, str] | None = None) -> None:
         """POST exposition text to the import endpoint, with `extra_label` arguments."""
-        params = [("extra_label", f"{k}={v}") for k, v in (extra_labels or {}).items()]
+        labels = [f"{k}={v}" for k, v in (extra_labels or {}).items()]
+        params = httpx.QueryParams({"extra_label": labels})
         response = self.client.post(self.import_url, params=params, content=text.encode())
         response.raise_for_status()
 
@@ -180,9 +165,15 @@ class VictoriaMetrics:
         """Make freshly pushed series searchable now instead of in 4-10 s."""
         self.client.get(f"{self.url}/internal/force_flush").raise_for_status()
 
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        """Instant query at the current time with nocache=1; the `data.result` list."""
-        response = self.client.get(f"{self.url}/api/v1/query", params={"query": expr, "nocache": "1"})
+    def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+        """Instant query with nocache=1 at `at` (default: half a second from now); `data.result`.
+
+        Without `time`, VM rounds "now" down to whole seconds, hiding a sample pushed this second; half a
+        second ahead sees a just-flushed sample at once (monitoring-stack.md §2, visibility delay).
+        """
+        when = time.time() + 0.5 if at is None else at
+        params = {"query": expr, "nocache": "1", "time": f"{when:.3f}"}
+        response = self.client.get(f"{self.url}/api/v1/query", params=params)
         response.raise_for_status()
         return list(response.json()["data"]["result"])
 
@@ -265,16 +256,15 @@ class FakeSlack:
         """Every body posted so far, oldest first."""
         if not self.posts_path.exists():
             return []
-        lines = self.posts_path.read_text(encoding="utf-8").splitlines()
+        # Only complete lines: the fake may be half-way through appending the last one.
+        lines = self.posts_path.read_text(encoding="utf-8").split("\n")[:-1]
         return [json.loads(line) for line in lines if line.strip()]
 
     def titles(self) -> list[str]:
         """The attachment titles ("FIRING: OpenAICostSpike in …") of every post, oldest first."""
         return [a.get("title", "") for post in self.posts() for a in post.get("attachments", [])]
 
-    def wait_for_title(
-        self, prefix: str, timeout: float, on_timeout: Callable[[], str] = lambda: ""
-    ) -> dict[str, Any]:
+    def wait_for_title(self, prefix: str, timeout: float, on_timeout: Callable[[], str] = lambda: "") -> dict[str, Any]:
         """Wait (bounded) for an attachment whose title starts with `prefix`; return that attachment."""
         found: list[dict[str, Any]] = []
 
@@ -289,12 +279,10 @@ class FakeSlack:
 
 @contextlib.contextmanager
 def fake_slack(workdir: Path) -> Iterator[FakeSlack]:
-    """tests/fake_slack.py if present (else an inline equivalent) as a real process on a real socket."""
+    """tests/fake_slack.py as a real process on a real socket, recording to workdir/slack_posts.jsonl."""
     port = free_port()
     posts_path = workdir / "slack_posts.jsonl"
-    script = TESTS / "fake_slack.py"
-    program = [str(script)] if script.exists() else ["-c", _INLINE_FAKE_SLACK]
-    argv = [sys.executable, *program, str(port), str(posts_path)]
+    argv = [sys.executable, str(TESTS / "fake_slack.py"), str(port), str(posts_path)]
     with run_service("fake-slack", argv, port, workdir / "fake-slack.log", lambda: _tcp_open(port)) as svc:
         yield FakeSlack(svc, posts_path)
 
@@ -318,6 +306,32 @@ def write_alertmanager_config(
     return dest
 
 
+def _decode_address(hex_address: str) -> str:
+    """The IP of a /proc/net/{tcp,udp}[6] local address ("0100007F:1F90" -> "127.0.0.1")."""
+    raw = bytes.fromhex(hex_address.split(":", maxsplit=1)[0])
+    # The kernel prints each 32-bit word in host (little-endian) order.
+    swapped = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, swapped)
+
+
+def bound_addresses(pid: int) -> set[str]:
+    """IPs of every listening TCP socket and bound UDP socket that process `pid` holds (Linux /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    addresses = set()
+    for table in ("tcp", "tcp6", "udp", "udp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            listening = table.startswith("udp") or fields[3] == "0A"  # 0A = TCP_LISTEN
+            if listening and fields[9] in inodes:
+                addresses.add(_decode_address(fields[1]))
+    return addresses
+
+
 @dataclass
 class Stack:
     """The four running pieces of the end-to-end stack."""
@@ -327,10 +341,13 @@ class Stack:
     alertmanager: Service
     vmalert: Service
 
+    @property
+    def services(self) -> list[Service]:
+        return [self.slack.service, self.vm.service, self.alertmanager, self.vmalert]
+
     def log_tails(self) -> str:
         """Log tails of every process plus the Slack posts so far, for failure messages."""
-        services = [self.slack.service, self.vm.service, self.alertmanager, self.vmalert]
-        tails = "\n".join(service.log_tail() for service in services)
+        tails = "\n".join(service.log_tail() for service in self.services)
         return f"{tails}\n--- Slack titles so far ---\n{self.slack.titles()}"
 
 
@@ -340,9 +357,7 @@ def monitoring_stack(workdir: Path, rules: Path, alertmanager_config: Path) -> I
     with contextlib.ExitStack() as stack:
         slack = stack.enter_context(fake_slack(workdir))
         vm = stack.enter_context(victoria_metrics(workdir))
-        config = write_alertmanager_config(
-            alertmanager_config, workdir / "alertmanager.yml", slack.webhook_url
-        )
+        config = write_alertmanager_config(alertmanager_config, workdir / "alertmanager.yml", slack.webhook_url)
         am = stack.enter_context(alertmanager(workdir, config))
         alerts = stack.enter_context(vmalert(workdir, rules, vm.url, am.url))
         yield Stack(slack, vm, am, alerts)

@@ -46,14 +46,10 @@ def sample_view(**changes: object) -> PageView:
     for n, day in enumerate(DAYS):
         weekend = Decimal("0.55") if day.weekday() >= 5 else Decimal(1)
         daily[day] = {
-            p: (Decimal(usd) * weekend * (Decimal(90 + (n * 7 + i * 13) % 21) / 100)).quantize(
-                Decimal("0.01")
-            )
+            p: (Decimal(usd) * weekend * (Decimal(90 + (n * 7 + i * 13) % 21) / 100)).quantize(Decimal("0.01"))
             for i, (p, (_, usd)) in enumerate(PROJECTS.items())
         }
-    daily[DAYS[-1]] = {p: v * Decimal("0.6") for p, v in daily[DAYS[-2]].items()} | {
-        "proj_spiky": Decimal(36)
-    }
+    daily[DAYS[-1]] = {p: v * Decimal("0.6") for p, v in daily[DAYS[-2]].items()} | {"proj_spiky": Decimal(36)}
     fields: dict[str, object] = {
         "generated_at": NOW,
         "last_success": NOW - dt.timedelta(minutes=4),
@@ -232,9 +228,7 @@ def test_ratio_column(today: str, baseline: str, shown: str) -> None:
         (None, "No collection cycle has succeeded yet"),
     ],
 )
-def test_header_warns_when_data_is_old_or_missing(
-    last_success: dt.datetime | None, warning: str | None
-) -> None:
+def test_header_warns_when_data_is_old_or_missing(last_success: dt.datetime | None, warning: str | None) -> None:
     """The header shows the last successful cycle and a visible warning when it is old or missing."""
     dom = parse(render_page(sample_view(last_success=last_success)))
     text = "".join(dom.text)

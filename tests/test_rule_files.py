@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from stack import require_binary
+from tests.stack import require_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "deploy" / "rules" / "openai-cost-exporter.rules.yml"
@@ -30,9 +30,7 @@ pytestmark = pytest.mark.stack
 
 def run(*argv: str) -> subprocess.CompletedProcess[str]:
     """Run a binary from PATH (failing clearly when it is missing), capturing its output."""
-    return subprocess.run(
-        [require_binary(argv[0]), *argv[1:]], capture_output=True, text=True, timeout=60, check=False
-    )
+    return subprocess.run([require_binary(argv[0]), *argv[1:]], capture_output=True, text=True, timeout=60, check=False)
 
 
 def usd(amount: str) -> str:
@@ -91,10 +89,7 @@ def spike_test(case: Case) -> dict[str, Any]:
     """promtool test group: one project's today and baseline; the org sums equal the project's."""
     project, today, baseline = project_of(case), case["today"], case["baseline"]
     notes = {"value": usd(today), "reference": f"baseline {usd(baseline)}"}
-    desc = (
-        f"Today (UTC) so far {{who}} spent {usd(today)}, "
-        "more than 1.5x its mean daily cost of the last 7 days."
-    )
+    desc = f"Today (UTC) so far {{who}} spent {usd(today)}, more than 1.5x its mean daily cost of the last 7 days."
     summary = "OpenAI cost spike"
     fires = bool(case["fires"])
     return {
@@ -144,10 +139,7 @@ def monthly_alerts(case: Case, alertname: str) -> list[Alert]:
             "OpenAI monthly budget forecast to be exceeded",
             usd(case["forecast"]),
         )
-        desc = (
-            f"At this month's pace {{who}} will spend {value} by the end of the month, "
-            "over its monthly budget."
-        )
+        desc = f"At this month's pace {{who}} will spend {value} by the end of the month, over its monthly budget."
     return [
         project_alert(severity, project, summary, desc, value=value, **notes),
         org_alert(severity, summary, desc, value=value, **notes),
@@ -215,9 +207,7 @@ def self_monitoring_tests() -> list[dict[str, Any]]:
         group([fresh, flat], ("30m", "OpenAICostExporterStale", []), ("30m", "OpenAICostExporterErrors", [])),
         group([stuck], ("10m", "OpenAICostExporterStale", []), ("25m", "OpenAICostExporterStale", stale)),
         group([flat], ("3m", "OpenAICostExporterStale", []), ("6m", "OpenAICostExporterStale", stale_absent)),
-        group(
-            [failing], ("10m", "OpenAICostExporterErrors", []), ("30m", "OpenAICostExporterErrors", erroring)
-        ),
+        group([failing], ("10m", "OpenAICostExporterErrors", []), ("30m", "OpenAICostExporterErrors", erroring)),
     ]
 
 
@@ -309,3 +299,10 @@ def test_generated_promtool_tests_catch_a_wrong_rule(
     result = run("promtool", "test", "rules", str(write_promtool_tests(wrong, tmp_path / "rules_test.yml")))
     assert result.returncode != 0
     assert f"alertname: {alertname}" in result.stdout + result.stderr
+
+
+def test_a_missing_binary_fails_naming_its_debian_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the binary on PATH the test fails with the apt-get line to fix it, not a skip."""
+    monkeypatch.setenv("PATH", "")
+    with pytest.raises(pytest.fail.Exception, match="apt-get install --no-install-recommends victoria-metrics"):
+        require_binary("vmalert")

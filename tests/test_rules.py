@@ -110,12 +110,8 @@ def test_project_override_by_id_or_name(key: str) -> None:
 
 def test_override_by_id_wins_over_name() -> None:
     """When both the id and the name have an entry, the id's entry applies."""
-    policy = AlertPolicy(
-        projects={"Alpha": ProjectPolicy(mute=True), "proj_a": ProjectPolicy(spike_ratio=D(2))}
-    )
-    assert rules_of(evaluate(policy, [figures(today="4", baseline="1")], None)) == [
-        ("spike", "proj_a", "firing")
-    ]
+    policy = AlertPolicy(projects={"Alpha": ProjectPolicy(mute=True), "proj_a": ProjectPolicy(spike_ratio=D(2))})
+    assert rules_of(evaluate(policy, [figures(today="4", baseline="1")], None)) == [("spike", "proj_a", "firing")]
 
 
 def test_project_budgets() -> None:
@@ -171,9 +167,7 @@ def test_organization_not_filtered() -> None:
     """Project filters and overrides do not silence the organization's rules."""
     policy = AlertPolicy(exclude=["*"], projects={"organization": ProjectPolicy(mute=True)})
     org = figures(ORGANIZATION, "Organization", today="40", baseline="10")
-    assert rules_of(evaluate(policy, [figures(today="40", baseline="1")], org)) == [
-        ("spike", ORGANIZATION, "firing")
-    ]
+    assert rules_of(evaluate(policy, [figures(today="40", baseline="1")], org)) == [("spike", ORGANIZATION, "firing")]
 
 
 def test_policy_defaults() -> None:

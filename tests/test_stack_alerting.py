@@ -10,7 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from stack import Stack, VictoriaMetrics, monitoring_stack, wait_until
+
+from tests.stack import Stack, VictoriaMetrics, bound_addresses, monitoring_stack, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "deploy" / "rules" / "openai-cost-exporter.rules.yml"
@@ -42,6 +43,24 @@ def am_alerts(stack: Stack, alertname: str) -> list[dict[str, Any]]:
     response = httpx.get(url, params={"filter": f'alertname="{alertname}"'}, trust_env=False, timeout=5)
     response.raise_for_status()
     return list(response.json())
+
+
+def test_every_process_listens_only_on_loopback(stack: Stack) -> None:
+    """Each stack process has sockets bound, and only to 127.0.0.1 (no cluster or 0.0.0.0 listener)."""
+    for service in stack.services:
+        assert bound_addresses(service.process.pid) == {"127.0.0.1"}, service.name
+
+
+def test_pushed_series_keep_labels_and_are_queryable_at_once(stack: Stack) -> None:
+    """A flushed push is visible to an instant query and to /export with the quoted name and job label."""
+    labels = 'project_id="proj_q",project="Q \\"quoted\\" \\\\ name"'
+    feed(stack.vm, f"openai_daily_cost_baseline_usd{{{labels}}} 0.25\n")
+    [sample] = stack.vm.query('openai_daily_cost_baseline_usd{project_id="proj_q"}')
+    assert sample["value"][1] == "0.25"
+    [series] = stack.vm.export('openai_daily_cost_baseline_usd{project_id="proj_q"}')
+    assert series["metric"]["project"] == 'Q "quoted" \\ name'
+    assert series["metric"]["job"] == JOB
+    assert series["values"] == [0.25]
 
 
 def test_cost_spike_reaches_slack_and_resolves(stack: Stack) -> None:

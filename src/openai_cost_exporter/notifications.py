@@ -47,9 +47,7 @@ _SCHEMA = (
         attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, next_attempt_at REAL, delivered_at REAL)""",
     "CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (delivered_at, id)",
 )
-_OUTBOX_COLUMNS = (
-    "id, rule, subject_id, day, level, escalation, payload, created_at, attempts, next_attempt_at"
-)
+_OUTBOX_COLUMNS = "id, rule, subject_id, day, level, escalation, payload, created_at, attempts, next_attempt_at"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +103,7 @@ class Notifications:
         self._max_backoff = max_backoff_seconds
         with self._atomic():
             for statement in _SCHEMA:
-                self._conn.execute(statement)
+                self._execute(statement)
 
     # --- deciding ---------------------------------------------------------------------------------
 
@@ -155,9 +153,7 @@ class Notifications:
             logger.warning("no details for the %s alert on %s: %s", alert.rule, alert.subject_id, err)
             return MessageContext()
 
-    def _queue_alert(
-        self, alert: Alert, day: dt.date, ctx: MessageContext, decision: _Decision
-    ) -> OutboxMessage:
+    def _queue_alert(self, alert: Alert, day: dt.date, ctx: MessageContext, decision: _Decision) -> OutboxMessage:
         ctx = replace(ctx, escalation=decision.escalation, previous_value=decision.previous)
         self._remember(alert.rule, alert.subject_id, day, alert.level, alert.value)
         return self._insert(
@@ -170,14 +166,14 @@ class Notifications:
         )
 
     def _last_value(self, rule: str, subject_id: str, day: dt.date, level: str) -> Decimal | None:
-        row = self._conn.execute(
+        row = self._execute(
             "SELECT value FROM alert_notified WHERE rule = ? AND subject_id = ? AND day = ? AND level = ?",
             (rule, subject_id, day.isoformat(), level),
         ).fetchone()
         return None if row is None else Decimal(row[0])
 
     def _remember(self, rule: str, subject_id: str, day: dt.date, level: str, value: Decimal) -> None:
-        self._conn.execute(
+        self._execute(
             "INSERT INTO alert_notified (rule, subject_id, day, level, value, notified_at)"
             " VALUES (?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (rule, subject_id, day, level) DO UPDATE SET value = excluded.value,"
@@ -196,7 +192,7 @@ class Notifications:
         payload: dict[str, Any],
     ) -> OutboxMessage:
         created = self._now()
-        cursor = self._conn.execute(
+        cursor = self._execute(
             "INSERT INTO outbox (rule, subject_id, day, level, escalation, payload, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (rule, subject_id, day.isoformat(), level, int(escalation), json.dumps(payload), created),
@@ -217,9 +213,7 @@ class Notifications:
 
     def pending(self) -> list[OutboxMessage]:
         """Messages not delivered yet, oldest first."""
-        rows = self._conn.execute(
-            f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE delivered_at IS NULL ORDER BY id"
-        ).fetchall()
+        rows = self._execute(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE delivered_at IS NULL ORDER BY id").fetchall()
         return [_message(row) for row in rows]
 
     def deliver(self, notifier: Notifier) -> DeliveryReport:
@@ -245,7 +239,7 @@ class Notifications:
 
     def _delivered(self, message: OutboxMessage) -> None:
         with self._atomic():
-            self._conn.execute(
+            self._execute(
                 "UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?",
                 (self._now(), message.id),
             )
@@ -256,7 +250,7 @@ class Notifications:
         attempts = message.attempts + 1
         delay = self.backoff(attempts, getattr(err, "retry_after", None))
         with self._atomic():
-            self._conn.execute(
+            self._execute(
                 "UPDATE outbox SET attempts = ?, last_error = ?, next_attempt_at = ? WHERE id = ?",
                 (attempts, str(err)[:500], self._now() + delay, message.id),
             )
@@ -278,12 +272,18 @@ class Notifications:
         return float(min(self._backoff * 2 ** (attempts - 1), self._max_backoff))
 
     def _update_pending(self) -> int:
-        (count,) = self._conn.execute("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL").fetchone()
+        (count,) = self._execute("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL").fetchone()
         if self._metrics is not None:
             self._metrics.notifications_pending.set(count)
         return int(count)
 
     # --- plumbing ---------------------------------------------------------------------------------
+
+    def _execute(self, sql: str, parameters: Sequence[Any] = ()) -> sqlite3.Cursor:
+        try:
+            return self._conn.execute(sql, parameters)
+        except sqlite3.Error as err:
+            raise StateError(f"notification state: {err}") from err
 
     def _now(self) -> float:
         return self._clock.now().timestamp()
@@ -292,17 +292,14 @@ class Notifications:
     def _atomic(self) -> Iterator[None]:
         # A SAVEPOINT works whatever the connection's isolation_level (the state module owns the connection):
         # it starts a transaction when none is open, and nests inside one that is.
+        self._execute("SAVEPOINT notifications")
         try:
-            self._conn.execute("SAVEPOINT notifications")
-            try:
-                yield
-            except BaseException:
-                self._conn.execute("ROLLBACK TO notifications")
-                self._conn.execute("RELEASE notifications")
-                raise
-            self._conn.execute("RELEASE notifications")
-        except sqlite3.Error as err:
-            raise StateError(f"notification state: {err}") from err
+            yield
+        except BaseException:
+            self._execute("ROLLBACK TO notifications")
+            self._execute("RELEASE notifications")
+            raise
+        self._execute("RELEASE notifications")
 
 
 def _from_epoch(seconds: float) -> dt.datetime:

@@ -92,7 +92,10 @@ class AdminClient:
     def iter_costs(
         self, start: dt.date, end: dt.date, *, line_items: bool = False, limit: int = MAX_COSTS_LIMIT
     ) -> Iterator[CostPage]:
-        """Daily costs of the UTC days [start, end), one `CostPage` per API page, grouped by project."""
+        """Daily costs of the UTC days [start, end), one `CostPage` per API page, grouped by project.
+
+        Arguments are checked at the call; requests start when the iterator is first advanced.
+        """
         if not 1 <= limit <= MAX_COSTS_LIMIT:
             raise ValueError(f"limit must be 1..{MAX_COSTS_LIMIT}, not {limit}")
         if end <= start:
@@ -106,8 +109,8 @@ class AdminClient:
         ]
         query += [("group_by", group) for group in group_by]  # repeated keys (§1.1)
         query.append(("limit", limit))
-        for page_no, body in self._pages("costs", COSTS_PATH, query, "page", _next_page):
-            yield parse_cost_page(body, f"GET {COSTS_PATH} page {page_no}", line_items=line_items)
+        pages = self._pages("costs", COSTS_PATH, query, "page", _next_page)
+        return (parse_cost_page(body, f"GET {COSTS_PATH} page {n}", line_items=line_items) for n, body in pages)
 
     def list_projects(self) -> list[Project]:
         """Every project of the organization, archived ones included (§2, §7.9)."""
@@ -132,9 +135,7 @@ class AdminClient:
                 return
             cursor = next_cursor(body)
             if not cursor:
-                log.warning(
-                    "GET %s page %d: has_more is true but no cursor was sent; stopping", path, page_no
-                )
+                log.warning("GET %s page %d: has_more is true but no cursor was sent; stopping", path, page_no)
                 return
             if cursor in seen:
                 raise MalformedResponse(f"GET {path} page {page_no}: cursor {cursor!r} was already followed")
@@ -180,9 +181,7 @@ class AdminClient:
             raise _Transient(redact(f"{kind} ({type(exc).__name__}: {exc})", self._secret)) from None
         except httpx.RequestError as exc:
             self._count(endpoint, "request_error")
-            raise OpenAIError(
-                redact(f"GET {path} failed: {type(exc).__name__}: {exc}", self._secret)
-            ) from None
+            raise OpenAIError(redact(f"GET {path} failed: {type(exc).__name__}: {exc}", self._secret)) from None
         if response.is_success:
             return self._json(endpoint, path, response)
         self._count(endpoint, str(response.status_code))
@@ -193,9 +192,7 @@ class AdminClient:
             body = response.json()
         except ValueError as exc:  # truncated or not JSON at all: a proxy page, a cut connection
             self._count(endpoint, "invalid_json")
-            raise _Transient(
-                f"HTTP {response.status_code} with invalid JSON ({exc})", malformed=True
-            ) from exc
+            raise _Transient(f"HTTP {response.status_code} with invalid JSON ({exc})", malformed=True) from exc
         self._count(endpoint, str(response.status_code))
         if not isinstance(body, dict):
             raise MalformedResponse(f"GET {path}: the body is a {type(body).__name__}, not an object")

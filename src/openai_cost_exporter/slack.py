@@ -24,7 +24,7 @@ from slack_sdk.http_retry.builtin_handlers import (
     RateLimitErrorRetryHandler,
     ServerErrorRetryHandler,
 )
-from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
+from slack_sdk.http_retry.builtin_interval_calculators import FixedValueRetryIntervalCalculator
 from slack_sdk.http_retry.handler import RetryHandler
 from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
@@ -123,9 +123,7 @@ def build_alert_message(alert: Alert, ctx: MessageContext) -> dict[str, Any]:
     ]
     if ctx.line_items:
         items = "\n".join(f"• {escape(name)}: {money(amount)}" for name, amount in ctx.line_items)
-        blocks.append(
-            {"type": "section", "text": {"type": "mrkdwn", "text": f"*Top line items today*\n{items}"}}
-        )
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*Top line items today*\n{items}"}})
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _footer(alert, ctx)}]})
     return {"text": f"{icon} {escape(title)}: {_summary(alert, ctx)}", "blocks": blocks}
 
@@ -158,9 +156,7 @@ def _summary(alert: Alert, ctx: MessageContext) -> str:
 
 
 def _footer(alert: Alert, ctx: MessageContext) -> str:
-    when = (
-        f"Data as of {ctx.data_time:%Y-%m-%d %H:%M} UTC" if ctx.data_time is not None else "Data time unknown"
-    )
+    when = f"Data as of {ctx.data_time:%Y-%m-%d %H:%M} UTC" if ctx.data_time is not None else "Data time unknown"
     return f"{when} · <{usage_url(alert.subject_id)}|OpenAI usage page>"
 
 
@@ -185,9 +181,7 @@ def build_digest_message(digest: Digest) -> dict[str, Any]:
 
 def _mover(row: DigestRow) -> str:
     sign = "+" if row.change > 0 else "-"
-    return (
-        f"• {escape(row.name)}: {money(row.amount)} ({sign}{money(abs(row.change))} vs {money(row.baseline)})"
-    )
+    return f"• {escape(row.name)}: {money(row.amount)} ({sign}{money(abs(row.change))} vs {money(row.baseline)})"
 
 
 def _text_section(text: str) -> dict[str, Any]:
@@ -329,7 +323,8 @@ class _ShortRateLimitHandler(RateLimitErrorRetryHandler):
 
 def retry_handlers(*, backoff: float = 0.5, max_retry_after: float = 2.0) -> list[RetryHandler]:
     """One in-call retry for connection errors, 500/503 and short 429s; the outbox retries across cycles."""
-    interval = BackoffRetryIntervalCalculator(backoff_factor=backoff)
+    # One retry, so a fixed pause (the SDK's default calculator adds up to 1 s of random jitter to it).
+    interval = FixedValueRetryIntervalCalculator(backoff)
     return [
         ConnectionErrorRetryHandler(max_retry_count=1, interval_calculator=interval),
         ServerErrorRetryHandler(max_retry_count=1, interval_calculator=interval),

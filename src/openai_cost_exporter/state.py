@@ -81,9 +81,7 @@ def _guard(conn: sqlite3.Connection, path: pathlib.Path) -> None:
     try:
         app_id = _pragma_int(conn, "application_id")
         version = _pragma_int(conn, "user_version")
-        tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'").fetchone()[
-            0
-        ]
+        tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'").fetchone()[0]
     except sqlite3.DatabaseError as exc:
         raise StateError(f"state file {path} is not a SQLite database ({exc}); {_ADVICE}") from exc
     if app_id == 0 and tables == 0 and version == 0:
@@ -120,13 +118,14 @@ def _upgrade(conn: sqlite3.Connection, path: pathlib.Path, version: int) -> None
 
 
 def _check_integrity(conn: sqlite3.Connection, path: pathlib.Path) -> None:
-    """`PRAGMA quick_check`: O(size) but without index cross-checks; about a second for a 1M-row ledger."""
+    """`PRAGMA quick_check`: reads every page but skips index cross-checks: ~0.3 s for a 1M-row ledger."""
     try:
         problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
     except sqlite3.DatabaseError as exc:
         problems = [str(exc)]
     if problems != ["ok"]:
-        raise StateError(f"state file {path} is corrupt ({'; '.join(problems)}); {_ADVICE}")
+        summary = "; ".join(" ".join(problem.split()) for problem in problems)  # one line, for the logs
+        raise StateError(f"state file {path} is corrupt ({summary}); {_ADVICE}")
 
 
 def _configure(conn: sqlite3.Connection) -> None:

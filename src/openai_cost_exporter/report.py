@@ -1,0 +1,212 @@
+"""Rendering of `openai-cost-exporter report`: data in, text out (a table for people, CSV and JSON for tools).
+
+Amounts stay `Decimal`: CSV and JSON carry them as exact decimal strings, the table rounds them to cents.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+
+from rich import box
+from rich.cells import cell_len
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from openai_cost_exporter.ledger import exact_sum
+from openai_cost_exporter.models import ZERO
+
+#: Console width when the caller does not give one (the CLI passes the terminal's).
+DEFAULT_WIDTH = 120
+#: Widest the project column grows; longer names fold onto several lines.
+NAME_MAX = 32
+#: Days a sparkline covers at most (the last ones).
+SPARK_MAX = 31
+SPARK_BARS = "▁▂▃▄▅▆▇█"
+#: Characters a column costs besides its content: padding on both sides and a separator.
+_COLUMN_OVERHEAD = 3
+#: Characters that would move the cursor or reorder text in a terminal: shown escaped instead.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Zl", "Zp", "Cs"})
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+@dataclass(frozen=True, slots=True)
+class ReportData:
+    """What a report shows: the days (oldest first), totals per day per project, names and baselines."""
+
+    days: list[dt.date]
+    totals: dict[dt.date, dict[str, Decimal]]
+    names: dict[str, str]
+    baseline: dict[str, Decimal]
+
+
+@dataclass(frozen=True, slots=True)
+class _Line:
+    """One project's figures over the shown days."""
+
+    project_id: str
+    name: str
+    daily: list[Decimal]
+    total: Decimal
+    baseline: Decimal | None
+
+
+def render_table(data: ReportData, *, width: int | None = None) -> str:
+    """A text table: a row per project by spend, a column per day (the last ones that fit), totals, trend."""
+    width = width or DEFAULT_WIDTH
+    lines = _lines(data)
+    total = _total_line(data, lines)
+    shown = _days_that_fit(data.days, [*lines, total], width)
+    table = Table(box=box.SIMPLE_HEAD, caption=_caption(len(data.days), shown), caption_justify="left")
+    table.add_column("Project", max_width=NAME_MAX, overflow="fold")
+    for day in data.days[len(data.days) - shown :]:
+        table.add_column(day.strftime("%m-%d"), justify="right", no_wrap=True)
+    for header in ("Total", "vs base"):
+        table.add_column(header, justify="right", no_wrap=True)
+    table.add_column("Trend", no_wrap=True)
+    for index, line in enumerate([*lines, total]):
+        table.add_row(*_table_cells(line, shown), end_section=index == len(lines) - 1)
+    out = io.StringIO()
+    console = Console(file=out, width=width, color_system=None, markup=False, emoji=False, highlight=False, _environ={})
+    console.print(table)
+    return "\n".join(row.rstrip() for row in out.getvalue().splitlines()) + "\n"
+
+
+def render_csv(data: ReportData) -> str:
+    """Long format, one row per day and project with spend: day,project_id,project,cost_usd (exact)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["day", "project_id", "project", "cost_usd"])
+    for day in data.days:
+        for project_id, amount in sorted(data.totals.get(day, {}).items()):
+            writer.writerow([day.isoformat(), project_id, _name(data, project_id), format_exact(amount)])
+    return out.getvalue()
+
+
+def render_json(data: ReportData) -> str:
+    """The report as JSON; every amount an exact decimal string, every day of the window in `daily`."""
+    lines = _lines(data)
+    document = {
+        "days": [day.isoformat() for day in data.days],
+        "projects": [
+            {
+                "project_id": line.project_id,
+                "project": line.name,
+                "total_usd": format_exact(line.total),
+                "baseline_usd": None if line.baseline is None else format_exact(line.baseline),
+                "daily": {day.isoformat(): format_exact(v) for day, v in zip(data.days, line.daily, strict=True)},
+            }
+            for line in lines
+        ],
+        "total_usd": format_exact(exact_sum(line.total for line in lines)),
+    }
+    return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+
+
+def sparkline(values: Sequence[Decimal]) -> str:
+    """One bar per value, scaled from min(0, lowest) to the highest; flat at the bottom when all are equal."""
+    if not values:
+        return ""
+    low, high = min(*values, ZERO), max(values)
+    if high == low:
+        return SPARK_BARS[0] * len(values)
+    steps = len(SPARK_BARS) - 1
+    return "".join(
+        SPARK_BARS[int(((value - low) * steps / (high - low)).quantize(Decimal(1), ROUND_HALF_UP))] for value in values
+    )
+
+
+def format_exact(amount: Decimal) -> str:
+    """A plain decimal string with the exact value: no exponent, no trailing zeros (`0E-6176` -> `0`)."""
+    text = format(amount, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in {"-0", ""} else text
+
+
+def _lines(data: ReportData) -> list[_Line]:
+    """A line per project with spend in the window or a non-zero baseline, the biggest spenders first."""
+    project_ids = {pid for day in data.days for pid in data.totals.get(day, {})}
+    project_ids |= {pid for pid, value in data.baseline.items() if value}
+    lines = []
+    for pid in project_ids:
+        daily = [data.totals.get(day, {}).get(pid, ZERO) for day in data.days]
+        lines.append(_Line(pid, _name(data, pid), daily, exact_sum(daily), data.baseline.get(pid)))
+    return sorted(lines, key=lambda line: (-line.total, line.name, line.project_id))
+
+
+def _total_line(data: ReportData, lines: list[_Line]) -> _Line:
+    daily = [exact_sum(line.daily[index] for line in lines) for index in range(len(data.days))]
+    baselines = [line.baseline for line in lines if line.baseline is not None]
+    baseline = exact_sum(baselines) if baselines else None
+    return _Line("", "TOTAL", daily, exact_sum(daily), baseline)
+
+
+def _table_cells(line: _Line, shown: int) -> list[Text]:
+    name, total, vs_base, trend = _fixed_cells(line)
+    days = [_money(value) for value in line.daily[len(line.daily) - shown :]]
+    return [Text(cell) for cell in (name, *days, total, vs_base, trend)]
+
+
+def _fixed_cells(line: _Line) -> tuple[str, str, str, str]:
+    """Project, Total, vs base and Trend cells of a line: the columns shown at any width."""
+    last = line.daily[-1] if line.daily else None
+    name = _safe(line.name) or line.project_id
+    return name, _money(line.total), _vs_baseline(last, line.baseline), sparkline(line.daily[-SPARK_MAX:])
+
+
+def _days_that_fit(days: list[dt.date], lines: list[_Line], width: int) -> int:
+    """How many of the last days get a column of their own next to the fixed columns."""
+    rows = [("Project", "Total", "vs base", "Trend"), *(_fixed_cells(line) for line in lines)]
+    widths = [max(cell_len(row[column]) for row in rows) for column in range(4)]
+    room = width - min(widths[0], NAME_MAX) - sum(widths[1:]) - 4 * _COLUMN_OVERHEAD
+    shown = 0
+    for index in range(len(days) - 1, -1, -1):
+        room -= max(5, *(len(_money(line.daily[index])) for line in lines)) + _COLUMN_OVERHEAD
+        if room < 0:
+            break
+        shown += 1
+    return shown
+
+
+def _caption(total_days: int, shown: int) -> str | None:
+    if shown == total_days:
+        return None
+    if shown == 0:
+        return f"{total_days} days: too narrow for daily columns, Total covers them all"
+    return f"last {shown} of {total_days} days shown; Total covers all {total_days}"
+
+
+def _vs_baseline(last: Decimal | None, baseline: Decimal | None) -> str:
+    """The last day against the baseline's daily mean: +x%, `new` without a baseline, — without spend."""
+    if last is None:
+        return "—"
+    if not baseline:
+        return "new" if last > 0 else "—"
+    change = (last - baseline) * 100 / baseline
+    return f"{change.quantize(Decimal(1), ROUND_HALF_UP):+}%"
+
+
+def _money(amount: Decimal) -> str:
+    return "-" if not amount else f"{amount:,.2f}"
+
+
+def _name(data: ReportData, project_id: str) -> str:
+    return data.names.get(project_id, project_id)
+
+
+def _safe(name: str) -> str:
+    """The name with control, line-break, bidi and lone-surrogate characters escaped, so rows stay intact."""
+    return "".join(
+        ch.encode("unicode_escape", "backslashreplace").decode("ascii")
+        if ch in _BIDI_CONTROLS or unicodedata.category(ch) in _UNSAFE_CATEGORIES
+        else ch
+        for ch in name
+    )
