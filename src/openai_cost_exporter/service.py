@@ -34,8 +34,9 @@ from openai_cost_exporter.snapshot import PAGE_DAYS, CostSnapshot, build_snapsho
 log = logging.getLogger(__name__)
 
 DAY = dt.timedelta(days=1)
-#: A window of at most this many days is fetched in one page; longer ones (a backfill) page by this many days.
-PAGE_LIMIT = 31
+#: Days per costs page. The usual window (revision days + today) is one page; a cold start or a first-start
+#: backfill pages by a week, so a 2,000-project organization never holds more than ~14k rows at once.
+PAGE_LIMIT = 7
 #: Wake this long after UTC midnight, so the first cycle of a day asks for the new day.
 MIDNIGHT_MARGIN = 1.0
 
