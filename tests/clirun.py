@@ -51,7 +51,9 @@ def run_cli(*args: str, env: Mapping[str, str] | None = None, timeout: float = 9
 
 def run_once(api_url: str, state_dir: Path, *extra: str, env: Mapping[str, str] | None = None) -> Result:
     """`run --once` against the fake API, no HTTP listener."""
-    return run_cli("run", "--once", "--base-url", api_url, "--state-dir", str(state_dir), "--listen", "", *extra, env=env)
+    return run_cli(
+        "run", "--once", "--base-url", api_url, "--state-dir", str(state_dir), "--listen", "", *extra, env=env
+    )
 
 
 def utc_today() -> dt.date:

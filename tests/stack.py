@@ -180,7 +180,7 @@ class VictoriaMetrics:
     def export(self, match: str) -> list[dict[str, Any]]:
         """Raw samples of every series matching `match` (JSON lines of /api/v1/export)."""
         # Like `query`, a default `end` would hide samples pushed during the current second.
-        params = {"match[]": match, "start": "0", "end": f"{time.time() + 86400:.3f}"}
+        params = {"match[]": match, "start": "0", "end": f"{time.time() + 2 * 86400:.3f}"}
         response = self.client.get(f"{self.url}/api/v1/export", params=params)
         response.raise_for_status()
         return [json.loads(line) for line in response.text.splitlines() if line.strip()]

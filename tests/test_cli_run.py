@@ -73,7 +73,9 @@ def _expected_names(org: FakeOrg) -> dict[str, str]:
     return names
 
 
-def test_run_once_pushes_what_the_api_bills(api: FakeAdminAPI, org: FakeOrg, vm: VictoriaMetrics, tmp_path: Path) -> None:
+def test_run_once_pushes_what_the_api_bills(
+    api: FakeAdminAPI, org: FakeOrg, vm: VictoriaMetrics, tmp_path: Path
+) -> None:
     """One cycle with >100 projects, archived ones, awkward names, string amounts and a null project_id lands in
     VictoriaMetrics with today's values and each closed day's values equal to the fake's sums."""
     result = run_once(api.base_url, tmp_path, "--push-url", vm.import_url, "--backfill-days", "45")

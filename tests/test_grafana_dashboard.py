@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from stack import VictoriaMetrics, victoria_metrics
+from tests.stack import VictoriaMetrics, victoria_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 GRAFANA = ROOT / "deploy" / "grafana"

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from fake_slack import FakeSlack
 from openai_cost_exporter import notifications as notifications_module
 from openai_cost_exporter.clock import FrozenClock
 from openai_cost_exporter.errors import AuthError, NotifyError, StateError
@@ -20,6 +19,7 @@ from openai_cost_exporter.notifications import Notifications, OutboxMessage
 from openai_cost_exporter.rules import Alert, build_digest
 from openai_cost_exporter.selfmetrics import SelfMetrics
 from openai_cost_exporter.slack import DeliveryFailed, LogNotifier, MessageContext, SlackNotifier
+from tests.fake_slack import FakeSlack
 
 D = Decimal
 DAY = dt.date(2026, 11, 28)
@@ -111,6 +111,12 @@ def test_one_message_per_day(notes: Notifications) -> None:
     assert message.payload["blocks"][0]["text"]["text"] == "Spend spike: Alpha"
     assert notes.decide([spike("5")], DAY, contexts) == []
     assert len(contexts.calls) == 1  # the context is built only for the message actually decided
+
+
+def test_duplicate_alerts_in_one_batch(notes: Notifications) -> None:
+    """The same alert twice in one batch is queued once (re-checked inside the transaction)."""
+    assert len(notes.decide([spike(), spike("4.5")], DAY, Contexts())) == 1
+    assert len(notes.pending()) == 1
 
 
 def test_alerts_are_keyed_by_rule_subject_and_level(notes: Notifications) -> None:

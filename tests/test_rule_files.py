@@ -287,6 +287,7 @@ def test_rules_pass_the_promtool_tests_generated_from_alert_cases(tmp_path: Path
         ),
         ("> 900", "> 1800", "OpenAICostExporterStale"),
     ],
+    ids=["spike-ratio-2", "spike-floor-strict", "daily-budget-not-strict", "monthly-uses-forecast", "stale-30m"],
 )
 def test_generated_promtool_tests_catch_a_wrong_rule(
     tmp_path: Path, original: str, mutant: str, alertname: str

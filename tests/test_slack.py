@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from fake_slack import WEBHOOK_PATH, FakeSlack
 from openai_cost_exporter.errors import ConfigError, NotifyError
 from openai_cost_exporter.notifications import OutboxMessage
 from openai_cost_exporter.rules import ORGANIZATION, Alert, DigestRow, build_digest
@@ -29,6 +28,7 @@ from openai_cost_exporter.slack import (
     money,
     usage_url,
 )
+from tests.fake_slack import WEBHOOK_PATH, FakeSlack
 
 D = Decimal
 DATA_TIME = dt.datetime(2026, 11, 28, 12, 5, tzinfo=dt.UTC)
@@ -262,9 +262,10 @@ def test_long_rate_limit_returns_retry_after(slack: FakeSlack) -> None:
     assert len(slack.requests) == 1
 
 
-def test_rate_limit_with_date_not_waited_for(slack: FakeSlack) -> None:
-    """A 429 whose Retry-After is not a number is neither waited for nor reported as a delay."""
-    slack.fail_next(1, status=429, body="rate_limited", headers={"Retry-After": "Wed, 21 Oct 2026 07:28:00 GMT"})
+@pytest.mark.parametrize("headers", [{"Retry-After": "Wed, 21 Oct 2026 07:28:00 GMT"}, {}], ids=["date", "none"])
+def test_rate_limit_without_seconds_not_waited_for(slack: FakeSlack, headers: dict[str, str]) -> None:
+    """A 429 without a Retry-After in seconds is neither waited for nor reported as a delay."""
+    slack.fail_next(1, status=429, body="rate_limited", headers=headers)
     with pytest.raises(DeliveryFailed) as caught:
         SlackNotifier(slack.url, backoff=0).send(outbox())
     assert caught.value.retry_after is None

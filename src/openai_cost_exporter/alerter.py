@@ -155,7 +155,13 @@ def build_alerter(
 ) -> Alerter:
     url = settings.resolved_webhook_url()
     notifier: Notifier = SlackNotifier(url, timeout=settings.request_timeout) if url else LogNotifier(log)
-    notifications = Notifications(conn, clock, metrics, escalation_factor=settings.alerts.escalation_factor)
+    notifications = Notifications(
+        conn,
+        clock,
+        metrics,
+        escalation_factor=settings.alerts.escalation_factor,
+        backoff_seconds=settings.notify_backoff,
+    )
     return Alerter(
         policy=settings.alerts,
         notifications=notifications,

@@ -76,6 +76,7 @@ class Settings(BaseSettings):
     retention_days: int = Field(default=400, ge=31)
     backfill_days: int = Field(default=0, ge=0, le=366)
     projects_refresh: float = Field(default=3600.0, gt=0, description="Seconds between project name refreshes.")
+    notify_backoff: float = Field(default=30.0, ge=0, description="First wait before re-sending a failed message.")
     digest: bool = False
     digest_grace_hours: float = Field(default=6.0, ge=0, le=48)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

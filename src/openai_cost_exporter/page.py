@@ -237,8 +237,7 @@ def _bar(
 
 def _legend(view: PageView, keys: list[str]) -> str:
     items = "".join(
-        f'<li><span class="sw" style="background:{_colour(keys, k)}"></span>{escape(_name(view, k))}</li>'
-        for k in keys
+        f'<li><span class="sw" style="background:{_colour(keys, k)}"></span>{escape(_name(view, k))}</li>' for k in keys
     )
     return f'<ul class="legend">{items}</ul>'
 

@@ -116,9 +116,7 @@ def _microseconds(delta: dt.timedelta) -> Decimal:
     return Decimal((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds)
 
 
-def evaluate(
-    policy: AlertPolicy, projects: Sequence[SpendFigures], organization: SpendFigures | None
-) -> list[Alert]:
+def evaluate(policy: AlertPolicy, projects: Sequence[SpendFigures], organization: SpendFigures | None) -> list[Alert]:
     """Every alert the figures breach: projects first (in the given order), then the organization."""
     alerts: list[Alert] = []
     for figures in projects:
@@ -211,9 +209,7 @@ def monthly_budget_alert(figures: SpendFigures, budget: Decimal | None) -> Alert
             level="exceeded",
         )
     if figures.forecast > budget:
-        return _alert(
-            figures, "monthly_budget", "warning", value=figures.forecast, threshold=budget, level="forecast"
-        )
+        return _alert(figures, "monthly_budget", "warning", value=figures.forecast, threshold=budget, level="forecast")
     return None
 
 

@@ -1,0 +1,178 @@
+"""Built-in Slack alerts through the CLI: fake OpenAI organization and a fake Slack webhook, both on loopback."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from openai_cost_exporter.clock import FrozenClock
+from openai_cost_exporter.fake_api import FakeAdminAPI
+from openai_cost_exporter.fake_org import FakeOrg
+from tests.clirun import ADMIN_KEY, clean_env, command, run_once
+from tests.fake_slack import FakeSlack
+
+
+def _late_today() -> dt.datetime:
+    """20:00 UTC of the real current day: today-so-far is most of a day, and the exporter's date agrees."""
+    return dt.datetime.combine(dt.datetime.now(dt.UTC).date(), dt.time(20), dt.UTC)
+
+
+def _baseline(org: FakeOrg, project_id: str) -> Decimal:
+    today = org.clock.now().date()
+    return sum((org.daily_total(today - dt.timedelta(days=n), project_id) for n in range(1, 8)), Decimal(0)) / 7
+
+
+def set_today(org: FakeOrg, project_id: str, amount: Decimal) -> None:
+    """Make a project's spend today exactly `amount` (first line item carries it all)."""
+    today = org.clock.now().date()
+    amount = amount.quantize(Decimal("0.000001"))
+    items = org.project(project_id).line_items
+    for index, item in enumerate(items):
+        org.set_cost(today, project_id, item, amount if index == 0 else Decimal(0))
+
+
+class Scenario:
+    """Three watched projects: A at 4x its baseline, B at 1.2x, C at 12x but under the 1 USD floor."""
+
+    def __init__(self, org: FakeOrg) -> None:
+        spending = [p for p in org.projects if p.daily_usd > 0 and p.id != org.spike_project_id and not p.archived]
+        by_level = sorted(spending, key=lambda p: _baseline(org, p.id))
+        self.org = org
+        self.small = next(p for p in by_level if Decimal("0.01") < _baseline(org, p.id) < Decimal("0.08"))
+        big = [p for p in by_level if _baseline(org, p.id) > 2]
+        self.spiking, self.steady = big[0], big[1]
+        set_today(org, self.spiking.id, 4 * _baseline(org, self.spiking.id))
+        set_today(org, self.steady.id, Decimal("1.2") * _baseline(org, self.steady.id))
+        set_today(org, self.small.id, 12 * _baseline(org, self.small.id))
+
+    def config(self, path: Path) -> Path:
+        ids = ", ".join(f'"{p.id}"' for p in (self.spiking, self.steady, self.small))
+        path.write_text(f"[alerts]\ninclude = [{ids}]\norganization = false\n", encoding="utf-8")
+        return path
+
+
+@pytest.fixture
+def org() -> FakeOrg:
+    return FakeOrg.generate(seed=5, project_count=60, clock=FrozenClock(_late_today()), spike_project=False)
+
+
+@pytest.fixture
+def api(org: FakeOrg) -> Iterator[FakeAdminAPI]:
+    with FakeAdminAPI(org, admin_key=ADMIN_KEY) as fake:
+        yield fake
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    with FakeSlack() as fake:
+        yield fake
+
+
+def _cycle(api: FakeAdminAPI, state: Path, config: Path, slack: FakeSlack, *extra: str) -> None:
+    result = run_once(
+        api.base_url,
+        state,
+        "--config",
+        str(config),
+        "--notify-backoff",
+        "0",
+        *extra,
+        env={"SLACK_WEBHOOK_URL": slack.url},
+    )
+    assert "Traceback" not in result.output, result.output
+    assert slack.url not in result.output and "XXXXSECRETXXXX" not in result.output
+    assert ADMIN_KEY not in result.output
+
+
+def test_spike_is_announced_once_then_on_escalation(
+    api: FakeAdminAPI, org: FakeOrg, slack: FakeSlack, tmp_path: Path
+) -> None:
+    """4x gets one message; a second cycle and a restart send nothing; doubling again sends one more;
+    1.2x and 12x-under-the-floor never send anything."""
+    scenario = Scenario(org)
+    config = scenario.config(tmp_path / "alerts.toml")
+    state = tmp_path / "state"
+    _cycle(api, state, config, slack)
+    assert len(slack.posts) == 1
+    message = slack.posts[0].body
+    assert scenario.spiking.id in str(message["blocks"]) and "4.0×" in str(message["blocks"])
+    assert message["text"]
+    _cycle(api, state, config, slack)  # same day, new process: a restart too
+    _cycle(api, state, config, slack)
+    assert len(slack.posts) == 1
+    set_today(org, scenario.spiking.id, 8 * _baseline(org, scenario.spiking.id))
+    _cycle(api, state, config, slack)
+    assert len(slack.posts) == 2
+    assert "Escalation" in str(slack.posts[1].body)
+    _cycle(api, state, config, slack)
+    assert len(slack.posts) == 2
+    texts = str([post.body for post in slack.posts])
+    assert scenario.steady.id not in texts and scenario.small.id not in texts
+
+
+def test_slack_outage_delivers_exactly_once_after_recovery(
+    api: FakeAdminAPI, org: FakeOrg, slack: FakeSlack, tmp_path: Path
+) -> None:
+    """Slack answering 500 keeps the message pending across cycles; once Slack recovers it arrives once."""
+    config = Scenario(org).config(tmp_path / "alerts.toml")
+    state = tmp_path / "state"
+    slack.fail_next(4, status=500)
+    _cycle(api, state, config, slack)
+    _cycle(api, state, config, slack)
+    assert slack.posts == [] and len(slack.requests) == 4  # two tries per cycle (one in-call retry)
+    _cycle(api, state, config, slack)
+    assert len(slack.posts) == 1
+    _cycle(api, state, config, slack)
+    assert len(slack.posts) == 1
+
+
+def test_without_webhook_alerts_go_to_the_log(api: FakeAdminAPI, org: FakeOrg, tmp_path: Path) -> None:
+    """With no SLACK_WEBHOOK_URL the spike is written to the log instead, so the demo shows it."""
+    scenario = Scenario(org)
+    result = run_once(api.base_url, tmp_path / "state", "--config", str(scenario.config(tmp_path / "a.toml")))
+    assert result.returncode == 0, result.output
+    assert "spike alert for " + scenario.spiking.id in result.stderr
+
+
+def test_alert_latency_of_the_built_in_path(api: FakeAdminAPI, org: FakeOrg, slack: FakeSlack, tmp_path: Path) -> None:
+    """A spend jump reaches Slack within one poll interval plus 2 s; the measured latency is printed."""
+    scenario = Scenario(org)
+    set_today(org, scenario.spiking.id, _baseline(org, scenario.spiking.id))  # calm at first
+    interval = 2.0
+    proc = subprocess.Popen(
+        command(
+            "run",
+            "--base-url",
+            api.base_url,
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--listen",
+            "",
+            "--interval",
+            str(interval),
+            "--config",
+            str(scenario.config(tmp_path / "a.toml")),
+        ),
+        env=clean_env({"SLACK_WEBHOOK_URL": slack.url}),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        while "cycle ok" not in proc.stderr.readline():  # the first (calm) cycle is done
+            assert proc.poll() is None
+        jumped = time.monotonic()
+        set_today(org, scenario.spiking.id, 5 * _baseline(org, scenario.spiking.id))
+        slack.wait_for(1, timeout=interval + 10)
+        latency = time.monotonic() - jumped
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=15)
+    print(f"built-in alert latency: {latency:.2f} s (poll interval {interval:g} s)")
+    assert latency <= interval + 2

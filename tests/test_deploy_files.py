@@ -1,0 +1,342 @@
+"""The deployment files: Kubernetes manifests, rule CRDs, compose, Dockerfile and systemd unit agree with the app."""
+
+from __future__ import annotations
+
+import configparser
+import importlib.util
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+
+from openai_cost_exporter.clock import FrozenClock
+from openai_cost_exporter.config import Settings
+from openai_cost_exporter.web import Health, build_app
+
+ROOT = Path(__file__).resolve().parent.parent
+KUBE = ROOT / "deploy" / "kubernetes"
+RULES = ROOT / "deploy" / "rules" / "openai-cost-exporter.rules.yml"
+GENERATOR = ROOT / "scripts" / "gen_rule_crds.py"
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+UNIT = ROOT / "deploy" / "systemd" / "openai-cost-exporter.service"
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+SCRIPT = next(iter(PYPROJECT["project"]["scripts"]))
+#: Environment variables the settings read besides OPENAI_COST_EXPORTER_<FIELD>.
+PLAIN_ENV = {
+    "OPENAI_ADMIN_KEY",
+    "OPENAI_ADMIN_KEY_FILE",
+    "OPENAI_BASE_URL",
+    "SLACK_WEBHOOK_URL",
+    "SLACK_WEBHOOK_URL_FILE",
+}
+
+
+def manifests() -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Every Kubernetes object under deploy/kubernetes (kustomization files excluded)."""
+    for path in sorted(KUBE.rglob("*.yaml")):
+        if path.name != "kustomization.yaml":
+            for document in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+                yield path, document
+
+
+def objects(kind: str) -> list[dict[str, Any]]:
+    return [doc for _, doc in manifests() if doc["kind"] == kind]
+
+
+def app_status(path: str) -> str:
+    """The HTTP status line the exporter's WSGI app answers for `path` (before any cycle ran)."""
+    health = Health(lambda: None, lambda: None, lambda: None, 300.0, FrozenClock())
+    app = build_app(CollectorRegistry(), health)
+    seen: list[str] = []
+    b"".join(app({"PATH_INFO": path, "REQUEST_METHOD": "GET"}, lambda status, headers: seen.append(status)))
+    return seen[0]
+
+
+def assert_known_env(names: set[str], where: str) -> None:
+    """Every variable is one the settings read (a typo would be silently ignored at run time)."""
+    fields = {f"OPENAI_COST_EXPORTER_{name.upper()}" for name in Settings.model_fields}
+    unknown = {n for n in names if n not in PLAIN_ENV and n.split("__")[0] not in fields}
+    assert not unknown, f"{where}: unknown settings variables {sorted(unknown)}"
+
+
+def load_generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("gen_rule_crds", GENERATOR)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# --- rule CRDs ----------------------------------------------------------------------------------------------
+
+
+def test_rule_crds_are_up_to_date() -> None:
+    """The committed VMRule and PrometheusRule are exactly what the generator makes from the rule file."""
+    result = subprocess.run(
+        [sys.executable, str(GENERATOR), "--check"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("path", "api_version", "kind"),
+    [
+        (KUBE / "victoriametrics" / "vmrule.yaml", "operator.victoriametrics.com/v1beta1", "VMRule"),
+        (KUBE / "prometheus-operator" / "prometheusrule.yaml", "monitoring.coreos.com/v1", "PrometheusRule"),
+    ],
+)
+def test_rule_crd_spec_holds_the_rule_groups(path: Path, api_version: str, kind: str) -> None:
+    """Each CRD's spec.groups equals the rule file's groups, rule for rule."""
+    crd = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert (crd["apiVersion"], crd["kind"]) == (api_version, kind)
+    assert crd["spec"]["groups"] == yaml.safe_load(RULES.read_text(encoding="utf-8"))["groups"]
+
+
+def test_generator_check_mode_detects_drift(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--check` exits 1 for a stale file without touching it; a normal run rewrites it, then check passes."""
+    generator = load_generator()
+    target = tmp_path / "vmrule.yaml"
+    target.write_text("stale\n", encoding="utf-8")
+    monkeypatch.setattr(generator, "ROOT", tmp_path)
+    monkeypatch.setattr(generator, "TARGETS", {target: ("operator.victoriametrics.com/v1beta1", "VMRule")})
+    assert generator.main(["--check"]) == 1
+    assert target.read_text(encoding="utf-8") == "stale\n"
+    assert generator.main([]) == 0
+    assert generator.main(["--check"]) == 0
+    assert target.read_text(encoding="utf-8").startswith("# GENERATED")
+
+
+# --- Kubernetes ---------------------------------------------------------------------------------------------
+
+
+def test_every_manifest_has_api_version_kind_and_name() -> None:
+    """Every object parses as YAML and has apiVersion, kind and metadata.name."""
+    found = list(manifests())
+    assert len(found) >= 8
+    for path, doc in found:
+        assert doc.get("apiVersion") and doc.get("kind"), path
+        assert doc["metadata"]["name"], path
+
+
+@pytest.mark.parametrize("kustomization", sorted(KUBE.rglob("kustomization.yaml")), ids=lambda p: p.parent.name)
+def test_kustomization_lists_existing_files(kustomization: Path) -> None:
+    """Each kustomization's resources exist (files, or directories holding a kustomization)."""
+    data = yaml.safe_load(kustomization.read_text(encoding="utf-8"))
+    assert data["resources"]
+    for entry in data["resources"]:
+        target = (kustomization.parent / entry).resolve()
+        assert target.is_file() or (target / "kustomization.yaml").is_file(), f"{kustomization}: {entry}"
+
+
+def test_every_manifest_is_listed_in_a_kustomization() -> None:
+    """No manifest is left out of every kustomization (it would never be applied)."""
+    listed = {
+        (k.parent / entry).resolve()
+        for k in KUBE.rglob("kustomization.yaml")
+        for entry in yaml.safe_load(k.read_text(encoding="utf-8"))["resources"]
+    }
+    assert {path.resolve() for path, _ in manifests()} <= listed
+
+
+def test_deployment_is_a_single_recreated_writer() -> None:
+    """One replica with the Recreate strategy, its selector matching the pod labels, the state on the PVC."""
+    (deployment,) = objects("Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"
+    assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
+    pod = spec["template"]["spec"]
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    assert claims == {pvc["metadata"]["name"] for pvc in objects("PersistentVolumeClaim")}
+    (container,) = pod["containers"]
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    state_dir = next(e["value"] for e in container["env"] if e["name"] == "OPENAI_COST_EXPORTER_STATE_DIR")
+    assert state_dir in mounts
+
+
+def test_container_is_locked_down_with_resources() -> None:
+    """The pod runs non-root with a read-only root filesystem, no capabilities, requests and limits."""
+    (deployment,) = objects("Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert {"cpu", "memory"} <= container["resources"]["requests"].keys()
+    assert "memory" in container["resources"]["limits"]
+    assert "/tmp" in {m["mountPath"] for m in container["volumeMounts"]}  # noqa: S108 - a manifest path, not a file we write
+
+
+def test_secret_feeds_the_environment() -> None:
+    """The admin key comes from the example Secret (placeholders only) and every variable is a real setting."""
+    (deployment,) = objects("Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    (secret,) = objects("Secret")
+    refs = [e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e]
+    assert {r["name"] for r in refs} == {secret["metadata"]["name"]}
+    assert {r["key"] for r in refs} <= secret["stringData"].keys()
+    assert "REPLACE" in secret["stringData"]["OPENAI_ADMIN_KEY"]
+    assert_known_env({e["name"] for e in container["env"]}, "deployment.yaml")
+
+
+@pytest.mark.parametrize(("probe", "path"), [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")])
+def test_probes_hit_paths_the_app_serves(probe: str, path: str) -> None:
+    """Liveness and readiness probe the app's /healthz and /readyz on the named container port."""
+    (deployment,) = objects("Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    get = container[probe]["httpGet"]
+    assert get["path"] == path
+    assert get["port"] in {p["name"] for p in container["ports"]}
+    assert not app_status(path).startswith("404")
+    assert app_status("/no-such-path").startswith("404")  # the check above can fail
+
+
+def test_service_and_scrapes_select_the_pods() -> None:
+    """The Service targets the pod port; VMServiceScrape and ServiceMonitor select the Service's port by name."""
+    (deployment,) = objects("Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    (service,) = objects("Service")
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    port_names = {p["name"] for p in service["spec"]["ports"]}
+    for scrape in objects("VMServiceScrape") + objects("ServiceMonitor"):
+        assert scrape["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+        for endpoint in scrape["spec"]["endpoints"]:
+            assert endpoint["port"] in port_names and endpoint["path"] == "/metrics"
+    assert len(objects("VMServiceScrape")) == len(objects("ServiceMonitor")) == 1
+
+
+# --- compose ------------------------------------------------------------------------------------------------
+
+
+def compose() -> dict[str, Any]:
+    return dict(yaml.safe_load(COMPOSE.read_text(encoding="utf-8")))
+
+
+def test_compose_references_existing_files() -> None:
+    """Every bind mount and build context of docker-compose.yml exists in the repository."""
+    services = compose()["services"]
+    assert {"exporter", "victoria-metrics", "vmalert", "alertmanager", "grafana"} <= services.keys()
+    assert (ROOT / services["exporter"]["build"] / "Dockerfile").is_file()
+    for name, service in services.items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (ROOT / source).exists(), f"{name}: {source}"
+
+
+def test_compose_wires_rules_alertmanager_and_secrets() -> None:
+    """vmalert gets the rule file, Alertmanager its config and the webhook file it names, secrets are declared."""
+    data = compose()
+    services = data["services"]
+    mounts = {v.split(":")[0] for s in services.values() for v in s.get("volumes", [])}
+    assert "./deploy/rules/openai-cost-exporter.rules.yml" in mounts
+    assert "./deploy/alertmanager/alertmanager.yml" in mounts
+    alertmanager = yaml.safe_load((ROOT / "deploy" / "alertmanager" / "alertmanager.yml").read_text())
+    webhook_file = alertmanager["receivers"][0]["slack_configs"][0]["api_url_file"]
+    assert {"source": "slack_webhook_url", "target": webhook_file} in services["alertmanager"]["secrets"]
+    used = {s if isinstance(s, str) else s["source"] for svc in services.values() for s in svc.get("secrets", [])}
+    assert used == data["secrets"].keys()
+    exporter_env = services["exporter"]["environment"]
+    assert exporter_env["OPENAI_ADMIN_KEY_FILE"] == "/run/secrets/openai_admin_key"
+    assert exporter_env["OPENAI_COST_EXPORTER_PUSH_URL"].endswith("/api/v1/import/prometheus")
+    assert_known_env(set(exporter_env), "docker-compose.yml")
+
+
+def test_compose_publishes_ports_on_loopback_only() -> None:
+    """No service of the unauthenticated stack is published on every interface."""
+    for name, service in compose()["services"].items():
+        for port in service.get("ports", []):
+            assert port.startswith("127.0.0.1:"), f"{name}: {port}"
+
+
+# --- Dockerfile ---------------------------------------------------------------------------------------------
+
+
+def dockerfile() -> str:
+    return DOCKERFILE.read_text(encoding="utf-8")
+
+
+def test_dockerfile_runs_the_console_script_as_non_root() -> None:
+    """The image runs the console script's `run` on 0.0.0.0:9876 as uid 10001, with a state volume and health check."""
+    text = dockerfile()
+    assert re.search(r"^FROM python:3\.12-slim$", text, re.MULTILINE)
+    assert re.search(r"^USER 10001", text, re.MULTILINE)
+    assert "VOLUME /var/lib/openai-cost-exporter" in text and "EXPOSE 9876" in text
+    assert f'ENTRYPOINT ["{SCRIPT}", "run", "--listen", "0.0.0.0:9876"]' in text
+    healthcheck = re.search(r"^HEALTHCHECK .*?(?<!\\)$", text, re.MULTILINE | re.DOTALL)
+    assert healthcheck and "127.0.0.1:9876/healthz" in healthcheck.group(0) and "curl" not in healthcheck.group(0)
+
+
+def test_dockerfile_copies_files_that_exist_and_are_not_ignored() -> None:
+    """Every COPY source exists and is let through by .dockerignore (its `!` exceptions)."""
+    allowed = {line[1:].rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines() if line[:1] == "!"}
+    for match in re.finditer(r"^COPY (?!--from)(.+) \S+$", dockerfile(), re.MULTILINE):
+        for source in match.group(1).split():
+            assert (ROOT / source).exists(), f"COPY {source}: missing"
+            assert source.rstrip("/") in allowed, f"COPY {source}: excluded by .dockerignore"
+
+
+# --- systemd ------------------------------------------------------------------------------------------------
+
+
+def unit() -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # systemd keys are case-sensitive
+    parser.read_string(UNIT.read_text(encoding="utf-8"))
+    return parser
+
+
+def test_systemd_unit_runs_the_exporter_hardened() -> None:
+    """The unit runs `<script> run` as a dynamic user with its state directory, env file and hardening."""
+    service = unit()["Service"]
+    assert service["ExecStart"].split()[0].endswith(f"/{SCRIPT}") and service["ExecStart"].split()[1] == "run"
+    assert service["DynamicUser"] == "yes" and service["User"]
+    assert service["StateDirectory"] == "openai-cost-exporter"
+    assert service["EnvironmentFile"] == "/etc/openai-cost-exporter/env"
+    assert service["Restart"] == "on-failure"
+    for key, value in {
+        "ProtectSystem": "strict",
+        "NoNewPrivileges": "yes",
+        "PrivateTmp": "yes",
+        "ProtectHome": "yes",
+        "CapabilityBoundingSet": "",
+    }.items():
+        assert service[key] == value, key
+    state_dir = service["Environment"].split("=", 1)[1]
+    assert state_dir == "/var/lib/" + service["StateDirectory"]
+    assert unit()["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_systemd_env_example_names_real_settings() -> None:
+    """Every variable in the example env file (commented or not) is one the exporter reads."""
+    text = (UNIT.parent / "env.example").read_text(encoding="utf-8")
+    names = set(re.findall(r"^#?([A-Z][A-Z0-9_]+)=", text, re.MULTILINE))
+    assert "OPENAI_ADMIN_KEY" in names
+    assert_known_env(names, "env.example")
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
+    """`systemd-analyze verify` finds nothing wrong beyond the binary not being installed here."""
+    copy = tmp_path / UNIT.name
+    copy.write_text(UNIT.read_text(encoding="utf-8"), encoding="utf-8")
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(copy)], capture_output=True, text=True, timeout=60, check=False
+    )
+    problems = [
+        line
+        for line in (result.stdout + result.stderr).splitlines()
+        if line.strip() and "is not executable" not in line
+    ]
+    assert problems == []
