@@ -340,3 +340,24 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
         if line.strip() and "is not executable" not in line
     ]
     assert problems == []
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+@pytest.mark.parametrize(
+    ("overlay", "kinds"),
+    [
+        ("base", {"Secret", "PersistentVolumeClaim", "Deployment", "Service"}),
+        ("victoriametrics", {"Secret", "PersistentVolumeClaim", "Deployment", "Service", "VMServiceScrape", "VMRule"}),
+        (
+            "prometheus-operator",
+            {"Secret", "PersistentVolumeClaim", "Deployment", "Service", "ServiceMonitor", "PrometheusRule"},
+        ),
+    ],
+)
+def test_kustomize_builds(overlay: str, kinds: set[str]) -> None:
+    """`kubectl kustomize` builds each flavour offline into exactly the expected kinds."""
+    result = subprocess.run(
+        ["kubectl", "kustomize", str(KUBE / overlay)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert {doc["kind"] for doc in yaml.safe_load_all(result.stdout)} == kinds

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import yaml
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -38,8 +40,11 @@ def default_state_dir() -> Path:
     return Path(base) / "openai-cost-exporter"
 
 
-def _alias(field: str, *env: str) -> AliasChoices:
-    return AliasChoices(field, *env)
+def _alias(env: str) -> AliasChoices:
+    # Only the documented variable name: with the field name as a second choice the environment source would
+    # also read an unprefixed `BASE_URL` or `ADMIN_KEY`. Flags and files still use the field name
+    # (populate_by_name).
+    return AliasChoices(env)
 
 
 class Settings(BaseSettings):
@@ -53,21 +58,16 @@ class Settings(BaseSettings):
     )
 
     config: Path | None = Field(default=None, description="Optional TOML or YAML settings file.")
-    admin_key: SecretStr | None = Field(default=None, validation_alias=_alias("admin_key", "OPENAI_ADMIN_KEY"))
-    admin_key_file: Path | None = Field(
-        default=None, validation_alias=_alias("admin_key_file", "OPENAI_ADMIN_KEY_FILE")
-    )
-    base_url: str = Field(default=DEFAULT_BASE_URL, validation_alias=_alias("base_url", "OPENAI_BASE_URL"))
+    admin_key: SecretStr | None = Field(default=None, validation_alias=_alias("OPENAI_ADMIN_KEY"))
+    admin_key_file: Path | None = Field(default=None, validation_alias=_alias("OPENAI_ADMIN_KEY_FILE"))
+    base_url: str = Field(default=DEFAULT_BASE_URL, validation_alias=_alias("OPENAI_BASE_URL"))
     request_timeout: float = Field(default=30.0, gt=0)
-    slack_webhook_url: SecretStr | None = Field(
-        default=None, validation_alias=_alias("slack_webhook_url", "SLACK_WEBHOOK_URL")
-    )
-    slack_webhook_url_file: Path | None = Field(
-        default=None, validation_alias=_alias("slack_webhook_url_file", "SLACK_WEBHOOK_URL_FILE")
-    )
+    slack_webhook_url: SecretStr | None = Field(default=None, validation_alias=_alias("SLACK_WEBHOOK_URL"))
+    slack_webhook_url_file: Path | None = Field(default=None, validation_alias=_alias("SLACK_WEBHOOK_URL_FILE"))
     listen: str = DEFAULT_LISTEN
-    push_url: str | None = None
-    push_labels: dict[str, str] = Field(default_factory=dict)
+    push_url: str | None = Field(default=None, repr=False)  # may carry a basic-auth password (user:pass@)
+    # NoDecode: the environment gives "team=ml,env=prod", not JSON; the validator below parses it.
+    push_labels: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     job: str = DEFAULT_JOB
     interval: float = Field(default=DEFAULT_INTERVAL_SECONDS, gt=0)
     state_dir: Path = Field(default_factory=default_state_dir)
@@ -151,6 +151,8 @@ def _secret(value: SecretStr | None, path: Path | None, name: str) -> str | None
         text = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise ConfigError(f"cannot read {name}_FILE {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:  # its text would be the secret: say nothing of the content
+        raise ConfigError(f"{name}_FILE {path} is not UTF-8 text") from None
     if not text:
         raise ConfigError(f"{name}_FILE {path} is empty")
     return text
@@ -159,18 +161,24 @@ def _secret(value: SecretStr | None, path: Path | None, name: str) -> str | None
 def _file_source(settings_cls: type[BaseSettings], path: Path) -> PydanticBaseSettingsSource:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    if path.suffix in {".yaml", ".yml"}:
+    if path.suffix not in {".yaml", ".yml", ".toml"}:
+        raise ConfigError(f"config file {path}: use a .toml, .yaml or .yml file")
+    try:
+        if path.suffix == ".toml":
+            return TomlConfigSettingsSource(settings_cls, toml_file=path)
         return YamlConfigSettingsSource(settings_cls, yaml_file=path)
-    if path.suffix == ".toml":
-        return TomlConfigSettingsSource(settings_cls, toml_file=path)
-    raise ConfigError(f"config file {path}: use a .toml, .yaml or .yml file")
+    except (OSError, ValueError, yaml.YAMLError) as exc:  # YAMLError is neither: it would escape as a crash
+        raise ConfigError(f"cannot load config file {path}: {exc}") from None
+    except TypeError:  # a YAML list or scalar instead of a mapping
+        raise ConfigError(f"config file {path}: expected a mapping of settings at the top level") from None
 
 
 def parse_listen(value: str) -> tuple[str, int]:
     """`HOST:PORT` (or `:PORT`, meaning every interface) as a (host, port) pair."""
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
+        # The value is not echoed: a secret pasted into the wrong setting must not reach the error text.
+        raise ValueError("expected HOST:PORT, e.g. :9876 or 127.0.0.1:9876")
     return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - ":PORT" means every interface
 
 

@@ -351,7 +351,9 @@ class FakeAdminAPI:
         self.stop()
 
     def start(self) -> str:
-        """Listen and serve in a daemon thread; returns `http://HOST:PORT/v1`."""
+        """Listen and serve in a daemon thread; returns `http://HOST:PORT/v1` (again, if already started)."""
+        if self._server is not None:
+            return self.base_url
         self._server = _Server(self._address, self)
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()

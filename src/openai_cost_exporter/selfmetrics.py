@@ -7,6 +7,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Info
 from openai_cost_exporter import __version__
 
 PREFIX = "openai_cost_exporter"
+#: The stages of a cycle that count their failures in `openai_cost_exporter_errors_total{stage}`.
+STAGES = ("costs", "projects", "snapshot", "push", "alerts", "notify")
 
 
 class SelfMetrics:
@@ -65,6 +67,12 @@ class SelfMetrics:
         Info(f"{PREFIX}_build", "Version of the exporter.", registry=registry).info(
             {"version": __version__}
         )
+
+        # Known label values start at 0, so rate()/increase() see the first failure (no missing series).
+        for stage in STAGES:
+            self.errors.labels(stage=stage)
+        for result in ("success", "failure"):
+            self.cycles.labels(result=result)
 
     def count_error(self, stage: str) -> None:
         self.errors.labels(stage=stage).inc()

@@ -14,7 +14,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 
 from openai_cost_exporter.clock import Clock
 from openai_cost_exporter.page import PageView, render_page
-from openai_cost_exporter.snapshot import CostSnapshot
+from openai_cost_exporter.snapshot import PAGE_DAYS, CostSnapshot
 
 StartResponse = Callable[..., Any]
 
@@ -79,9 +79,8 @@ def _page_view(health: Health) -> PageView:
     now = health.clock.now()
     if snap is None:
         return PageView(now, None, [], {}, {}, {}, {}, {})
-    days = sorted(snap.history) or [snap.day]
-    first = min(days)
-    span = [first + dt.timedelta(days=n) for n in range((snap.day - first).days + 1)]
+    # The last PAGE_DAYS UTC days ending today, whatever the ledger's retention.
+    span = [snap.day - dt.timedelta(days=n) for n in range(PAGE_DAYS - 1, -1, -1)]
     return PageView(
         generated_at=now,
         last_success=health.last_success(),
