@@ -110,7 +110,9 @@ def main() -> None:
             cold_requests, distinct = len(log), len(set(log))
             warm = cycle.run_once()
             conn.close()
-        seq_wall, seq_requests = sequential_fetch(base_url, start, dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1))
+        seq_wall, seq_requests = sequential_fetch(
+            base_url, start, dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
+        )
     finally:
         fake.terminate()
         fake.wait()

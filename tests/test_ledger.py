@@ -196,7 +196,12 @@ def test_restart_keeps_everything(tmp_path: pathlib.Path) -> None:
 
 @pytest.mark.parametrize(
     ("values", "expected"),
-    [([], "0"), (["0E-6176", "0"], "0"), (["0E-6176", "1.23"], "1.23"), ([BIG, BIG, "-1"], "1.469135780246913578024691357802469135782")],
+    [
+        ([], "0"),
+        (["0E-6176", "0"], "0"),
+        (["0E-6176", "1.23"], "1.23"),
+        ([BIG, BIG, "-1"], "1.469135780246913578024691357802469135782"),
+    ],
 )
 def test_exact_sum(values: list[str], expected: str) -> None:
     """exact_sum keeps every digit and skips zeros so they do not pad the result."""

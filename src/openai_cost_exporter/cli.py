@@ -61,7 +61,11 @@ SETTINGS_FLAGS: dict[str, tuple[str, Any, str]] = {
         float,
         "seconds between project name refreshes (default 3600)",
     ),
-    "--notify-backoff": ("notify_backoff", float, "seconds before a failed Slack message is re-sent, doubling (default 30)"),
+    "--notify-backoff": (
+        "notify_backoff",
+        float,
+        "seconds before a failed Slack message is re-sent, doubling (default 30)",
+    ),
     "--digest-grace-hours": (
         "digest_grace_hours",
         float,

@@ -64,9 +64,7 @@ class SelfMetrics:
             "Samples accepted by the push target.",
             registry=registry,
         )
-        Info(f"{PREFIX}_build", "Version of the exporter.", registry=registry).info(
-            {"version": __version__}
-        )
+        Info(f"{PREFIX}_build", "Version of the exporter.", registry=registry).info({"version": __version__})
 
         # Known label values start at 0, so rate()/increase() see the first failure (no missing series).
         for stage in STAGES:

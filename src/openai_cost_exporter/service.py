@@ -158,6 +158,7 @@ class CostCycle:
     def _fetch(self, now: dt.datetime, report: CycleReport) -> None:
         today = now.date()
         start = self.fetch_start(now)
+        before = self._ledger.fetched_days(start, today)
         refresh: Future[list[Project]] | None = None
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="projects") as pool:
             # Names and costs are independent: fetch them side by side (a cold cycle costs one round of pages).
@@ -169,7 +170,11 @@ class CostCycle:
         if refresh is None and self._unknown_ids(start, today):
             self._stage("projects", report, lambda: self._save_projects(self._client.list_projects(), now))
         if self._pusher is not None:
-            self._ledger.mark_unpushed(day for day in changed if day < today)
+            # A closed day's final value is pushed once it closes (even when the last partial fetch already
+            # had the final figures) and again whenever a revision changes it.
+            closed = set(days_between(start, today))
+            just_closed = {day for day in closed if day not in before or before[day] < end_of(day)}
+            self._ledger.mark_unpushed(sorted((changed & closed) | just_closed))
         self._ledger.prune(today - dt.timedelta(days=self._options.retention_days))
 
     def fetch_start(self, now: dt.datetime) -> dt.date:

@@ -76,6 +76,8 @@ def build_snapshot(
     line_items: Mapping[tuple[str, str], Decimal] | None = None,
 ) -> CostSnapshot:
     """Compute every figure of `now`'s UTC day from daily totals (which must cover month start and baseline)."""
+    # An aware time in another zone would otherwise pick that zone's calendar day; naive means UTC.
+    now = now.replace(tzinfo=dt.UTC) if now.tzinfo is None else now.astimezone(dt.UTC)
     today = now.date()
     mtd = month_to_date(totals, today)
     first_page_day = today - dt.timedelta(days=PAGE_DAYS - 1)

@@ -1,0 +1,209 @@
+"""The collection cycle in-process, against the fake Admin API on loopback, with an injected clock."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from openai_cost_exporter.clock import FrozenClock
+from openai_cost_exporter.errors import PushError
+from openai_cost_exporter.fake_api import FakeAdminAPI
+from openai_cost_exporter.fake_org import FakeOrg
+from openai_cost_exporter.ledger import Ledger
+from openai_cost_exporter.openai_client import AdminClient, build_http_client
+from openai_cost_exporter.selfmetrics import SelfMetrics
+from openai_cost_exporter.service import CostCycle, CycleOptions, run_forever, seconds_until_next
+from openai_cost_exporter.state import open_state
+
+KEY = "sk-admin-service-test"
+EVENING = dt.datetime(2026, 11, 18, 23, 50, tzinfo=dt.UTC)
+
+
+class RecordingPusher:
+    """Stands in for VictoriaMetrics: keeps the text of every push, or fails while `down` is set."""
+
+    def __init__(self) -> None:
+        self.bodies: list[str] = []
+        self.down = False
+
+    def push(self, registry: CollectorRegistry) -> int:
+        if self.down:
+            raise PushError("push to http://127.0.0.1:1/api/v1/import/prometheus failed: ConnectError")
+        body = generate_latest(registry).decode()
+        self.bodies.append(body)
+        return len(body)
+
+    def closed_day_samples(self) -> list[tuple[str, float, dt.datetime]]:
+        """(project_id, value, time) of every timestamped sample: the final values of closed days."""
+        return [
+            (sample.labels["project_id"], sample.value, dt.datetime.fromtimestamp(float(sample.timestamp), dt.UTC))
+            for body in self.bodies
+            for family in text_string_to_metric_families(body)
+            for sample in family.samples
+            if sample.timestamp is not None and family.name == "openai_daily_cost_usd"
+        ]
+
+
+class Harness:
+    def __init__(self, tmp_path: Path, clock: FrozenClock, org: FakeOrg, api: FakeAdminAPI) -> None:
+        self.clock, self.org, self.api = clock, org, api
+        self.conn = open_state(tmp_path / "state.sqlite3")
+        self.http = build_http_client(api.base_url, KEY)
+        self.registry = CollectorRegistry()
+        self.metrics = SelfMetrics(self.registry)
+        self.pusher = RecordingPusher()
+        self.ledger = Ledger(self.conn)
+        self.cycle = CostCycle(
+            client=AdminClient(self.http, metrics=self.metrics),
+            ledger=self.ledger,
+            clock=clock,
+            metrics=self.metrics,
+            options=CycleOptions(retention_days=40),
+            pusher=self.pusher,  # type: ignore[arg-type]
+            live_registry=self.registry,
+        )
+
+    def close(self) -> None:
+        self.http.close()
+        self.conn.close()
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock(EVENING)
+
+
+@pytest.fixture
+def harness(tmp_path: Path, clock: FrozenClock) -> Iterator[Harness]:
+    org = FakeOrg.generate(seed=3, project_count=12, clock=clock)
+    with FakeAdminAPI(org, admin_key=KEY) as api:
+        h = Harness(tmp_path, clock, org, api)
+        yield h
+        h.close()
+
+
+def test_first_cycle_fetches_the_month_and_baseline_window(harness: Harness) -> None:
+    """A cold cycle fetches from the 1st of the month (or the baseline start) and pushes every closed day once."""
+    report = harness.cycle.run_once()
+    assert report.ok
+    assert harness.ledger.fetched_days(dt.date(2026, 11, 1), dt.date(2026, 11, 19)).keys() == {
+        dt.date(2026, 11, d) for d in range(1, 19)
+    }
+    assert report.pushed_days == 17  # the 1st to the 17th; the 18th is today
+    assert harness.ledger.unpushed_days() == []
+
+
+def test_midnight_pushes_the_day_that_just_closed(harness: Harness, clock: FrozenClock) -> None:
+    """The day that closes at midnight gets its final timestamped sample, even if unchanged since 23:50."""
+    harness.cycle.run_once()
+    harness.pusher.bodies.clear()
+    clock.current = dt.datetime(2026, 11, 19, 0, 0, 1, tzinfo=dt.UTC)
+    report = harness.cycle.run_once()
+    assert report.ok and report.pushed_days >= 1
+    last_second = dt.datetime(2026, 11, 18, 23, 59, 59, tzinfo=dt.UTC)
+    assert any(stamp == last_second for _, _, stamp in harness.pusher.closed_day_samples())
+
+
+def test_a_revision_is_pushed_again_and_moves_the_baseline(harness: Harness) -> None:
+    """A changed closed day inside the revision window is re-pushed with its timestamp; the baseline follows."""
+    harness.cycle.run_once()
+    project = next(p for p in harness.org.projects if p.daily_usd > 0 and not p.archived)
+    before = harness.cycle.snapshot
+    assert before is not None
+    harness.pusher.bodies.clear()
+    yesterday = dt.date(2026, 11, 17)
+    old = harness.org.daily_total(yesterday, project.id)
+    harness.org.set_cost(yesterday, project.id, project.line_items[0], Decimal("700"))
+    new = harness.org.daily_total(yesterday, project.id)
+    report = harness.cycle.run_once()
+    assert report.pushed_days == 1
+    after = harness.cycle.snapshot
+    assert after is not None
+    moved = after.baseline[project.id] - before.baseline.get(project.id, Decimal(0))
+    assert (moved * 7).quantize(Decimal("1e-12")) == (new - old).quantize(Decimal("1e-12"))
+    assert (project.id, float(new), dt.datetime(2026, 11, 17, 23, 59, 59, tzinfo=dt.UTC)) in (
+        harness.pusher.closed_day_samples()
+    )
+
+
+def test_unchanged_closed_days_are_not_pushed_again(harness: Harness) -> None:
+    """A second cycle the same day re-reads the revision window but pushes no closed day that did not change."""
+    harness.cycle.run_once()
+    assert harness.cycle.run_once().pushed_days == 0
+
+
+def test_push_failure_keeps_days_pending_until_it_works(harness: Harness) -> None:
+    """With the push target down the cycle fails at 'push' only, and the next cycle delivers the days."""
+    harness.pusher.down = True
+    report = harness.cycle.run_once()
+    assert report.failed_stages == ["push"]
+    assert harness.registry.get_sample_value("openai_cost_exporter_errors_total", {"stage": "push"}) == 1
+    assert len(harness.ledger.unpushed_days()) == 17
+    harness.pusher.down = False
+    assert harness.cycle.run_once().pushed_days == 17
+
+
+def test_costs_failure_keeps_the_last_snapshot(harness: Harness) -> None:
+    """When the API fails, the previous figures stay on /metrics and the failure is counted by stage."""
+    harness.cycle.run_once()
+    kept = harness.cycle.snapshot
+    harness.api.faults.update({"server_error_next": 50})
+    report = harness.cycle.run_once()
+    assert report.failed_stages[0] == "costs" and not report.ok
+    assert harness.cycle.snapshot is kept
+    assert harness.registry.get_sample_value("openai_cost_exporter_cycles_total", {"result": "failure"}) == 1
+
+
+def test_names_refresh_when_an_unknown_project_appears(harness: Harness, clock: FrozenClock) -> None:
+    """A project id missing from the cached names triggers one refresh; an id no refresh can name is not
+    asked for again every cycle."""
+    harness.cycle.run_once()
+    harness.ledger.save_projects([], clock.now())  # names stay, refresh time is now
+    with harness.conn:
+        harness.conn.execute("DELETE FROM projects")
+    counts = harness.api.request_counts
+    before = counts().get("/v1/organization/projects", 0)
+    harness.cycle.run_once()
+    assert counts().get("/v1/organization/projects", 0) == before + 1
+    harness.cycle.run_once()
+    assert counts().get("/v1/organization/projects", 0) == before + 1
+
+
+def test_retention_prunes_old_days(harness: Harness, clock: FrozenClock) -> None:
+    """Days older than the retention leave the ledger."""
+    harness.cycle.run_once()
+    clock.current += dt.timedelta(days=45)
+    harness.cycle.run_once()
+    assert harness.ledger.fetched_days(dt.date(2026, 10, 1), dt.date(2026, 11, 20)) == {}
+
+
+@pytest.mark.parametrize(
+    ("now", "expected"),
+    [
+        (dt.datetime(2026, 11, 18, 12, tzinfo=dt.UTC), 300.0),
+        (dt.datetime(2026, 11, 18, 23, 58, tzinfo=dt.UTC), 121.0),
+        (dt.datetime(2026, 11, 18, 23, 59, 59, 500000, tzinfo=dt.UTC), 1.5),
+    ],
+)
+def test_the_loop_wakes_just_after_midnight(now: dt.datetime, expected: float) -> None:
+    """The wait is the interval, or until just after the next UTC midnight when that is sooner."""
+    assert seconds_until_next(now, 300) == pytest.approx(expected)
+
+
+def test_run_forever_returns_when_stopped(harness: Harness) -> None:
+    """The loop runs a cycle, then returns as soon as the stop event is set."""
+    stop = threading.Event()
+    loop = threading.Thread(target=run_forever, args=(harness.cycle, harness.clock, 3600, stop))
+    loop.start()
+    while harness.cycle.last_attempt is None:
+        loop.join(0.01)
+    stop.set()
+    loop.join(5)
+    assert not loop.is_alive()
