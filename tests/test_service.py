@@ -90,13 +90,13 @@ def harness(tmp_path: Path, clock: FrozenClock) -> Iterator[Harness]:
 
 
 def test_first_cycle_fetches_the_month_and_baseline_window(harness: Harness) -> None:
-    """A cold cycle fetches from the 1st of the month (or the baseline start) and pushes every closed day once."""
+    """A cold cycle fetches the spend page's 30 days (which cover the baseline window and, on the 18th, the
+    month so far) and pushes every closed day once."""
     report = harness.cycle.run_once()
     assert report.ok
-    assert harness.ledger.fetched_days(dt.date(2026, 11, 1), dt.date(2026, 11, 19)).keys() == {
-        dt.date(2026, 11, d) for d in range(1, 19)
-    }
-    assert report.pushed_days == 17  # the 1st to the 17th; the 18th is today
+    fetched = harness.ledger.fetched_days(dt.date(2026, 10, 1), dt.date(2026, 11, 19))
+    assert min(fetched) == dt.date(2026, 10, 20) and max(fetched) == dt.date(2026, 11, 18) and len(fetched) == 30
+    assert report.pushed_days == 29  # the 20th of October to the 17th of November; the 18th is today
     assert harness.ledger.unpushed_days() == []
 
 
@@ -145,9 +145,9 @@ def test_push_failure_keeps_days_pending_until_it_works(harness: Harness) -> Non
     report = harness.cycle.run_once()
     assert report.failed_stages == ["push"]
     assert harness.registry.get_sample_value("openai_cost_exporter_errors_total", {"stage": "push"}) == 1
-    assert len(harness.ledger.unpushed_days()) == 17
+    assert len(harness.ledger.unpushed_days()) == 29
     harness.pusher.down = False
-    assert harness.cycle.run_once().pushed_days == 17
+    assert harness.cycle.run_once().pushed_days == 29
 
 
 def test_costs_failure_keeps_the_last_snapshot(harness: Harness) -> None:

@@ -180,7 +180,9 @@ class CostCycle:
     def fetch_start(self, now: dt.datetime) -> dt.date:
         """The first day to fetch: the revision window, or earlier for days never fetched after they closed."""
         today = now.date()
-        horizon = min(today - dt.timedelta(days=self._options.baseline_days), today.replace(day=1))
+        # What the figures need: the baseline window, the month so far, and the spend page's 30 days.
+        history = max(self._options.baseline_days, PAGE_DAYS - 1)
+        horizon = min(today - dt.timedelta(days=history), today.replace(day=1))
         if self._options.backfill_days:
             horizon = min(horizon, today - dt.timedelta(days=self._options.backfill_days))
         fetched = self._ledger.fetched_days(horizon, today)

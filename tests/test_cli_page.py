@@ -1,0 +1,74 @@
+"""The spend page as a user sees it: `run --listen` against the fake organization, driven by headless Chromium."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+
+from openai_cost_exporter.clock import FrozenClock
+from openai_cost_exporter.fake_api import FakeAdminAPI
+from openai_cost_exporter.fake_org import FakeOrg
+from tests.clirun import ADMIN_KEY, clean_env, command
+from tests.stack import free_port
+from tests.test_page import DOCS_SCREENSHOT, parse, run_chromium
+
+
+@pytest.fixture
+def org() -> FakeOrg:
+    evening = dt.datetime.combine(dt.datetime.now(dt.UTC).date(), dt.time(20), dt.UTC)
+    return FakeOrg.generate(seed=7, project_count=40, clock=FrozenClock(evening))
+
+
+@pytest.fixture
+def page_url(org: FakeOrg, tmp_path: Path) -> Iterator[str]:
+    """A running `run --listen` whose first cycle has completed."""
+    with FakeAdminAPI(org, admin_key=ADMIN_KEY) as api:
+        port = free_port()
+        argv = command("run", "--base-url", api.base_url, "--state-dir", str(tmp_path), "--listen", f"127.0.0.1:{port}")
+        proc = subprocess.Popen(argv, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 30
+            while True:  # waiting for another process to serve, not for time to pass
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert proc.poll() is None and time.monotonic() < deadline, "exporter did not become ready"
+                time.sleep(0.05)
+            yield f"http://127.0.0.1:{port}/"
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=15)
+
+
+def test_page_shows_the_organization(page_url: str, org: FakeOrg, tmp_path: Path) -> None:
+    """Chromium renders one bar per day of the last 30, ordered in height like the fake's daily totals, and
+    the table lists the spiking project first with its alert state; the screenshot goes to the README."""
+    if shutil.which("chromium") is None and not os.environ.get("CI"):
+        pytest.skip("chromium is not installed")
+    dom = parse(run_chromium(page_url, tmp_path / "profile", "--dump-dom").stdout.encode())
+    today = org.clock.now().date()
+    days = [today - dt.timedelta(days=n) for n in range(29, -1, -1)]
+    assert [bar["data-day"] for bar in dom.bars] == [day.isoformat() for day in days]
+    truth = {day.isoformat(): sum(org.daily_totals(day).values(), Decimal(0)) for day in days}
+    shown = {str(bar["data-day"]): Decimal(str(bar["data-total"])) for bar in dom.bars}
+    assert sorted(shown, key=lambda d: shown[d]) == sorted(truth, key=lambda d: truth[d])
+    assert dom.rows[0] == org.spike_project_id
+    text = " ".join(dom.text)
+    assert "spike (" in text and "Search Reranker" in text
+    shot = tmp_path / "spend-page.png"
+    run_chromium(page_url, tmp_path / "profile2", f"--screenshot={shot}", "--window-size=1280,1000")
+    assert shot.read_bytes().startswith(b"\x89PNG")
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+        DOCS_SCREENSHOT.write_bytes(shot.read_bytes())
