@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -63,10 +64,13 @@ def report(settings: Settings, *, days: int, fmt: str, offline: bool) -> int:
     if not 1 <= days <= 366:
         raise ConfigError("report --days must be between 1 and 366")
     data = backfilling.report_data(settings, days, offline=offline, progress=sys.stderr.isatty())
-    render = {"table": reporting.render_table, "csv": reporting.render_csv, "json": reporting.render_json}[fmt]
-    sys.stdout.write(render(data))
-    if not render(data).endswith("\n"):
-        sys.stdout.write("\n")
+    if fmt == "table":
+        text = reporting.render_table(data, width=shutil.get_terminal_size().columns)
+    else:
+        text = {"csv": reporting.render_csv, "json": reporting.render_json}[fmt](data)
+    # Names are written exactly as OpenAI returns them; whatever the terminal cannot encode is escaped.
+    sys.stdout.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+    sys.stdout.write(text)
     return 0
 
 
