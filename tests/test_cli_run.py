@@ -90,7 +90,7 @@ def test_run_once_pushes_what_the_api_bills(
     live = _latest_by_project(export_all(vm, 'openai_daily_cost_usd{job="openai_cost_exporter"}'), start_ms)
     truth = {pid or UNATTRIBUTED: amount for pid, amount in org.daily_totals(today).items()}
     names = _expected_names(org)
-    assert truth and {pid for pid in truth} <= set(live)
+    assert truth and set(truth) <= set(live)
     for pid, (name, value) in live.items():
         assert value == pytest.approx(float(truth.get(pid, Decimal(0))), rel=1e-11), pid
         assert name == names[pid]

@@ -1,4 +1,5 @@
-"""The Grafana dashboard: valid JSON, sane structure, and every query answered by a real VictoriaMetrics."""
+"""The Grafana dashboard: valid JSON, sane structure, and every query answered by a real VictoriaMetrics fed by
+the exporter CLI (`run --once --backfill-days 30 --line-items`) against the fake OpenAI organization."""
 
 from __future__ import annotations
 
@@ -7,12 +8,18 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from openai_cost_exporter.clock import FrozenClock
+from openai_cost_exporter.fake_api import FakeAdminAPI
+from openai_cost_exporter.fake_org import FakeOrg
+from openai_cost_exporter.models import UNATTRIBUTED
+from tests.clirun import ADMIN_KEY, run_once
 from tests.stack import VictoriaMetrics, victoria_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,9 +29,15 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 #: How Grafana would fill its variables for "All projects" over the default 30-day range.
 SUBSTITUTIONS = {"$project": ".*", "$__rate_interval": "15m", "$__interval": "1h", "$__range": "30d"}
 DAY = 86_400
-PROJECTS = {"proj_chat": "Customer chat", "proj_search": 'Search "reranker"', "unattributed": "unattributed"}
 CLOSED_DAYS = 30
-JOB = {"job": "openai_cost_exporter"}
+#: Organization and per-project budgets, so the budget panels have series (the fake has no notion of budgets).
+BUDGETS = """[alerts]
+monthly_budget_usd = 1000
+daily_budget_usd = 50
+
+[alerts.projects."Default project"]
+daily_budget_usd = 20
+"""
 
 
 def panels() -> list[dict[str, Any]]:
@@ -50,76 +63,66 @@ def substitute(expr: str) -> str:
     return expr
 
 
-def closed_day_value(project_index: int, days_ago: int) -> float:
-    """The final cost fed for a project on a closed day: distinct per project and per day."""
-    return round(10.0 * (project_index + 1) + days_ago * 0.25, 2)
+def _late_today() -> dt.datetime:
+    """20:00 UTC of the real current day: the fake's today is most of a day, and the exporter's date agrees."""
+    return dt.datetime.combine(dt.datetime.now(dt.UTC).date(), dt.time(20), dt.UTC)
 
 
-def _closed_days(today: int) -> Iterator[str]:
-    for days_ago in range(1, CLOSED_DAYS + 1):
-        stamp_ms = (today - days_ago * DAY + DAY - 1) * 1000  # 23:59:59 of the closed day
-        for i, (pid, name) in enumerate(PROJECTS.items()):
-            labels = f'project_id="{pid}",project="{name.replace(chr(34), chr(92) + chr(34))}"'
-            yield f"openai_daily_cost_usd{{{labels}}} {closed_day_value(i, days_ago)} {stamp_ms}"
-            if i == 0:
-                yield f'openai_daily_line_item_cost_usd{{{labels},line_item="gpt-4o, input"}} 3 {stamp_ms}'
+def project_label(project_id: str | None, org: FakeOrg) -> str:
+    """The `project` label the exporter writes: the name, else the id; `unattributed` for a null project_id."""
+    if project_id is None:
+        return UNATTRIBUTED
+    return org.project(project_id).name or project_id
 
 
-def _live(now_ms: int, today: int) -> Iterator[str]:
-    """Two hours of pushes every five minutes; today's per-day figures only from today's midnight on."""
-    for stamp in _push_times(now_ms):
-        for i, (pid, name) in enumerate(PROJECTS.items()):
-            labels = f'project_id="{pid}",project="{name.replace(chr(34), chr(92) + chr(34))}"'
-            if stamp >= today * 1000:
-                yield f"openai_daily_cost_usd{{{labels}}} {4.0 * (i + 1)} {stamp}"
-                for item in ("gpt-4o, input", "gpt-4o, output", "web search tool calls"):
-                    yield f'openai_daily_line_item_cost_usd{{{labels},line_item="{item}"}} {1.5 * (i + 1)} {stamp}'
-            yield f"openai_daily_cost_baseline_usd{{{labels}}} {2.0 * (i + 1)} {stamp}"
-            yield f"openai_month_to_date_cost_usd{{{labels}}} {100.0 * (i + 1)} {stamp}"
-            yield f"openai_month_forecast_cost_usd{{{labels}}} {300.0 * (i + 1)} {stamp}"
-        yield f'openai_cost_budget_usd{{period="monthly",project_id="",project=""}} 1000 {stamp}'
-        yield f'openai_cost_budget_usd{{period="daily",project_id="",project=""}} 50 {stamp}'
-        yield f'openai_cost_budget_usd{{period="daily",project_id="proj_chat",project="Customer chat"}} 20 {stamp}'
+def daily_by_label(org: FakeOrg, day: dt.date) -> dict[str, float]:
+    """The fake's truth for one UTC day, summed per `project` label (two projects may share a name)."""
+    sums: dict[str, Decimal] = {}
+    for project_id, amount in org.daily_totals(day).items():
+        label = project_label(project_id, org)
+        sums[label] = sums.get(label, Decimal(0)) + amount
+    return {label: float(amount) for label, amount in sums.items()}
 
 
-def _push_times(now_ms: int) -> list[int]:
-    """Every five minutes over the last two hours, oldest first, the last one `now_ms`."""
-    return [now_ms - n * 300_000 for n in range(24, -1, -1)]
-
-
-def _self_metrics(now_ms: int) -> Iterator[str]:
-    """The exporter's own series over the same pushes, counters increasing."""
-    for n, stamp in enumerate(_push_times(now_ms)):
-        yield f"openai_cost_exporter_last_success_timestamp_seconds {stamp / 1000 - 2} {stamp}"
-        yield f'openai_cost_exporter_cycles_total{{result="success"}} {n} {stamp}'
-        yield f'openai_cost_exporter_cycles_total{{result="failure"}} {n // 5} {stamp}'
-        yield f'openai_cost_exporter_errors_total{{stage="costs"}} {n // 5} {stamp}'
-        yield f'openai_cost_exporter_api_requests_total{{endpoint="costs",status="200"}} {3 * n} {stamp}'
-        yield f'openai_cost_exporter_api_requests_total{{endpoint="costs",status="429"}} {n // 3} {stamp}'
-        yield f"openai_cost_exporter_cycle_duration_seconds 1.25 {stamp}"
-        yield f"openai_cost_exporter_notifications_pending 0 {stamp}"
-
-
-def feed_sample_data(vm: VictoriaMetrics) -> None:
-    """Push what a running exporter would have pushed: 30 closed days (backfill), today's figures, self-metrics."""
-    now_ms = int(time.time() * 1000) - 1000  # a second in the past: visible to queries at "now"
-    today = now_ms // 1000 // DAY * DAY
-    lines = [*_closed_days(today), *_live(now_ms, today), *_self_metrics(now_ms)]
-    vm.push("\n".join(lines) + "\n", JOB)
+def feed_sample_data(vm: VictoriaMetrics, api: FakeAdminAPI, workdir: Path) -> None:
+    """Run the exporter CLI twice against the fake, as a fresh install with a 30-day backfill: 30 closed days,
+    today's live figures and line items, budgets and self-metrics (two samples each, for rate())."""
+    config = workdir / "budgets.toml"
+    config.write_text(BUDGETS, encoding="utf-8")
+    for _ in range(2):
+        result = run_once(
+            api.base_url,
+            workdir / "state",
+            "--push-url",
+            vm.import_url,
+            "--backfill-days",
+            str(CLOSED_DAYS),
+            "--line-items",
+            "--config",
+            str(config),
+        )
+        assert result.returncode == 0, result.output
     vm.force_flush()
 
 
 @pytest.fixture(scope="module")
-def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VictoriaMetrics]:
-    """A real VictoriaMetrics fed with sample data, shared by the query tests of this module."""
-    with victoria_metrics(tmp_path_factory.mktemp("vm")) as server:
-        feed_sample_data(server)
+def org() -> FakeOrg:
+    """A fake organization frozen at 20:00 UTC today: awkward names, archived projects, unattributed spend."""
+    return FakeOrg.generate(seed=13, project_count=20, clock=FrozenClock(_late_today()))
+
+
+@pytest.fixture(scope="module")
+def vm(tmp_path_factory: pytest.TempPathFactory, org: FakeOrg) -> Iterator[VictoriaMetrics]:
+    """A real VictoriaMetrics fed by the exporter, shared by the query tests of this module."""
+    workdir = tmp_path_factory.mktemp("vm")
+    with FakeAdminAPI(org, admin_key=ADMIN_KEY) as api, victoria_metrics(workdir) as server:
+        feed_sample_data(server, api, workdir)
         yield server
 
 
-def query_range(vm: VictoriaMetrics, expr: str, start: int, end: int, step: int) -> list[dict[str, Any]]:
-    """A range query as Grafana sends it (start aligned to the step), bypassing the cache."""
-    params = {"query": expr, "start": start // step * step, "end": end, "step": step, "nocache": "1"}
+def query_range(vm: VictoriaMetrics, expr: str, start: float, end: float, step: int) -> list[dict[str, Any]]:
+    """A range query with points at start, start + step, ... up to end, bypassing the cache."""
+    params = {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": str(step), "nocache": "1"}
     response = vm.client.get(f"{vm.url}/api/v1/query_range", params=params)
     assert response.status_code == 200, f"{expr}: {response.text}"
     return list(response.json()["data"]["result"])
@@ -217,31 +220,48 @@ def test_query_returns_data(vm: VictoriaMetrics, title: str, target: dict[str, A
         result = vm.query(expr)
         assert result and all("value" in series for series in result), f"{title}: {expr} -> {result}"
         return
-    now = int(time.time())
     step = step_seconds(target.get("interval"))
-    result = query_range(vm, expr, now - CLOSED_DAYS * DAY, now, step)
+    # Grafana aligns its points to the step, so its newest point can be up to an hour old; this VictoriaMetrics
+    # holds only seconds of live data (an exporter that pushes every 5 minutes fills every hour). So the points
+    # here end at "now" (half a second ahead, as in `VictoriaMetrics.query`), 30 days back.
+    end = time.time() + 0.5
+    result = query_range(vm, expr, end - CLOSED_DAYS * DAY, end, step)
     assert result and any(series["values"] for series in result), f"{title}: {expr} -> {result}"
 
 
 @pytest.mark.stack
-def test_project_variable_lists_every_project(vm: VictoriaMetrics) -> None:
-    """`label_values(openai_daily_cost_usd, project)` lists the project names, quotes included."""
+def test_project_variable_lists_every_project(vm: VictoriaMetrics, org: FakeOrg) -> None:
+    """`label_values(openai_daily_cost_usd, project)` lists every project that spent in the last 30 days by the
+    name the API gives it, quotes, backslashes and newlines included."""
     response = vm.client.get(f"{vm.url}/api/v1/label/project/values", params={"match[]": "openai_daily_cost_usd"})
-    assert sorted(response.json()["data"]) == sorted(PROJECTS.values())
+    today = org.clock.now().date()
+    expected = {label for n in range(CLOSED_DAYS + 1) for label in daily_by_label(org, today - dt.timedelta(days=n))}
+    assert set(response.json()["data"]) == expected
+    assert any('"' in name for name in expected) and any("\n" in name for name in expected)
 
 
 @pytest.mark.stack
-def test_daily_bars_show_each_closed_day_on_its_own_date(vm: VictoriaMetrics) -> None:
-    """The daily bar query puts each day's final value on that day's midnight, and today's figure last."""
+def test_daily_bars_show_each_closed_day_on_its_own_date(vm: VictoriaMetrics, org: FakeOrg) -> None:
+    """The daily bar query puts each day's final value, as the API billed it, on that day's midnight, and today's
+    figure so far last."""
     daily = daily_panel()
     expr = substitute(daily["targets"][0]["expr"])
     now = int(time.time())
-    result = query_range(vm, expr, now - 10 * DAY, now, DAY)
-    values = {s["metric"]["project"]: dict(s["values"]) for s in result}
+    result = query_range(vm, expr, now // DAY * DAY - 10 * DAY, now, DAY)  # midnights, as Grafana aligns them
+    values = {s["metric"]["project"]: {stamp: float(v) for stamp, v in s["values"]} for s in result}
     today = now // DAY * DAY
-    for i, name in enumerate(PROJECTS.values()):
-        for days_ago in range(1, 10):
-            stamp = today - days_ago * DAY
-            day = dt.datetime.fromtimestamp(stamp, dt.UTC).date()
-            assert float(values[name][stamp]) == closed_day_value(i, days_ago), f"{name} on {day}"
-        assert float(values[name][today]) == 4.0 * (i + 1), f"{name} today"
+    for days_ago in range(10):
+        stamp = today - days_ago * DAY
+        day = dt.datetime.fromtimestamp(stamp, dt.UTC).date()
+        truth = daily_by_label(org, day)
+        assert truth, day
+        for label, amount in truth.items():
+            assert values[label][stamp] == pytest.approx(amount, rel=1e-9), f"{label!r} on {day}"
+
+
+@pytest.mark.stack
+def test_last_successful_cycle_panel_shows_the_pushed_cycle(vm: VictoriaMetrics) -> None:
+    """After `run --once` pushed, the "Last successful cycle" panel shows seconds, not the age of the epoch."""
+    [target] = next(p for p in panels() if p["title"] == "Last successful cycle")["targets"]
+    [series] = vm.query(substitute(target["expr"]))
+    assert 0 <= float(series["value"][1]) < 120

@@ -124,9 +124,10 @@ def test_replace_days_is_atomic(ledger: Ledger) -> None:
 
 def test_ungrouped_rows_count_in_totals_but_not_line_items(ledger: Ledger) -> None:
     """Rows without a line item are in project totals but left out of line item totals."""
-    ledger.replace_days([D1], [row(D1, "proj_a", "2", None), row(D1, "proj_b", "1", "web search")], AT)
+    rows = [row(D1, "proj_a", "2", None), row(D1, "proj_b", "1", "web search"), row(D2, "proj_a", "4", None)]
+    ledger.replace_days([D1, D2], rows, AT)
     assert ledger.project_totals(D1, D2) == {D1: {"proj_a": Decimal(2), "proj_b": Decimal(1)}}
-    assert ledger.line_item_totals(D1, D2) == {D1: {("proj_b", "web search"): Decimal(1)}}
+    assert ledger.line_item_totals(D1, D3) == {D1: {("proj_b", "web search"): Decimal(1)}}
 
 
 def test_ranges_are_end_exclusive_and_skip_days_without_rows(ledger: Ledger) -> None:

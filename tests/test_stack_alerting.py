@@ -1,16 +1,26 @@
-"""End to end through the real stack: VictoriaMetrics -> vmalert (shipped rules) -> Alertmanager (shipped
-config) -> a fake Slack webhook, with the exporter's exact exposition format."""
+"""End to end through the real stack: the exporter CLI (against the fake OpenAI organization) -> VictoriaMetrics
+-> vmalert (shipped rules) -> Alertmanager (shipped config) -> a fake Slack webhook.
+
+The main test runs `run --once` as a user would; the others push hand-written exposition text in the exporter's
+exact format, to check rule and template semantics (quoted names, budgets, inhibition) the fake cannot stage."""
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from openai_cost_exporter.clock import FrozenClock
+from openai_cost_exporter.fake_api import FakeAdminAPI
+from openai_cost_exporter.fake_org import FakeOrg, FakeProject
+from tests.clirun import ADMIN_KEY, run_once
 from tests.stack import Stack, VictoriaMetrics, bound_addresses, monitoring_stack, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +61,85 @@ def test_every_process_listens_only_on_loopback(stack: Stack) -> None:
         assert bound_addresses(service.process.pid) == {"127.0.0.1"}, service.name
 
 
+def _late_today() -> dt.datetime:
+    """20:00 UTC of the real current day: the fake's today is most of a day, and the exporter's date agrees."""
+    return dt.datetime.combine(dt.datetime.now(dt.UTC).date(), dt.time(20), dt.UTC)
+
+
+def _baseline(org: FakeOrg, project_id: str) -> Decimal:
+    """The exporter's baseline: mean of the 7 complete UTC days before today (no spend counts as 0)."""
+    today = org.clock.now().date()
+    return sum((org.daily_total(today - dt.timedelta(days=n), project_id) for n in range(1, 8)), Decimal(0)) / 7
+
+
+def set_today(org: FakeOrg, project_id: str, amount: Decimal) -> None:
+    """Make a project's spend today exactly `amount` (its first line item carries it all)."""
+    today = org.clock.now().date()
+    for index, item in enumerate(org.project(project_id).line_items):
+        org.set_cost(today, project_id, item, amount.quantize(Decimal("0.000001")) if index == 0 else Decimal(0))
+
+
+def _watched_project(org: FakeOrg) -> FakeProject:
+    """An active project with a plain name (an exact Slack title) and a baseline well over the 1 USD floor."""
+    return next(
+        p
+        for p in org.projects
+        if not p.archived and p.name and re.fullmatch(r"[A-Za-z ]+", p.name) and _baseline(org, p.id) > 2
+    )
+
+
+@pytest.fixture(scope="module")
+def org() -> FakeOrg:
+    """A fake organization frozen at 20:00 UTC today, without the built-in spiking project."""
+    return FakeOrg.generate(seed=3, project_count=25, clock=FrozenClock(_late_today()), spike_project=False)
+
+
+@pytest.fixture(scope="module")
+def api(org: FakeOrg) -> Iterator[FakeAdminAPI]:
+    """The fake OpenAI Admin API serving `org` on 127.0.0.1."""
+    with FakeAdminAPI(org, admin_key=ADMIN_KEY) as fake:
+        yield fake
+
+
+def export_cycle(api: FakeAdminAPI, vm: VictoriaMetrics, state_dir: Path) -> float:
+    """One `run --once` of the exporter CLI pushing into VictoriaMetrics, then a flush; returns its seconds."""
+    start = time.monotonic()
+    result = run_once(api.base_url, state_dir, "--push-url", vm.import_url)
+    assert result.returncode == 0, result.output
+    assert ADMIN_KEY not in result.output and "Traceback" not in result.output
+    vm.force_flush()  # new series are otherwise searchable only after 4-10 s (monitoring-stack.md §2)
+    return time.monotonic() - start
+
+
+def test_exporter_spike_reaches_slack_and_resolves(
+    stack: Stack, org: FakeOrg, api: FakeAdminAPI, tmp_path: Path
+) -> None:
+    """The exporter CLI pushes a project at 4x its baseline: vmalert and Alertmanager post FIRING to Slack with the
+    fake's figures; once the exporter pushes the project back at its baseline, RESOLVED arrives."""
+    project = _watched_project(org)
+    baseline = _baseline(org, project.id)
+    set_today(org, project.id, 4 * baseline)
+    cycle = export_cycle(api, stack.vm, tmp_path)
+    pushed = time.monotonic()
+    firing = stack.slack.wait_for_title(f"FIRING: OpenAICostSpike in {project.name}", TIMEOUT, stack.log_tails)
+    fired_after = time.monotonic() - pushed
+    today = float((4 * baseline).quantize(Decimal("0.000001")))
+    expected = f"*{project.name}* (`{project.id}`): ${today:.2f} (baseline ${float(baseline):.2f}) [warning]"
+    assert expected in firing["text"]
+    assert firing["color"] == "danger"
+
+    set_today(org, project.id, baseline)
+    export_cycle(api, stack.vm, tmp_path)
+    pushed = time.monotonic()
+    resolved = stack.slack.wait_for_title(f"RESOLVED: OpenAICostSpike in {project.name}", TIMEOUT, stack.log_tails)
+    resolved_after = time.monotonic() - pushed
+    assert resolved["color"] == "good"
+    print(
+        f"exporter run --once: {cycle:.2f} s; its push -> FIRING post: {fired_after:.2f} s; "
+        f"push of normal values -> RESOLVED post: {resolved_after:.2f} s"
+    )
+
+
 def test_pushed_series_keep_labels_and_are_queryable_at_once(stack: Stack) -> None:
     """A flushed push is visible to an instant query and to /export with the quoted name and job label."""
     labels = 'project_id="proj_q",project="Q \\"quoted\\" \\\\ name"'
@@ -63,21 +152,22 @@ def test_pushed_series_keep_labels_and_are_queryable_at_once(stack: Stack) -> No
     assert series["values"] == [0.25]
 
 
-def test_cost_spike_reaches_slack_and_resolves(stack: Stack) -> None:
-    """A pushed spike posts FIRING with project, value and baseline to Slack; normal values post RESOLVED."""
+def test_hand_written_spike_with_quoted_name_reaches_slack_and_resolves(stack: Stack) -> None:
+    """A spike of a project whose name has quotes posts FIRING with the name, value and baseline intact;
+    normal values post RESOLVED."""
     start = time.monotonic()
     feed(
         stack.vm,
         f"openai_daily_cost_usd{{{RERANKER}}} 4.0\nopenai_daily_cost_baseline_usd{{{RERANKER}}} 1.0\n",
     )
-    firing = stack.slack.wait_for_title("FIRING: OpenAICostSpike", TIMEOUT, stack.log_tails)
+    firing = stack.slack.wait_for_title('FIRING: OpenAICostSpike in Search "Reranker"', TIMEOUT, stack.log_tails)
     fired_after = time.monotonic() - start
     assert firing["title"] == 'FIRING: OpenAICostSpike in Search "Reranker"'
     assert '*Search "Reranker"* (`proj_x`): $4.00 (baseline $1.00) [warning]' in firing["text"]
 
     start = time.monotonic()
     feed(stack.vm, f"openai_daily_cost_usd{{{RERANKER}}} 1.2\n")
-    resolved = stack.slack.wait_for_title("RESOLVED: OpenAICostSpike", TIMEOUT, stack.log_tails)
+    resolved = stack.slack.wait_for_title('RESOLVED: OpenAICostSpike in Search "Reranker"', TIMEOUT, stack.log_tails)
     resolved_after = time.monotonic() - start
     assert resolved["color"] == "good"
     print(f"push -> FIRING post: {fired_after:.2f} s; push -> RESOLVED post: {resolved_after:.2f} s")
@@ -88,7 +178,7 @@ def test_monthly_budget_exceeded_inhibits_the_forecast(stack: Stack) -> None:
     budget = f'openai_cost_budget_usd{{period="monthly",{BILLING}}} 1000\n'
     forecast = f"openai_month_forecast_cost_usd{{{BILLING}}} 1500\n"
     feed(stack.vm, f"openai_month_to_date_cost_usd{{{BILLING}}} 1000.5\n{forecast}{budget}")
-    exceeded = stack.slack.wait_for_title("FIRING: OpenAIMonthlyBudgetExceeded", TIMEOUT, stack.log_tails)
+    exceeded = stack.slack.wait_for_title("FIRING: OpenAIMonthlyBudgetExceeded in Billing", TIMEOUT, stack.log_tails)
     assert "*Billing* (`proj_m`): $1000.50 (monthly budget $1000.00) [critical]" in exceeded["text"]
 
     def forecast_inhibited() -> bool:
@@ -100,5 +190,5 @@ def test_monthly_budget_exceeded_inhibits_the_forecast(stack: Stack) -> None:
 
     # Once the month to date is back under budget, the same forecast alert does reach Slack.
     feed(stack.vm, f"openai_month_to_date_cost_usd{{{BILLING}}} 300\n{forecast}{budget}")
-    released = stack.slack.wait_for_title("FIRING: OpenAIMonthlyBudgetForecast", TIMEOUT, stack.log_tails)
+    released = stack.slack.wait_for_title("FIRING: OpenAIMonthlyBudgetForecast in Billing", TIMEOUT, stack.log_tails)
     assert "*Billing* (`proj_m`): $1500.00 (monthly budget $1000.00) [warning]" in released["text"]

@@ -21,7 +21,6 @@ from openai_cost_exporter.clock import Clock, SystemClock
 from openai_cost_exporter.collector import HistoryCollector
 from openai_cost_exporter.config import Settings
 from openai_cost_exporter.ledger import Ledger
-from openai_cost_exporter.models import CostPage
 from openai_cost_exporter.openai_client import AdminClient, build_http_client
 from openai_cost_exporter.push import Pusher
 from openai_cost_exporter.report import ReportData
@@ -38,21 +37,21 @@ BACKFILL_PAGE_DAYS = 7
 @dataclass(frozen=True, slots=True)
 class BackfillResult:
     days: int
-    projects: int
+    projects: int  # projects with cost rows in the backfilled days (unattributed included)
     samples: int
     duration: float
 
 
 @contextlib.contextmanager
 def _ledger_and_client(settings: Settings, *, online: bool = True) -> Iterator[tuple[Ledger, AdminClient | None]]:
+    # The key first: a missing key is a config error, and must not leave a new state file behind.
+    key = settings.resolved_admin_key() if online else None
     conn = open_state(settings.state_file)
     try:
-        if not online:
+        if key is None:
             yield Ledger(conn), None
             return
-        with build_http_client(
-            settings.base_url, settings.resolved_admin_key(), timeout=settings.request_timeout
-        ) as http:
+        with build_http_client(settings.base_url, key, timeout=settings.request_timeout) as http:
             yield Ledger(conn), AdminClient(http)
     finally:
         conn.close()
@@ -68,36 +67,54 @@ def backfill_pages(
     now: dt.datetime,
     line_items: bool,
 ) -> BackfillResult:
-    """Fetch [start, end) page by page into the ledger, pushing each page's days with their timestamps."""
+    """Fetch [start, end) page by page into the ledger, then push every day from the ledger, a week at a time.
+
+    The push waits for the last page because a project must get a sample on every day of the window (0 where
+    it spent nothing), and which projects spend is only known once every page has been read: pushing page by
+    page left holes for projects (or unattributed spend) absent from a whole page.
+    """
     started = time.perf_counter()
-    samples = 0
+    days: list[dt.date] = []
+    spenders: set[str] = set()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="projects") as pool:
         projects = pool.submit(client.list_projects)  # independent of the costs pages: fetched alongside
-        names: dict[str, str] | None = None
         for page in client.iter_costs(start, end, line_items=line_items, limit=BACKFILL_PAGE_DAYS):
             ledger.replace_days(page.days, page.rows, now)
-            if names is None:
-                ledger.save_projects(projects.result(), now)
-                names = {pid: project.name for pid, project in ledger.projects().items()}
-            if pusher is not None and page.days:
-                samples += _push_page(pusher, ledger, page, names, line_items)
+            days.extend(page.days)
+            spenders.update(row.project_id for row in page.rows)
+        ledger.save_projects(projects.result(), now)
+    samples = 0
+    if pusher is not None and days:
+        names = {pid: project.name for pid, project in ledger.projects().items()}
+        days = sorted(set(days))
+        for first in range(0, len(days), BACKFILL_PAGE_DAYS):
+            chunk = days[first : first + BACKFILL_PAGE_DAYS]
+            samples += _push_days(pusher, ledger, chunk, names, spenders, line_items)
     return BackfillResult(
         days=(end - start).days,
-        projects=len(names or {}),
+        projects=len(spenders),
         samples=samples,
         duration=time.perf_counter() - started,
     )
 
 
-def _push_page(pusher: Pusher, ledger: Ledger, page: CostPage, names: dict[str, str], line_items: bool) -> int:
-    first, last = min(page.days), max(page.days) + DAY
+def _push_days(
+    pusher: Pusher,
+    ledger: Ledger,
+    days: list[dt.date],
+    names: dict[str, str],
+    spenders: set[str],
+    line_items: bool,
+) -> int:
+    """Push the stored totals of `days` (consecutive, oldest first); return the samples pushed."""
+    first, last = days[0], days[-1] + DAY
     totals = ledger.project_totals(first, last)
     items = ledger.line_item_totals(first, last) if line_items else None
-    history = HistoryCollector({day: totals.get(day, {}) for day in page.days}, names, items)
+    history = HistoryCollector({day: totals.get(day, {}) for day in days}, names, items, spenders)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(history)
     pusher.push(registry)
-    ledger.mark_pushed(page.days)
+    ledger.mark_pushed(days)
     return history.sample_count
 
 

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import prometheus_client
+
 from openai_cost_exporter import __version__
 from openai_cost_exporter.config import Settings, load_settings
 from openai_cost_exporter.errors import ConfigError, ExporterError
@@ -187,6 +189,8 @@ def setup_logging(level: str, fmt: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # `*_created` series would be pushed to VictoriaMetrics as samples of their own: noise for a pushed exporter.
+    prometheus_client.disable_created_metrics()
     from openai_cost_exporter import commands  # noqa: PLC0415 - keeps `--help` fast
 
     try:

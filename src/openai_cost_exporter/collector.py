@@ -13,9 +13,10 @@ from decimal import Decimal
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 from openai_cost_exporter.models import ZERO, day_start
-from openai_cost_exporter.rules import AlertPolicy
+from openai_cost_exporter.rules import AlertPolicy, project_limits
 from openai_cost_exporter.snapshot import CostSnapshot
 
 PROJECT_LABELS = ["project_id", "project"]
@@ -76,14 +77,16 @@ class CostCollector(Collector):
             ("monthly", self._policy.monthly_budget_usd),
         ):
             if amount is not None:
-                family.add_metric([period, "", ""], float(amount))
+                # No project labels at all, rather than empty ones: the exposition says what the HELP text says.
+                family.samples.append(Sample(family.name, {"period": period}, float(amount)))
         for project_id in sorted(set(snap.names) | set(snap.project_ids)):
-            override = self._policy.projects.get(project_id) or self._policy.projects.get(snap.name(project_id))
-            if override is None:
+            # The same lookup as the built-in engine: a muted or excluded project has no budget to alert on.
+            limits = project_limits(self._policy, project_id, snap.name(project_id))
+            if limits is None:
                 continue
             for period, amount in (
-                ("daily", override.daily_budget_usd),
-                ("monthly", override.monthly_budget_usd),
+                ("daily", limits.daily_budget_usd),
+                ("monthly", limits.monthly_budget_usd),
             ):
                 if amount is not None:
                     family.add_metric([period, project_id, snap.name(project_id)], float(amount))

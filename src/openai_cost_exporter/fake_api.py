@@ -164,9 +164,11 @@ def parse_costs_query(params: _Params, now: int) -> CostsQuery:
     start = _int(params, "start_time")
     if start is None:
         raise _bad("Missing required parameter: 'start_time'.", "start_time")
-    end = _int(params, "end_time") or now
-    if end <= start:
-        raise _bad("'end_time' must be later than 'start_time' (and 'start_time' not in the future).", "end_time")
+    end = _int(params, "end_time")
+    if end is not None and end <= start:
+        raise _bad("'end_time' must be later than 'start_time'.", "end_time")
+    if end is None:  # up to now; a start_time at or after now gives a page without buckets
+        end = max(now, start)
     if _one(params, "bucket_width") not in (None, "1d"):
         raise _bad("Invalid value for 'bucket_width': only '1d' is supported.", "bucket_width")
     group_by = _many(params, "group_by")
@@ -525,6 +527,7 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like the real API; streamed bodies use chunked encoding
     timeout = 30  # an idle keep-alive connection does not hold a thread forever
+    disable_nagle_algorithm = True  # headers and body go out in separate writes: no 40 ms delayed-ACK stall
     server: _Server
 
     def do_GET(self) -> None:

@@ -27,6 +27,7 @@ from openai_cost_exporter.models import day_start
 NANOS = 10**9
 SPIKE_FACTOR = 4
 SPIKE_NAME = "Search Reranker"
+SPIKE_MIN_PARTIAL = 43_200  # seconds: the spike project's today never looks younger than noon
 DEFAULT_NAME = "Default project"
 #: Names that break naive label escaping; all present when project_count >= 8 (with the default project).
 AWKWARD_NAMES: tuple[str | None, ...] = (
@@ -233,7 +234,9 @@ class FakeOrg:
             if factor is not None:
                 n = int((n * factor).to_integral_value(ROUND_HALF_EVEN))
             if partial is not None:
-                n = n * partial // 86400
+                # The runaway began overnight: by any hour the spike project shows at least half a day at 4x
+                # (2x its baseline), so the demo alerts whenever it is started.
+                n = n * (max(partial, SPIKE_MIN_PARTIAL) if mult != 1 else partial) // 86400
             if n or include_zero:
                 out.append((s.project_id, line_item, n))
 

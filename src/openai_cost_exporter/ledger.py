@@ -58,9 +58,7 @@ class Ledger:
             for statement in _SCHEMA:
                 conn.execute(statement)
 
-    def replace_days(
-        self, days: Sequence[dt.date], rows: Iterable[CostRow], fetched_at: dt.datetime
-    ) -> set[dt.date]:
+    def replace_days(self, days: Sequence[dt.date], rows: Iterable[CostRow], fetched_at: dt.datetime) -> set[dt.date]:
         """Replace all stored rows of `days` (and of any day a row is on) by `rows`; return the changed days.
 
         A day changed when a project total or a line item amount differs from what was stored; a day never
@@ -145,9 +143,7 @@ class Ledger:
 
     def projects_refreshed_at(self) -> dt.datetime | None:
         """When the project list was last saved, or None if never."""
-        row = self._conn.execute(
-            "SELECT value FROM ledger_meta WHERE key = ?", (_PROJECTS_REFRESHED,)
-        ).fetchone()
+        row = self._conn.execute("SELECT value FROM ledger_meta WHERE key = ?", (_PROJECTS_REFRESHED,)).fetchone()
         return None if row is None else dt.datetime.fromisoformat(row[0])
 
     def mark_unpushed(self, days: Iterable[dt.date]) -> None:
@@ -165,19 +161,14 @@ class Ledger:
     def mark_pushed(self, days: Iterable[dt.date]) -> None:
         """Forget the push marks of these days."""
         with transaction(self._conn):
-            self._conn.executemany(
-                "DELETE FROM unpushed_days WHERE day = ?", ((day.isoformat(),) for day in days)
-            )
+            self._conn.executemany("DELETE FROM unpushed_days WHERE day = ?", ((day.isoformat(),) for day in days))
 
     def _write_day(self, day: dt.date, content: _DayContent) -> None:
         iso = day.isoformat()
         self._conn.execute("DELETE FROM cost_rows WHERE day = ?", (iso,))
         self._conn.executemany(
             "INSERT INTO cost_rows (day, project_id, line_item, amount_usd) VALUES (?, ?, ?, ?)",
-            [
-                (iso, project_id, line_item, str(amount))
-                for (project_id, line_item), amount in content.items()
-            ],
+            [(iso, project_id, line_item, str(amount)) for (project_id, line_item), amount in content.items()],
         )
 
     def _contents(self, start: dt.date, end: dt.date) -> dict[dt.date, _DayContent]:

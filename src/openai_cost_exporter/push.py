@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx
 from prometheus_client import CollectorRegistry, generate_latest
@@ -22,8 +22,18 @@ def safe_url(url: str) -> str:
     """The URL without user-info or query, fit for a log line (basic-auth passwords stay out of logs)."""
     parts = urlsplit(url)
     host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
+    if ":" in host:  # IPv6 literal: hostname drops the brackets
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:  # a non-numeric port: keep it out rather than fail while reporting another error
+        port = None
+    netloc = f"{host}:{port}" if port is not None else host
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    return " ".join(text.split())[:limit]
 
 
 class Pusher:
@@ -31,9 +41,13 @@ class Pusher:
 
     def __init__(self, http: httpx.Client, url: str, labels: Mapping[str, str]) -> None:
         self._http = http
-        self._url = url
+        parts = urlsplit(url)
+        # httpx replaces a URL's whole query when `params` is given, so the URL's own arguments (say an
+        # `extra_label` or a tenant) are carried over explicitly, before ours.
+        self._url = urlunsplit(parts._replace(query=""))
         self._params: list[tuple[str, str | int | float | bool | None]] = [
-            ("extra_label", f"{name}={value}") for name, value in sorted(labels.items())
+            *parse_qsl(parts.query, keep_blank_values=True),
+            *(("extra_label", f"{name}={value}") for name, value in sorted(labels.items())),
         ]
 
     def __repr__(self) -> str:
@@ -47,9 +61,10 @@ class Pusher:
                 self._url, content=body, params=self._params, headers={"Content-Type": "text/plain"}
             )
         except httpx.HTTPError as exc:
-            raise PushError(f"push to {safe_url(self._url)} failed: {type(exc).__name__}: {exc}") from None
+            detail = _one_line(str(exc))
+            raise PushError(f"push to {safe_url(self._url)} failed: {type(exc).__name__}: {detail}") from None
         if response.status_code >= 300:
-            detail = response.text.strip().replace("\n", " ")[:200]
+            detail = _one_line(response.text)
             raise PushError(f"push to {safe_url(self._url)} failed: HTTP {response.status_code}: {detail}")
         log.debug("pushed %d bytes to %s", len(body), safe_url(self._url))
         return len(body)

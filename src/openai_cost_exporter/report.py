@@ -30,8 +30,10 @@ NAME_MAX = 32
 #: Days a sparkline covers at most (the last ones).
 SPARK_MAX = 31
 SPARK_BARS = "▁▂▃▄▅▆▇█"
-#: Characters a column costs besides its content: padding on both sides and a separator.
+#: Characters a column costs besides its content: padding on both sides and a separator (or the left edge).
 _COLUMN_OVERHEAD = 3
+#: The table's right edge.
+_TABLE_EDGE = 1
 #: Characters that would move the cursor or reorder text in a terminal: shown escaped instead.
 _UNSAFE_CATEGORIES = frozenset({"Cc", "Zl", "Zp", "Cs"})
 _BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
@@ -166,7 +168,7 @@ def _days_that_fit(days: list[dt.date], lines: list[_Line], width: int) -> int:
     """How many of the last days get a column of their own next to the fixed columns."""
     rows = [("Project", "Total", "vs base", "Trend"), *(_fixed_cells(line) for line in lines)]
     widths = [max(cell_len(row[column]) for row in rows) for column in range(4)]
-    room = width - min(widths[0], NAME_MAX) - sum(widths[1:]) - 4 * _COLUMN_OVERHEAD
+    room = width - min(widths[0], NAME_MAX) - sum(widths[1:]) - 4 * _COLUMN_OVERHEAD - _TABLE_EDGE
     shown = 0
     for index in range(len(days) - 1, -1, -1):
         room -= max(5, *(len(_money(line.daily[index])) for line in lines)) + _COLUMN_OVERHEAD

@@ -125,7 +125,13 @@ class CostCycle:
             self._stage("alerts", report, self._alert)
         report.duration = time.perf_counter() - started
         report.requests = self._requests_total() - requests_before
-        self._finish(report)
+        self._record(report)
+        # Last, so the pushed self-metrics describe this very cycle (a `run --once` from cron would otherwise
+        # always push a last-success time of 0). A failure here still fails the cycle and is counted.
+        pushable = self._pusher is not None and self._live_registry is not None and self.snapshot is not None
+        if pushable and "push" not in report.failed_stages:  # one line per outage, not two
+            self._stage("push", report, self._push_live)
+        self._log(report)
         return report
 
     def _stage(self, stage: str, report: CycleReport, action: Callable[[], object]) -> bool:
@@ -138,11 +144,14 @@ class CostCycle:
             return False
         return True
 
-    def _finish(self, report: CycleReport) -> None:
+    def _record(self, report: CycleReport) -> None:
+        """Self-metrics of the collection (fetch, history push, alerts); the live push follows them."""
         self._metrics.cycle_duration.set(report.duration)
         self._metrics.cycles.labels(result="success" if report.ok else "failure").inc()
         if report.ok:
             self._metrics.last_success.set(time.time())
+
+    def _log(self, report: CycleReport) -> None:
         log.info(
             "cycle %s: %d projects, today $%s, %d API requests, %d closed days pushed, %.2f s%s",
             "ok" if report.ok else "FAILED",
@@ -250,8 +259,10 @@ class CostCycle:
             chunk = pending[chunk_start : chunk_start + PAGE_LIMIT]
             self._push_history(chunk, snapshot)
             report.pushed_days += len(chunk)
-        if self._live_registry is not None:
-            self._pusher.push(self._live_registry)
+
+    def _push_live(self) -> None:
+        assert self._pusher is not None and self._live_registry is not None
+        self._pusher.push(self._live_registry)
 
     def _push_history(self, days: list[dt.date], snapshot: CostSnapshot) -> None:
         assert self._pusher is not None

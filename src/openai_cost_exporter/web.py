@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -93,13 +94,23 @@ def _page_view(health: Health) -> PageView:
     )
 
 
+class _IPv6WSGIServer(ThreadingWSGIServer):
+    address_family = socket.AF_INET6
+
+
+def server_class(host: str) -> type[ThreadingWSGIServer]:
+    """The server class for `host`: an IPv6 literal (`--listen [::]:9876`) needs an AF_INET6 socket."""
+    return _IPv6WSGIServer if ":" in host else ThreadingWSGIServer
+
+
 class WebServer:
     """A threaded HTTP server in a background thread; `close()` stops it."""
 
     def __init__(self, host: str, port: int, app: Callable[[dict[str, Any], StartResponse], Iterable[bytes]]) -> None:
-        ThreadingWSGIServer.daemon_threads = True
-        self._server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
+        self._server = make_server(host, port, app, server_class(host), handler_class=_QuietHandler)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="http", daemon=True
+        )
 
     @property
     def port(self) -> int:

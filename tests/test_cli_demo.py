@@ -1,0 +1,202 @@
+"""The `demo` and `fake-api` commands as a user runs them: separate processes, real sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.clirun import ADMIN_KEY, clean_env, command
+from tests.stack import free_port, wait_until
+
+SPIKE_NAME = "Search Reranker"
+START_TIMEOUT = 30.0  # seconds; the demo is ready after ~1 s on the CI machine
+STOP_TIMEOUT = 5.0  # seconds a SIGTERM may take (one cycle at most, plus the HTTP server's shutdown)
+
+
+@dataclass
+class Running:
+    """A CLI process whose stdout and stderr go to files (read while it runs, no pipe to fill)."""
+
+    process: subprocess.Popen[bytes]
+    stdout_path: Path
+    stderr_path: Path
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(encoding="utf-8", errors="replace")
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(encoding="utf-8", errors="replace")
+
+    def describe(self) -> str:
+        """Exit code and output so far, for failure messages."""
+        return f"exit code {self.process.poll()}\n--- stdout ---\n{self.stdout()}\n--- stderr ---\n{self.stderr()}"
+
+    def wait_for_output(self, needle: str, stream: str = "stderr") -> None:
+        """Wait (bounded) until `needle` appears on the stream; fail at once if the process exits."""
+
+        def seen() -> bool:
+            assert self.process.poll() is None, f"exited early: {self.describe()}"
+            return needle in getattr(self, stream)()
+
+        wait_until(seen, START_TIMEOUT, f"{needle!r} on {stream}", self.describe)
+
+    def terminate(self) -> float:
+        """SIGTERM; return the seconds until the process exited (fail if it takes longer than STOP_TIMEOUT)."""
+        sent = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"no exit within {STOP_TIMEOUT} s of SIGTERM\n{self.describe()}")
+        return time.monotonic() - sent
+
+
+@contextlib.contextmanager
+def cli_process(tmp_path: Path, *args: str) -> Iterator[Running]:
+    """Start the CLI with `args` in a clean environment (no Slack webhook); kill it if a test left it running."""
+    out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        process = subprocess.Popen(command(*args), stdout=stdout, stderr=stderr, env=clean_env())
+    running = Running(process, out, err)
+    try:
+        yield running
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def http_get(url: str, **kwargs: Any) -> httpx.Response:
+    """GET on loopback, ignoring any proxy settings of the environment."""
+    return httpx.get(url, timeout=5, trust_env=False, **kwargs)
+
+
+def wait_ready(url: str, running: Running) -> None:
+    """Wait (bounded) for `url` to answer 200."""
+
+    def ready() -> bool:
+        assert running.process.poll() is None, f"exited early: {running.describe()}"
+        with contextlib.suppress(httpx.TransportError):
+            return http_get(url).status_code == 200
+        return False
+
+    wait_until(ready, START_TIMEOUT, url, running.describe)
+
+
+@dataclass(frozen=True)
+class ProjectSpend:
+    project_id: str
+    today: float
+    baseline: float
+
+
+def spend_by_name(metrics_text: str) -> dict[str, ProjectSpend]:
+    """Today's cost and baseline of every project in /metrics, by project name."""
+    values: dict[tuple[str, str], dict[str, float]] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name in {"openai_daily_cost_usd", "openai_daily_cost_baseline_usd"}:
+            for sample in family.samples:
+                key = (sample.labels["project"], sample.labels["project_id"])
+                values.setdefault(key, {})[family.name] = sample.value
+    return {
+        name: ProjectSpend(pid, v["openai_daily_cost_usd"], v["openai_daily_cost_baseline_usd"])
+        for (name, pid), v in values.items()
+    }
+
+
+def fraction_of_utc_day() -> float:
+    now = dt.datetime.now(dt.UTC)
+    return (now - now.replace(hour=0, minute=0, second=0, microsecond=0)).total_seconds() / 86_400
+
+
+def demo_args(*extra: str) -> list[str]:
+    return ["demo", "--port", str(free_port()), "--projects", "30", "--interval", "5", *extra]
+
+
+def test_demo_serves_page_and_metrics_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """`demo` prints its banner, becomes ready, serves a spend page with bars and the Search Reranker row and
+    /metrics whose Search Reranker runs at 4x its baseline's pace, and exits 0 soon after SIGTERM."""
+    args = demo_args()
+    url = f"http://127.0.0.1:{args[2]}"
+    with cli_process(tmp_path, *args) as demo:
+        demo.wait_for_output(f"spend page   {url}/", "stdout")
+        wait_ready(f"{url}/readyz", demo)
+        demo.wait_for_output("cycle ok")
+        page = http_get(f"{url}/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert '<svg class="chart"' in page.text and page.text.count("<rect ") >= 7  # a week of bars at least
+        assert f"<td>{SPIKE_NAME}</td>" in page.text
+        metrics = http_get(f"{url}/metrics").text
+        costs = spend_by_name(metrics)
+        assert len(costs) >= 20
+        # The simulated spike: 4x the baseline's daily rate over the part of the UTC day gone by (fake_org.py).
+        # The steady noise of today and of the baseline days (+/-8% each) and the few seconds since the cycle
+        # (which matter only early in the day) bound the ratio.
+        reranker, fraction = costs[SPIKE_NAME], fraction_of_utc_day()
+        if fraction > 0.01:
+            # The simulated runaway shows at least half a day at 4x by any hour (fake_org.SPIKE_MIN_PARTIAL).
+            assert 4 * 0.8 <= reranker.today / reranker.baseline / max(fraction, 0.5) <= 4 * 1.25, reranker
+        stopped_in = demo.terminate()
+    assert demo.process.returncode == 0, demo.describe()
+    assert "received SIGTERM, stopping" in demo.stderr()
+    assert "Traceback" not in demo.stderr() and ADMIN_KEY not in demo.stdout() + demo.stderr()
+    print(f"demo stopped {stopped_in:.2f} s after SIGTERM")
+
+
+def test_demo_logs_the_spike_alert_without_a_webhook(tmp_path: Path) -> None:
+    """Without SLACK_WEBHOOK_URL the demo writes the Search Reranker spike alert to its log, and the spend page
+    shows the project's alert state."""
+    fraction = fraction_of_utc_day()
+    if not 60 / 86_400 < fraction < 1 - 60 / 86_400:
+        pytest.skip("within a minute of UTC midnight: the demo's cycles may see another day, or a 2x escalation")
+    # Default thresholds: the simulated runaway is at 2x its baseline or more at any hour of the UTC day.
+    args = demo_args()
+    url = f"http://127.0.0.1:{args[2]}"
+    with cli_process(tmp_path, *args) as demo:
+        demo.wait_for_output("cycle ok")
+        project_id = spend_by_name(http_get(f"{url}/metrics").text)[SPIKE_NAME].project_id
+        demo.wait_for_output(f"spike alert for {project_id}")
+        row = re.search(rf'<tr data-project-id="{project_id}">.*?</tr>', http_get(f"{url}/").text)
+        assert row and '<span class="badge">spike' in row.group(0), row
+        demo.terminate()
+    assert demo.process.returncode == 0, demo.describe()
+    alert_lines = [line for line in demo.stderr().splitlines() if f"spike alert for {project_id}" in line]
+    assert len(alert_lines) == 1 and " WARNING " in alert_lines[0]
+
+
+def test_fake_api_prints_its_url_and_serves_projects_with_the_key(tmp_path: Path) -> None:
+    """`fake-api --port 0` prints its base URL and serves /organization/projects only to the configured key, and
+    exits 0 on SIGTERM."""
+    key = "sk-admin-fake-for-this-test-0123"
+    with cli_process(tmp_path, "fake-api", "--port", "0", "--projects", "12", "--key", key) as fake:
+        fake.wait_for_output("fake OpenAI Admin API on http://127.0.0.1:", "stdout")
+        found = re.search(r"on (http://127\.0\.0\.1:\d+/v1) ", fake.stdout())
+        assert found, fake.describe()
+        projects_url = f"{found.group(1)}/organization/projects"
+        response = http_get(
+            projects_url,
+            params={"limit": "100", "include_archived": "true"},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["object"] == "list" and body["has_more"] is False
+        assert len(body["data"]) == 12 and all(p["id"].startswith("proj_") for p in body["data"])
+        assert any(p["status"] == "archived" for p in body["data"])
+        assert http_get(projects_url).status_code == 401
+        wrong = http_get(projects_url, headers={"Authorization": "Bearer sk-admin-wrong-key-000000000"})
+        assert wrong.status_code == 401
+        fake.terminate()
+    assert fake.process.returncode == 0, fake.describe()

@@ -1,0 +1,200 @@
+"""HTTP endpoints over a real WebServer on 127.0.0.1:0: /metrics, /healthz, /readyz, the spend page, 404."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from openai_cost_exporter.clock import FrozenClock
+from openai_cost_exporter.collector import CostCollector
+from openai_cost_exporter.rules import AlertPolicy
+from openai_cost_exporter.snapshot import CostSnapshot, build_snapshot
+from openai_cost_exporter.web import Health, WebServer, build_app, server_class
+
+INTERVAL = 60.0
+EVIL_NAME = '<script>alert("pwned")</script> & Co'
+
+
+@dataclass
+class LoopState:
+    """What the service loop would expose: its snapshot and the times of its last attempt and success."""
+
+    clock: FrozenClock = field(default_factory=FrozenClock)
+    snapshot: CostSnapshot | None = None
+    last_attempt: dt.datetime | None = None
+    last_success: dt.datetime | None = None
+
+    def health(self) -> Health:
+        return Health(
+            snapshot=lambda: self.snapshot,
+            last_attempt=lambda: self.last_attempt,
+            last_success=lambda: self.last_success,
+            interval=INTERVAL,
+            clock=self.clock,
+        )
+
+    def succeed(self, names: dict[str, str], totals: dict[dt.date, dict[str, Decimal]]) -> None:
+        now = self.clock.now()
+        self.snapshot = build_snapshot(now, names, totals, baseline_days=7)
+        self.last_attempt = self.last_success = now
+
+
+@pytest.fixture
+def state() -> LoopState:
+    """A loop that has not run yet, at a frozen time."""
+    return LoopState()
+
+
+@pytest.fixture
+def client(state: LoopState) -> Iterator[httpx.Client]:
+    """An httpx client bound to a real WebServer on an ephemeral port, serving the app for `state`."""
+    registry = CollectorRegistry()
+    registry.register(CostCollector(lambda: state.snapshot, AlertPolicy()))
+    server = WebServer("127.0.0.1", 0, build_app(registry, state.health())).start()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.port}", timeout=5) as http:
+            yield http
+    finally:
+        server.close()
+
+
+def today_totals(state: LoopState, amount: str = "12.5") -> dict[dt.date, dict[str, Decimal]]:
+    return {state.clock.now().date(): {"proj_x": Decimal(amount)}}
+
+
+def test_metrics_empty_before_first_cycle(client: httpx.Client) -> None:
+    """/metrics answers 200 with no cost samples until a cycle has succeeded."""
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert "openai_daily_cost_usd" not in response.text
+
+
+def test_metrics_after_snapshot(client: httpx.Client, state: LoopState) -> None:
+    """/metrics serves the current snapshot's figures with the project labels."""
+    state.succeed({"proj_x": "X-Ray"}, today_totals(state))
+    text = client.get("/metrics").text
+    assert 'openai_daily_cost_usd{project="X-Ray",project_id="proj_x"} 12.5' in text
+    state.succeed({"proj_x": "X-Ray"}, today_totals(state, "13"))
+    assert 'openai_daily_cost_usd{project="X-Ray",project_id="proj_x"} 13.0' in client.get("/metrics").text
+
+
+def test_metrics_gzip(client: httpx.Client, state: LoopState) -> None:
+    """/metrics honours Accept-Encoding: gzip like any Prometheus exporter."""
+    state.succeed({"proj_x": "X-Ray"}, today_totals(state))
+    with client.stream("GET", "/metrics", headers={"Accept-Encoding": "gzip"}) as response:
+        raw = b"".join(response.iter_raw())  # the bytes on the wire, before httpx decodes them
+    assert response.headers["content-encoding"] == "gzip"
+    assert b"openai_daily_cost_usd" in gzip.decompress(raw)
+
+
+def test_healthz_starting_is_alive(client: httpx.Client) -> None:
+    """/healthz is 200 before the loop's first attempt (the process is still starting)."""
+    response = client.get("/healthz")
+    assert (response.status_code, response.text) == (200, "ok\n")
+
+
+@pytest.mark.parametrize(
+    ("age", "status"),
+    [
+        (dt.timedelta(0), 200),
+        (dt.timedelta(seconds=3 * INTERVAL + 120), 200),
+        (dt.timedelta(seconds=3 * INTERVAL + 121), 503),
+        (dt.timedelta(hours=2), 503),
+    ],
+)
+def test_healthz_follows_last_attempt(client: httpx.Client, state: LoopState, age: dt.timedelta, status: int) -> None:
+    """/healthz turns 503 once the last attempt is older than 3 intervals plus a 2-minute grace."""
+    state.last_attempt = state.clock.now()
+    state.clock.advance(age)
+    response = client.get("/healthz")
+    assert response.status_code == status
+    assert response.text == ("ok\n" if status == 200 else "cycle loop stalled\n")
+
+
+def test_healthz_recovers(client: httpx.Client, state: LoopState) -> None:
+    """A stalled loop that attempts a cycle again is alive again, even if the attempt failed."""
+    state.last_attempt = state.clock.now()
+    state.clock.advance(dt.timedelta(hours=1))
+    assert client.get("/healthz").status_code == 503
+    state.last_attempt = state.clock.now()
+    assert client.get("/healthz").status_code == 200
+
+
+def test_readyz(client: httpx.Client, state: LoopState) -> None:
+    """/readyz is 503 before the first snapshot and 200 after it."""
+    before = client.get("/readyz")
+    assert (before.status_code, before.text) == (503, "no successful cycle yet\n")
+    state.succeed({}, today_totals(state))
+    after = client.get("/readyz")
+    assert (after.status_code, after.text) == (200, "ready\n")
+
+
+@pytest.mark.parametrize("path", ["/", "/index.html"])
+def test_page_escapes_project_names(client: httpx.Client, state: LoopState, path: str) -> None:
+    """The spend page is HTML, not cached, and shows project names escaped."""
+    state.succeed({"proj_x": EVIL_NAME}, today_totals(state))
+    response = client.get(path)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    assert response.headers["cache-control"] == "no-store"
+    assert "&lt;script&gt;alert(&quot;pwned&quot;)&lt;/script&gt; &amp; Co" in response.text
+    assert "<script>" not in response.text
+
+
+def test_page_before_first_cycle(client: httpx.Client) -> None:
+    """The spend page renders before any figures exist."""
+    response = client.get("/")
+    assert response.status_code == 200
+    assert response.text.lstrip().lower().startswith("<!doctype html>")
+
+
+def test_page_with_history(client: httpx.Client, state: LoopState) -> None:
+    """The page shows projects that spent on earlier days of the history as well as today's."""
+    today = state.clock.now().date()
+    totals = {today - dt.timedelta(days=3): {"proj_old": Decimal(2)}, today: {"proj_x": Decimal(1)}}
+    state.succeed({"proj_x": "Xylophone", "proj_old": "Oldtimer"}, totals)
+    text = client.get("/").text
+    assert "Xylophone" in text
+    assert "Oldtimer" in text
+
+
+def test_page_without_any_spend(client: httpx.Client, state: LoopState) -> None:
+    """A snapshot with no spend at all still renders the page."""
+    state.succeed({}, {})
+    assert client.get("/").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/nope", "/metrics/extra", "/healthz/", "/favicon.ico"])
+def test_unknown_path_is_404(client: httpx.Client, path: str) -> None:
+    """Any other path is 404 with a hint listing the endpoints."""
+    response = client.get(path)
+    assert response.status_code == 404
+    assert "/metrics" in response.text
+
+
+def test_server_port_and_close() -> None:
+    """The server reports its ephemeral port and stops listening after close()."""
+    server = WebServer("127.0.0.1", 0, build_app(CollectorRegistry(), LoopState().health())).start()
+    port = server.port
+    assert port > 0
+    server.close()
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.mark.parametrize(
+    ("host", "family"),
+    [("127.0.0.1", socket.AF_INET), ("0.0.0.0", socket.AF_INET), ("::", socket.AF_INET6), ("::1", socket.AF_INET6)],  # noqa: S104 - nothing binds
+)
+def test_server_class_family(host: str, family: socket.AddressFamily) -> None:
+    """IPv6 listen addresses get an AF_INET6 server, everything else AF_INET."""
+    assert server_class(host).address_family == family
