@@ -190,7 +190,7 @@ def setup_logging(level: str, fmt: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # `*_created` series would be pushed to VictoriaMetrics as samples of their own: noise for a pushed exporter.
-    prometheus_client.disable_created_metrics()
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     from openai_cost_exporter import commands  # noqa: PLC0415 - keeps `--help` fast
 
     try:
