@@ -108,6 +108,7 @@ class CostCycle:
         self._unresolved: set[str] = set()  # ids a refresh could not name; asked again only at the next refresh
         self.snapshot: CostSnapshot | None = None
         self.last_attempt: dt.datetime | None = None
+        self.last_success: dt.datetime | None = None
 
     # -- the cycle -----------------------------------------------------------------------------------------
     def run_once(self) -> CycleReport:
@@ -149,7 +150,8 @@ class CostCycle:
         self._metrics.cycle_duration.set(report.duration)
         self._metrics.cycles.labels(result="success" if report.ok else "failure").inc()
         if report.ok:
-            self._metrics.last_success.set(time.time())
+            self.last_success = self._clock.now()
+            self._metrics.last_success.set(self.last_success.timestamp())
 
     def _log(self, report: CycleReport) -> None:
         log.info(
