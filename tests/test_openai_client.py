@@ -19,12 +19,8 @@ from stamina.instrumentation import RetryDetails, get_on_retry_hooks, set_on_ret
 from openai_cost_exporter import openai_client
 from openai_cost_exporter.errors import APIUnavailable, AuthError, MalformedResponse, OpenAIError
 from openai_cost_exporter.models import UNATTRIBUTED, CostPage, CostRow, Project, day_start
-from openai_cost_exporter.openai_client import (
-    AdminClient,
-    RetryPolicy,
-    build_http_client,
-    retry_after_seconds,
-)
+from openai_cost_exporter.openai_client import AdminClient, RetryPolicy, build_http_client
+from openai_cost_exporter.openai_responses import retry_after_seconds
 from openai_cost_exporter.redact import redact
 from openai_cost_exporter.selfmetrics import SelfMetrics
 
@@ -308,7 +304,7 @@ def test_missing_amount_is_logged_at_debug(
 ) -> None:
     """A result without an amount counts as 0 and says so in a debug log line."""
     script = Script(costs_page(bucket(DAY, {"project_id": "proj_a"})))
-    with caplog.at_level(logging.DEBUG, logger="openai_cost_exporter.openai_client"):
+    with caplog.at_level(logging.DEBUG, logger="openai_cost_exporter.openai_responses"):
         rows(make_client(script))
     assert "page 1, bucket 0, result 0: no amount" in caplog.text
 

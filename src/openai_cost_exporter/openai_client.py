@@ -1,28 +1,35 @@
 """Client of the OpenAI Admin API: `GET /organization/costs` and `GET /organization/projects`.
 
-Every quirk it guards against is listed in openai-admin-api.md §7. Retries go through stamina (one
-`retry_context` per request); the client raises only errors from `errors.py`, with the admin key masked.
+Owns the requests: paging, retries and the mapping of HTTP failures to `errors.py`; reading the bodies is
+`openai_responses.py`'s job. Every quirk it guards against is listed in openai-admin-api.md §7. Retries go
+through stamina (one `retry_context` per request); the client raises only errors from `errors.py`, with the
+admin key masked.
 Thread-safe: it keeps no state between calls, so two threads may share one client and one `httpx.Client`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import decimal
-import email.utils
 import logging
-import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from decimal import Decimal
-from typing import Any
 
 import httpx
 import stamina
 
 from openai_cost_exporter import __version__
 from openai_cost_exporter.errors import APIUnavailable, AuthError, MalformedResponse, OpenAIError
-from openai_cost_exporter.models import UNATTRIBUTED, ZERO, CostPage, CostRow, Project, day_start, utc_day
+from openai_cost_exporter.models import CostPage, Project, day_start
+from openai_cost_exporter.openai_responses import (
+    Json,
+    has_more_pages,
+    next_after_cursor,
+    next_page_cursor,
+    parse_cost_page,
+    parse_projects,
+    retry_after_seconds,
+    server_message,
+)
 from openai_cost_exporter.redact import redact
 from openai_cost_exporter.selfmetrics import SelfMetrics
 
@@ -33,13 +40,7 @@ PROJECTS_PATH = "/organization/projects"
 MAX_COSTS_LIMIT = 180  # buckets per page (§1.1)
 PROJECTS_LIMIT = 100  # the maximum; the default 20 loses projects (§7.9)
 MAX_PAGES = 1024  # runaway-pagination cap, as Costroid uses (§1.3)
-_MAX_MESSAGE = 300  # characters of a server message quoted in our errors
-
-# Sums of 39-digit amounts (§7.1) must not be rounded to the default 28 digits.
-_EXACT = decimal.Context(prec=100)
-
 Query = list[tuple[str, str | int | float | bool | None]]  # what httpx accepts as params
-Json = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,14 +110,14 @@ class AdminClient:
         ]
         query += [("group_by", group) for group in group_by]  # repeated keys (§1.1)
         query.append(("limit", limit))
-        pages = self._pages("costs", COSTS_PATH, query, "page", _next_page)
+        pages = self._pages("costs", COSTS_PATH, query, "page", next_page_cursor)
         return (parse_cost_page(body, f"GET {COSTS_PATH} page {n}", line_items=line_items) for n, body in pages)
 
     def list_projects(self) -> list[Project]:
         """Every project of the organization, archived ones included (§2, §7.9)."""
         query: Query = [("limit", PROJECTS_LIMIT), ("include_archived", "true")]
         projects: dict[str, Project] = {}
-        for page_no, body in self._pages("projects", PROJECTS_PATH, query, "after", _next_after):
+        for page_no, body in self._pages("projects", PROJECTS_PATH, query, "after", next_after_cursor):
             for project in parse_projects(body, f"GET {PROJECTS_PATH} page {page_no}"):
                 projects[project.id] = project
         return list(projects.values())
@@ -131,7 +132,7 @@ class AdminClient:
             page_query = [*query, (cursor_param, cursor)] if cursor else query
             body = self._get(endpoint, path, page_query)
             yield page_no, body
-            if not _has_more(body, f"GET {path} page {page_no}"):
+            if not has_more_pages(body, f"GET {path} page {page_no}"):
                 return
             cursor = next_cursor(body)
             if not cursor:
@@ -200,7 +201,7 @@ class AdminClient:
 
     def _status_error(self, path: str, response: httpx.Response) -> Exception:
         status = response.status_code
-        message = redact(_server_message(response), self._secret)
+        message = redact(server_message(response), self._secret)
         if status == httpx.codes.UNAUTHORIZED:
             return AuthError(
                 f"OpenAI rejected the admin key (HTTP 401: {message}); "
@@ -235,153 +236,3 @@ def _failure_kind(exc: httpx.HTTPError) -> str:
     if isinstance(exc, httpx.DecodingError):
         return "decoding_error"
     return "transport_error"
-
-
-def _server_message(response: httpx.Response) -> str:
-    """The message of an error envelope, whose `error` may be an object or a bare string (§4)."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict) and isinstance(error.get("message"), str) and error["message"]:
-        message: str = error["message"]
-    elif isinstance(error, str) and error:
-        message = error
-    else:
-        message = response.text.strip() or response.reason_phrase or "no message"
-    return message[:_MAX_MESSAGE]
-
-
-def retry_after_seconds(response: httpx.Response, now: dt.datetime | None = None) -> float | None:
-    """Seconds the server asks us to wait: `Retry-After` as seconds or an HTTP date; None if absent or bad."""
-    value = response.headers.get("Retry-After", "").strip()
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        when = _http_date(value)
-        if when is None:
-            return None
-        # Relative to the server's own Date header when it sent one (RFC 9110 §10.2.3).
-        reference = _http_date(response.headers.get("Date", "")) or now or dt.datetime.now(dt.UTC)
-        seconds = (when - reference).total_seconds()
-    return max(0.0, seconds) if math.isfinite(seconds) else None
-
-
-def _http_date(value: str) -> dt.datetime | None:
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
-
-
-def _has_more(body: Json, where: str) -> bool:
-    has_more = body.get("has_more", False)
-    if not isinstance(has_more, bool):
-        raise MalformedResponse(f"{where}: has_more is {has_more!r}, not a boolean")
-    return has_more
-
-
-def _next_page(body: Json) -> str:
-    cursor = body.get("next_page")
-    return cursor if isinstance(cursor, str) else ""
-
-
-def _next_after(body: Json) -> str:
-    """`last_id`, or the id of the page's last project when `last_id` is missing."""
-    last_id = body.get("last_id")
-    if isinstance(last_id, str) and last_id:
-        return last_id
-    data = body.get("data")
-    last = data[-1] if isinstance(data, list) and data else None
-    return last["id"] if isinstance(last, dict) and isinstance(last.get("id"), str) else ""
-
-
-def _list(container: Json, key: str, where: str) -> list[Any]:
-    value = container.get(key)
-    if not isinstance(value, list):
-        raise MalformedResponse(f"{where}: `{key}` is {type(value).__name__}, not a list")
-    return value
-
-
-def _object(value: object, where: str) -> Json:
-    if not isinstance(value, dict):
-        raise MalformedResponse(f"{where}: expected an object, got {type(value).__name__}")
-    return value
-
-
-def parse_cost_page(body: Json, where: str, *, line_items: bool) -> CostPage:
-    """One costs page as domain values; rows with the same key in a bucket are summed."""
-    days: list[dt.date] = []
-    rows: list[CostRow] = []
-    for index, raw_bucket in enumerate(_list(body, "data", where)):
-        bucket_where = f"{where}, bucket {index}"
-        bucket = _object(raw_bucket, bucket_where)
-        start_time = bucket.get("start_time")
-        if not isinstance(start_time, int) or isinstance(start_time, bool):
-            raise MalformedResponse(f"{bucket_where}: start_time is {start_time!r}, not a Unix time")
-        day = utc_day(start_time)
-        days.append(day)
-        rows.extend(_bucket_rows(day, _list(bucket, "results", bucket_where), bucket_where, line_items))
-    return CostPage(days=tuple(days), rows=tuple(rows))
-
-
-def _bucket_rows(day: dt.date, results: Sequence[object], where: str, line_items: bool) -> list[CostRow]:
-    sums: dict[tuple[str, str | None], Decimal] = {}
-    for index, raw_result in enumerate(results):
-        result_where = f"{where}, result {index}"
-        result = _object(raw_result, result_where)
-        # A null project_id is allowed by the schema even when grouped (§1.4); line_item may be filled
-        # even when not grouped by it (§1.4), and is then dropped so that the project's rows are summed.
-        project_id = _optional_str(result, "project_id", result_where) or UNATTRIBUTED
-        key = (project_id, _optional_str(result, "line_item", result_where) if line_items else None)
-        amount = parse_amount(result.get("amount"), result_where)
-        sums[key] = _EXACT.add(sums[key], amount) if key in sums else amount
-    return [CostRow(day, project_id, line_item, amount) for (project_id, line_item), amount in sums.items()]
-
-
-def _optional_str(result: Json, key: str, where: str) -> str | None:
-    value = result.get(key)
-    if value is not None and not isinstance(value, str):
-        raise MalformedResponse(f"{where}: {key} is {value!r}, not a string")
-    return value or None
-
-
-def parse_amount(amount: object, where: str) -> Decimal:
-    """`amount` of a costs result in USD; its value may be a number or a string (§7.1)."""
-    if amount is None:
-        log.debug("%s: no amount; counted as 0", where)
-        return ZERO
-    fields = _object(amount, f"{where}, amount")
-    value = fields.get("value")
-    if value is None:
-        log.debug("%s: amount.value is null; counted as 0", where)
-        return ZERO
-    currency = fields.get("currency")
-    if not isinstance(currency, str) or currency.lower() != "usd":
-        raise MalformedResponse(f"{where}: currency is {currency!r}, only usd is supported")
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise MalformedResponse(f"{where}: amount.value is {value!r}, not a number")
-    try:
-        number = Decimal(str(value).strip())  # str() of a float keeps its printed digits
-    except decimal.InvalidOperation:
-        raise MalformedResponse(f"{where}: amount.value {value!r} is not a number") from None
-    if not number.is_finite():
-        raise MalformedResponse(f"{where}: amount.value {value!r} is not finite")
-    return number if number else ZERO  # "0E-6176" would drag its exponent into every sum
-
-
-def parse_projects(body: Json, where: str) -> list[Project]:
-    """One projects page as domain values; a null name falls back to the id (§7.9)."""
-    projects = []
-    for index, raw in enumerate(_list(body, "data", where)):
-        item = _object(raw, f"{where}, project {index}")
-        project_id, name = item.get("id"), item.get("name")
-        if not isinstance(project_id, str) or not project_id:
-            raise MalformedResponse(f"{where}, project {index}: id is {project_id!r}, not a string")
-        archived = item.get("archived_at") is not None or item.get("status") == "archived"
-        projects.append(Project(project_id, name if isinstance(name, str) and name else project_id, archived))
-    return projects
