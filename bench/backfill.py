@@ -141,23 +141,29 @@ def api_truth(base_url: str, project_id: str, day: dt.date) -> Decimal:
 
 def check_one(base_url: str, vm_url: str, state: Path, today: dt.date, days: int) -> str:
     """Compare one random (project, day) of VictoriaMetrics with the API; return a printable verdict."""
+    day = today - dt.timedelta(days=random.randint(1, days))  # noqa: S311 - a sample, not a secret
     conn = open_state(state)
     try:
-        project_id = random.choice(sorted(Ledger(conn).projects()))  # noqa: S311 - a sample, not a secret
+        with_rows = Ledger(conn).project_totals(day, day + dt.timedelta(days=1)).get(day, {})
     finally:
         conn.close()
-    day = today - dt.timedelta(days=random.randint(1, days))  # noqa: S311
+    project_id = random.choice(sorted(with_rows))  # noqa: S311
     httpx.get(f"{vm_url}/internal/force_flush", timeout=30).raise_for_status()
     params = {"match[]": f'openai_daily_cost_usd{{project_id="{project_id}"}}', "start": "0"}
     params["end"] = str(time.time() + 86400)
     lines = httpx.get(f"{vm_url}/api/v1/export", params=params, timeout=30).text.splitlines()
     stamp = int(day_sample_time(day) * 1000)
     values = [
-        v for series in map(json.loads, lines) for t, v in zip(series["timestamps"], series["values"]) if t == stamp
+        v
+        for series in map(json.loads, lines)
+        for t, v in zip(series["timestamps"], series["values"], strict=True)
+        if t == stamp
     ]
+    closed = sum(1 for series in map(json.loads, lines) for t in series["timestamps"] if t < day_start(today) * 1000)
     want = api_truth(base_url, project_id, day)
-    ok = len(values) == 1 and abs(values[0] - float(want)) <= 1e-9 * max(1.0, float(want))
-    return f"{project_id} {day}: VictoriaMetrics {values}, API {want} -> {'OK' if ok else 'MISMATCH'}"
+    ok = len(values) == 1 and abs(values[0] - float(want)) <= 1e-9 * max(1.0, float(want)) and closed == days
+    verdict = "OK" if ok else "MISMATCH"
+    return f"{project_id} {day}: VictoriaMetrics {values} ({closed} daily samples), API {want} -> {verdict}"
 
 
 def main() -> None:
