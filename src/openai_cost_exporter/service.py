@@ -257,27 +257,32 @@ class CostCycle:
         assert self._pusher is not None and self.snapshot is not None
         snapshot = self.snapshot
         pending = [day for day in self._ledger.unpushed_days() if day < snapshot.day]
+        if not pending:
+            return
+        totals = self._ledger.project_totals(pending[0], pending[-1] + DAY)
+        # Every project with spend on any pending day gets a sample on each of them (0 where none): no holes
+        # between chunks, and a revision that removed a project's spend overwrites the old value.
+        active = {pid for day in pending for pid in totals.get(day, {})} | set(snapshot.project_ids)
         for chunk_start in range(0, len(pending), PAGE_LIMIT):
             chunk = pending[chunk_start : chunk_start + PAGE_LIMIT]
-            self._push_history(chunk, snapshot)
+            self._push_history({day: totals.get(day, {}) for day in chunk}, snapshot, active)
             report.pushed_days += len(chunk)
 
     def _push_live(self) -> None:
         assert self._pusher is not None and self._live_registry is not None
         self._pusher.push(self._live_registry)
 
-    def _push_history(self, days: list[dt.date], snapshot: CostSnapshot) -> None:
+    def _push_history(
+        self, totals: dict[dt.date, Mapping[str, Decimal]], snapshot: CostSnapshot, active: set[str]
+    ) -> None:
         assert self._pusher is not None
-        wanted = set(days)
-        totals = {d: v for d, v in self._ledger.project_totals(days[0], days[-1] + DAY).items() if d in wanted}
+        days = sorted(totals)
         line_items = None
         if self._options.line_items:
             line_items = {
-                d: v for d, v in self._ledger.line_item_totals(days[0], days[-1] + DAY).items() if d in wanted
+                d: v for d, v in self._ledger.line_item_totals(days[0], days[-1] + DAY).items() if d in totals
             }
-        history = HistoryCollector(
-            {day: totals.get(day, {}) for day in days}, snapshot.names, line_items, snapshot.project_ids
-        )
+        history = HistoryCollector(totals, snapshot.names, line_items, active)
         registry = CollectorRegistry(auto_describe=False)
         registry.register(history)
         self._pusher.push(registry)
