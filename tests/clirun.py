@@ -8,7 +8,10 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
+
+from openai_cost_exporter.fake_org import FakeOrg
 
 ADMIN_KEY = "sk-admin-TESTKEY-never-printed-0123456789"
 
@@ -58,3 +61,22 @@ def run_once(api_url: str, state_dir: Path, *extra: str, env: Mapping[str, str] 
 
 def utc_today() -> dt.date:
     return dt.datetime.now(dt.UTC).date()
+
+
+def late_today() -> dt.datetime:
+    """20:00 UTC of the real current day: a frozen fake's today-so-far is most of a day, and the exporter
+    (which runs on the system clock) agrees on the date."""
+    return dt.datetime.combine(utc_today(), dt.time(20), dt.UTC)
+
+
+def baseline_of(org: FakeOrg, project_id: str) -> Decimal:
+    """The exporter's baseline: mean of the 7 complete UTC days before the fake's today (no spend counts as 0)."""
+    today = org.clock.now().date()
+    return sum((org.daily_total(today - dt.timedelta(days=n), project_id) for n in range(1, 8)), Decimal(0)) / 7
+
+
+def set_today(org: FakeOrg, project_id: str, amount: Decimal) -> None:
+    """Make a project's spend today exactly `amount` (its first line item carries it all)."""
+    today = org.clock.now().date()
+    for index, item in enumerate(org.project(project_id).line_items):
+        org.set_cost(today, project_id, item, amount.quantize(Decimal("0.000001")) if index == 0 else Decimal(0))

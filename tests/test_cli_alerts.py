@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,27 +13,8 @@ import pytest
 from openai_cost_exporter.clock import FrozenClock
 from openai_cost_exporter.fake_api import FakeAdminAPI
 from openai_cost_exporter.fake_org import FakeOrg
-from tests.clirun import ADMIN_KEY, clean_env, command, run_once
+from tests.clirun import ADMIN_KEY, baseline_of, clean_env, command, late_today, run_once, set_today
 from tests.fake_slack import FakeSlack
-
-
-def _late_today() -> dt.datetime:
-    """20:00 UTC of the real current day: today-so-far is most of a day, and the exporter's date agrees."""
-    return dt.datetime.combine(dt.datetime.now(dt.UTC).date(), dt.time(20), dt.UTC)
-
-
-def _baseline(org: FakeOrg, project_id: str) -> Decimal:
-    today = org.clock.now().date()
-    return sum((org.daily_total(today - dt.timedelta(days=n), project_id) for n in range(1, 8)), Decimal(0)) / 7
-
-
-def set_today(org: FakeOrg, project_id: str, amount: Decimal) -> None:
-    """Make a project's spend today exactly `amount` (first line item carries it all)."""
-    today = org.clock.now().date()
-    amount = amount.quantize(Decimal("0.000001"))
-    items = org.project(project_id).line_items
-    for index, item in enumerate(items):
-        org.set_cost(today, project_id, item, amount if index == 0 else Decimal(0))
 
 
 class Scenario:
@@ -42,14 +22,14 @@ class Scenario:
 
     def __init__(self, org: FakeOrg) -> None:
         spending = [p for p in org.projects if p.daily_usd > 0 and p.id != org.spike_project_id and not p.archived]
-        by_level = sorted(spending, key=lambda p: _baseline(org, p.id))
+        by_level = sorted(spending, key=lambda p: baseline_of(org, p.id))
         self.org = org
-        self.small = next(p for p in by_level if Decimal("0.01") < _baseline(org, p.id) < Decimal("0.08"))
-        big = [p for p in by_level if _baseline(org, p.id) > 2]
+        self.small = next(p for p in by_level if Decimal("0.01") < baseline_of(org, p.id) < Decimal("0.08"))
+        big = [p for p in by_level if baseline_of(org, p.id) > 2]
         self.spiking, self.steady = big[0], big[1]
-        set_today(org, self.spiking.id, 4 * _baseline(org, self.spiking.id))
-        set_today(org, self.steady.id, Decimal("1.2") * _baseline(org, self.steady.id))
-        set_today(org, self.small.id, 12 * _baseline(org, self.small.id))
+        set_today(org, self.spiking.id, 4 * baseline_of(org, self.spiking.id))
+        set_today(org, self.steady.id, Decimal("1.2") * baseline_of(org, self.steady.id))
+        set_today(org, self.small.id, 12 * baseline_of(org, self.small.id))
 
     def config(self, path: Path) -> Path:
         ids = ", ".join(f'"{p.id}"' for p in (self.spiking, self.steady, self.small))
@@ -59,7 +39,7 @@ class Scenario:
 
 @pytest.fixture
 def org() -> FakeOrg:
-    return FakeOrg.generate(seed=5, project_count=60, clock=FrozenClock(_late_today()), spike_project=False)
+    return FakeOrg.generate(seed=5, project_count=60, clock=FrozenClock(late_today()), spike_project=False)
 
 
 @pytest.fixture
@@ -106,7 +86,7 @@ def test_spike_is_announced_once_then_on_escalation(
     _cycle(api, state, config, slack)  # same day, new process: a restart too
     _cycle(api, state, config, slack)
     assert len(slack.posts) == 1
-    set_today(org, scenario.spiking.id, 8 * _baseline(org, scenario.spiking.id))
+    set_today(org, scenario.spiking.id, 8 * baseline_of(org, scenario.spiking.id))
     _cycle(api, state, config, slack)
     assert len(slack.posts) == 2
     assert "Escalation" in str(slack.posts[1].body)
@@ -143,7 +123,7 @@ def test_without_webhook_alerts_go_to_the_log(api: FakeAdminAPI, org: FakeOrg, t
 def test_alert_latency_of_the_built_in_path(api: FakeAdminAPI, org: FakeOrg, slack: FakeSlack, tmp_path: Path) -> None:
     """A spend jump reaches Slack within one poll interval plus 2 s; the measured latency is printed."""
     scenario = Scenario(org)
-    set_today(org, scenario.spiking.id, _baseline(org, scenario.spiking.id))  # calm at first
+    set_today(org, scenario.spiking.id, baseline_of(org, scenario.spiking.id))  # calm at first
     interval = 2.0
     proc = subprocess.Popen(
         command(
@@ -168,7 +148,7 @@ def test_alert_latency_of_the_built_in_path(api: FakeAdminAPI, org: FakeOrg, sla
         while "cycle ok" not in proc.stderr.readline():  # the first (calm) cycle is done
             assert proc.poll() is None
         jumped = time.monotonic()
-        set_today(org, scenario.spiking.id, 5 * _baseline(org, scenario.spiking.id))
+        set_today(org, scenario.spiking.id, 5 * baseline_of(org, scenario.spiking.id))
         slack.wait_for(1, timeout=interval + 10)
         latency = time.monotonic() - jumped
     finally:

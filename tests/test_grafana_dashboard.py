@@ -19,7 +19,7 @@ from openai_cost_exporter.clock import FrozenClock
 from openai_cost_exporter.fake_api import FakeAdminAPI
 from openai_cost_exporter.fake_org import FakeOrg
 from openai_cost_exporter.models import UNATTRIBUTED
-from tests.clirun import ADMIN_KEY, run_once
+from tests.clirun import ADMIN_KEY, late_today, run_once
 from tests.stack import VictoriaMetrics, victoria_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,11 +63,6 @@ def substitute(expr: str) -> str:
     return expr
 
 
-def _late_today() -> dt.datetime:
-    """20:00 UTC of the real current day: the fake's today is most of a day, and the exporter's date agrees."""
-    return dt.datetime.combine(dt.datetime.now(dt.UTC).date(), dt.time(20), dt.UTC)
-
-
 def project_label(project_id: str | None, org: FakeOrg) -> str:
     """The `project` label the exporter writes: the name, else the id; `unattributed` for a null project_id."""
     if project_id is None:
@@ -108,7 +103,7 @@ def feed_sample_data(vm: VictoriaMetrics, api: FakeAdminAPI, workdir: Path) -> N
 @pytest.fixture(scope="module")
 def org() -> FakeOrg:
     """A fake organization frozen at 20:00 UTC today: awkward names, archived projects, unattributed spend."""
-    return FakeOrg.generate(seed=13, project_count=20, clock=FrozenClock(_late_today()))
+    return FakeOrg.generate(seed=13, project_count=20, clock=FrozenClock(late_today()))
 
 
 @pytest.fixture(scope="module")

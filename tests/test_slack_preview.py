@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from openai_cost_exporter.rules import ORGANIZATION, Alert, build_digest
+from openai_cost_exporter.rules import ORGANIZATION, build_digest
 from openai_cost_exporter.slack import MessageContext, build_alert_message, build_digest_message
+from tests.test_slack import alert
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "render_slack_preview.py"
@@ -33,21 +34,6 @@ def load_script() -> ModuleType:
 
 
 preview = load_script()
-
-
-def alert(**overrides: Any) -> Alert:
-    values: dict[str, Any] = {
-        "rule": "spike",
-        "subject_id": "proj_abc",
-        "subject_name": "Research Bot",
-        "severity": "warning",
-        "value": D("4.00"),
-        "threshold": D("1.5"),
-        "baseline": D("1.00"),
-        "ratio": D(4),
-        "level": "firing",
-    }
-    return Alert(**{**values, **overrides})
 
 
 def real_payloads() -> list[dict[str, Any]]:

@@ -6,7 +6,6 @@ exact format, to check rule and template semantics (quoted names, budgets, inhib
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ import pytest
 from openai_cost_exporter.clock import FrozenClock
 from openai_cost_exporter.fake_api import FakeAdminAPI
 from openai_cost_exporter.fake_org import FakeOrg, FakeProject
-from tests.clirun import ADMIN_KEY, run_once
+from tests.clirun import ADMIN_KEY, baseline_of, late_today, run_once, set_today
 from tests.stack import Stack, VictoriaMetrics, bound_addresses, monitoring_stack, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,37 +60,19 @@ def test_every_process_listens_only_on_loopback(stack: Stack) -> None:
         assert bound_addresses(service.process.pid) == {"127.0.0.1"}, service.name
 
 
-def _late_today() -> dt.datetime:
-    """20:00 UTC of the real current day: the fake's today is most of a day, and the exporter's date agrees."""
-    return dt.datetime.combine(dt.datetime.now(dt.UTC).date(), dt.time(20), dt.UTC)
-
-
-def _baseline(org: FakeOrg, project_id: str) -> Decimal:
-    """The exporter's baseline: mean of the 7 complete UTC days before today (no spend counts as 0)."""
-    today = org.clock.now().date()
-    return sum((org.daily_total(today - dt.timedelta(days=n), project_id) for n in range(1, 8)), Decimal(0)) / 7
-
-
-def set_today(org: FakeOrg, project_id: str, amount: Decimal) -> None:
-    """Make a project's spend today exactly `amount` (its first line item carries it all)."""
-    today = org.clock.now().date()
-    for index, item in enumerate(org.project(project_id).line_items):
-        org.set_cost(today, project_id, item, amount.quantize(Decimal("0.000001")) if index == 0 else Decimal(0))
-
-
 def _watched_project(org: FakeOrg) -> FakeProject:
     """An active project with a plain name (an exact Slack title) and a baseline well over the 1 USD floor."""
     return next(
         p
         for p in org.projects
-        if not p.archived and p.name and re.fullmatch(r"[A-Za-z ]+", p.name) and _baseline(org, p.id) > 2
+        if not p.archived and p.name and re.fullmatch(r"[A-Za-z ]+", p.name) and baseline_of(org, p.id) > 2
     )
 
 
 @pytest.fixture(scope="module")
 def org() -> FakeOrg:
     """A fake organization frozen at 20:00 UTC today, without the built-in spiking project."""
-    return FakeOrg.generate(seed=3, project_count=25, clock=FrozenClock(_late_today()), spike_project=False)
+    return FakeOrg.generate(seed=3, project_count=25, clock=FrozenClock(late_today()), spike_project=False)
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +98,7 @@ def test_exporter_spike_reaches_slack_and_resolves(
     """The exporter CLI pushes a project at 4x its baseline: vmalert and Alertmanager post FIRING to Slack with the
     fake's figures; once the exporter pushes the project back at its baseline, RESOLVED arrives."""
     project = _watched_project(org)
-    baseline = _baseline(org, project.id)
+    baseline = baseline_of(org, project.id)
     set_today(org, project.id, 4 * baseline)
     cycle = export_cycle(api, stack.vm, tmp_path)
     pushed = time.monotonic()
