@@ -1,0 +1,180 @@
+"""The alert path of a cycle: snapshot -> rules -> outbox -> notifier, with the fake API for line items."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from openai_cost_exporter.alerter import Alerter, alert_states, build_alerter
+from openai_cost_exporter.clock import FrozenClock
+from openai_cost_exporter.config import load_settings
+from openai_cost_exporter.fake_api import FakeAdminAPI
+from openai_cost_exporter.fake_org import FakeOrg
+from openai_cost_exporter.ledger import Ledger
+from openai_cost_exporter.models import CostRow
+from openai_cost_exporter.notifications import Notifications, OutboxMessage
+from openai_cost_exporter.openai_client import AdminClient, build_http_client
+from openai_cost_exporter.rules import Alert, AlertPolicy
+from openai_cost_exporter.slack import LogNotifier, SlackNotifier
+from openai_cost_exporter.snapshot import CostSnapshot, build_snapshot
+from openai_cost_exporter.state import open_state
+
+KEY = "sk-admin-alerter-test"
+NOW = dt.datetime(2026, 11, 18, 20, tzinfo=dt.UTC)
+D = Decimal
+
+
+class Inbox:
+    """A notifier that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.messages: list[OutboxMessage] = []
+
+    def send(self, message: OutboxMessage) -> None:
+        self.messages.append(message)
+
+
+class World:
+    def __init__(self, tmp_path: Path, api: FakeAdminAPI, clock: FrozenClock) -> None:
+        self.conn = open_state(tmp_path / "state.sqlite3")
+        self.http = build_http_client(api.base_url, KEY)
+        self.ledger = Ledger(self.conn)
+        self.inbox = Inbox()
+        self.clock = clock
+        self.api = api
+        self.client = AdminClient(self.http)
+
+    def alerter(self, policy: AlertPolicy, digest_grace: dt.timedelta | None = None) -> Alerter:
+        return Alerter(
+            policy=policy,
+            notifications=Notifications(self.conn, self.clock, backoff_seconds=0),
+            notifier=self.inbox,
+            client=self.client,
+            ledger=self.ledger,
+            clock=self.clock,
+            digest_grace=digest_grace,
+        )
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock(NOW)
+
+
+@pytest.fixture
+def world(tmp_path: Path, clock: FrozenClock) -> Iterator[World]:
+    org = FakeOrg.generate(seed=9, project_count=10, clock=clock)
+    with FakeAdminAPI(org, admin_key=KEY) as api:
+        w = World(tmp_path, api, clock)
+        yield w
+        w.http.close()
+        w.conn.close()
+
+
+def snapshot(
+    today: dict[str, str], baseline: dict[str, str], line_items: dict[tuple[str, str], str] | None = None
+) -> CostSnapshot:
+    """A snapshot of NOW whose baseline window holds `baseline` on each of the 7 days before today."""
+    totals = {NOW.date(): {pid: D(v) for pid, v in today.items()}}
+    for n in range(1, 8):
+        totals[NOW.date() - dt.timedelta(days=n)] = {pid: D(v) for pid, v in baseline.items()}
+    items = {key: D(v) for key, v in line_items.items()} if line_items is not None else None
+    return build_snapshot(NOW, {"proj_a": "Alpha", "proj_b": "Beta"}, totals, baseline_days=7, line_items=items)
+
+
+def test_spike_message_names_the_top_line_items_of_the_snapshot(world: World) -> None:
+    """With line items collected, the message lists the project's biggest line items, largest first."""
+    items = {("proj_a", "gpt-4o, output"): "3", ("proj_a", "gpt-4o, input"): "1", ("proj_b", "other"): "9"}
+    states = world.alerter(AlertPolicy(organization=False)).process(snapshot({"proj_a": "4"}, {"proj_a": "1"}, items))
+    assert states == {"proj_a": "spike (4.0×)"}
+    [message] = world.inbox.messages
+    text = str(message.payload["blocks"])
+    assert text.index("gpt-4o, output") < text.index("gpt-4o, input") and "other" not in text
+
+
+def test_line_items_are_fetched_when_not_collected(world: World) -> None:
+    """Without collected line items, the message asks the API for today's, grouped by line_item."""
+    project = next(p for p in world.api.org.projects if p.daily_usd > 0 and not p.archived)
+    before = world.api.request_counts().get("/v1/organization/costs", 0)
+    world.alerter(AlertPolicy(organization=False)).process(snapshot({project.id: "40"}, {project.id: "1"}))
+    assert world.api.request_counts()["/v1/organization/costs"] == before + 1
+    assert project.line_items[0] in str(world.inbox.messages[0].payload["blocks"])
+
+
+def test_a_failed_line_item_fetch_still_sends_the_alert(world: World) -> None:
+    """When the API fails, the message goes out without line items."""
+    world.api.faults.update({"server_error_next": 50})
+    world.alerter(AlertPolicy(organization=False)).process(snapshot({"proj_a": "4"}, {"proj_a": "1"}))
+    assert len(world.inbox.messages) == 1
+    assert "Top line items" not in str(world.inbox.messages[0].payload["blocks"])
+
+
+def test_organization_spike(world: World) -> None:
+    """The organization total has its own spike rule (project filters do not apply to it), with line items
+    summed over projects."""
+    items = {("proj_a", "x"): "2", ("proj_b", "x"): "2"}
+    world.alerter(AlertPolicy(exclude=["*"])).process(
+        snapshot({"proj_a": "2", "proj_b": "2"}, {"proj_a": "1", "proj_b": "1"}, items)
+    )
+    assert [m.subject_id for m in world.inbox.messages] == ["organization"]
+    assert "$4.00" in str(world.inbox.messages[0].payload["blocks"])
+
+
+def test_digest_waits_for_the_grace_then_comes_once(world: World, clock: FrozenClock) -> None:
+    """The digest of yesterday is sent once the grace after midnight has passed, and only once."""
+    yesterday = NOW.date() - dt.timedelta(days=1)
+    world.ledger.replace_days([yesterday], [CostRow(yesterday, "proj_a", None, D("12.5"))], NOW)
+    alerter = world.alerter(AlertPolicy(), digest_grace=dt.timedelta(hours=21))
+    quiet = snapshot({"proj_a": "1"}, {"proj_a": "1"})
+    alerter.process(quiet)  # 20:00: still inside the 21 h grace
+    assert world.inbox.messages == []
+    clock.current = NOW + dt.timedelta(hours=2)
+    alerter.process(quiet)
+    alerter.process(quiet)
+    [digest] = world.inbox.messages
+    assert digest.rule == "digest" and "$12.50" in str(digest.payload)
+
+
+def test_alert_states_for_the_page() -> None:
+    """The page gets one short state per project, several rules joined, the organization left out."""
+
+    def make(rule: str, subject: str, ratio: str | None, level: str = "firing") -> Alert:
+        return Alert(rule, subject, subject, "warning", D(1), D(1), D(0), D(ratio) if ratio else None, level)  # type: ignore[arg-type]
+
+    states = alert_states(
+        [
+            make("spike", "p1", "4"),
+            make("daily_budget", "p1", None),
+            make("spike", "p2", None),
+            make("monthly_budget", "p3", None, "forecast"),
+            make("spike", "organization", "2"),
+        ]
+    )
+    assert states == {"p1": "spike (4.0×), daily budget", "p2": "new spend", "p3": "monthly budget forecast"}
+
+
+def test_build_alerter_picks_slack_or_the_log(tmp_path: Path, world: World) -> None:
+    """With a webhook the alerter posts to Slack; without one it writes alerts to the log."""
+    common = {"admin_key": KEY, "state_dir": tmp_path}
+    with_slack = build_alerter(
+        load_settings(**common, slack_webhook_url="http://127.0.0.1:9/services/T/B/X", digest=True),
+        conn=world.conn,
+        clock=world.clock,
+        metrics=None,
+        client=world.client,
+        ledger=world.ledger,  # type: ignore[arg-type]
+    )
+    without = build_alerter(
+        load_settings(**common),
+        conn=world.conn,
+        clock=world.clock,
+        metrics=None,
+        client=world.client,
+        ledger=world.ledger,  # type: ignore[arg-type]
+    )
+    assert isinstance(with_slack._notifier, SlackNotifier)
+    assert isinstance(without._notifier, LogNotifier)
