@@ -21,7 +21,7 @@ from openai_cost_exporter.clock import Clock, SystemClock
 from openai_cost_exporter.collector import HistoryCollector
 from openai_cost_exporter.config import Settings
 from openai_cost_exporter.ledger import Ledger
-from openai_cost_exporter.openai_client import AdminClient, build_http_client
+from openai_cost_exporter.openai_client import AdminClient, build_http_client, costs_page_days
 from openai_cost_exporter.push import Pusher
 from openai_cost_exporter.report import ReportData
 from openai_cost_exporter.snapshot import baseline
@@ -30,18 +30,8 @@ from openai_cost_exporter.state import open_state
 log = logging.getLogger(__name__)
 
 DAY = dt.timedelta(days=1)
-#: Days per costs page during a backfill: small pages keep memory flat for large organizations.
-BACKFILL_PAGE_DAYS = 7
-#: ... and when grouped by line item: a page is then ~3x the rows (2,000 projects x 3 items x 7 days = 42k rows,
-#: ~90 MB of parsed JSON at once); 2 days keep a 180-day backfill of such an organization near 90 MB peak RSS.
-LINE_ITEM_PAGE_DAYS = 2
 #: Closed days per push: 3 days of 2,000 projects with 3 line items are ~20k samples (a week peaked at 140 MB).
 PUSH_DAYS = 3
-
-
-def page_days(line_items: bool) -> int:
-    """Days per costs page: fewer when each day has a row per line item."""
-    return LINE_ITEM_PAGE_DAYS if line_items else BACKFILL_PAGE_DAYS
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +78,7 @@ def backfill_pages(
     spenders: set[str] = set()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="projects") as pool:
         projects = pool.submit(client.list_projects)  # independent of the costs pages: fetched alongside
-        for page in client.iter_costs(start, end, line_items=line_items, limit=page_days(line_items)):
+        for page in client.iter_costs(start, end, line_items=line_items, limit=costs_page_days(line_items)):
             ledger.replace_days(page.days, page.rows, now)
             days.extend(page.days)
             spenders.update(row.project_id for row in page.rows)
@@ -187,7 +177,7 @@ def _fetch_for_report(
     with ThreadPoolExecutor(max_workers=1) as pool, Progress(transient=True, disable=not progress) as bar:
         projects = pool.submit(client.list_projects)
         task = bar.add_task("fetching costs", total=(end - start).days)
-        for page in client.iter_costs(start, end, line_items=line_items, limit=page_days(line_items)):
+        for page in client.iter_costs(start, end, line_items=line_items, limit=costs_page_days(line_items)):
             ledger.replace_days(page.days, page.rows, now)
             bar.advance(task, len(page.days))
         ledger.save_projects(projects.result(), now)

@@ -43,6 +43,17 @@ MAX_PAGES = 1024  # runaway-pagination cap, as Costroid uses (§1.3)
 Query = list[tuple[str, str | int | float | bool | None]]  # what httpx accepts as params
 
 
+#: Daily buckets asked per costs page. The API allows 180, but a page is parsed whole: a week keeps a 2,000-project
+#: organization at ~14k rows a page; grouped by line item (~3x the rows) two days keep it near that.
+COSTS_PAGE_DAYS = 7
+COSTS_PAGE_DAYS_WITH_LINE_ITEMS = 2
+
+
+def costs_page_days(line_items: bool) -> int:
+    """Days per costs page: fewer when each day has a row per line item."""
+    return COSTS_PAGE_DAYS_WITH_LINE_ITEMS if line_items else COSTS_PAGE_DAYS
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """How hard one request is tried before `APIUnavailable` is raised."""

@@ -26,7 +26,7 @@ from openai_cost_exporter.collector import HistoryCollector
 from openai_cost_exporter.errors import ExporterError
 from openai_cost_exporter.ledger import Ledger
 from openai_cost_exporter.models import UNATTRIBUTED, Project
-from openai_cost_exporter.openai_client import AdminClient
+from openai_cost_exporter.openai_client import AdminClient, costs_page_days
 from openai_cost_exporter.push import Pusher
 from openai_cost_exporter.selfmetrics import SelfMetrics
 from openai_cost_exporter.snapshot import PAGE_DAYS, CostSnapshot, build_snapshot
@@ -34,9 +34,8 @@ from openai_cost_exporter.snapshot import PAGE_DAYS, CostSnapshot, build_snapsho
 log = logging.getLogger(__name__)
 
 DAY = dt.timedelta(days=1)
-#: Days per costs page. The usual window (revision days + today) is one page; a cold start or a first-start
-#: backfill pages by a week, so a 2,000-project organization never holds more than ~14k rows at once.
-PAGE_LIMIT = 7
+#: Closed days per history push (each is a sample per active project, and per line item).
+PUSH_CHUNK_DAYS = 7
 #: Wake this long after UTC midnight, so the first cycle of a day asks for the new day.
 MIDNIGHT_MARGIN = 1.0
 
@@ -202,7 +201,9 @@ class CostCycle:
 
     def _fetch_costs(self, start: dt.date, end: dt.date, now: dt.datetime) -> set[dt.date]:
         changed: set[dt.date] = set()
-        limit = min((end - start).days, PAGE_LIMIT)
+        # The usual window (revision days + today) is one page; a cold start pages by costs_page_days.
+        page_size = max(costs_page_days(self._options.line_items), self._options.revision_days + 1)
+        limit = min((end - start).days, page_size)
         for page in self._client.iter_costs(start, end, line_items=self._options.line_items, limit=limit):
             changed |= self._ledger.replace_days(page.days, page.rows, now)
         return changed
@@ -263,8 +264,8 @@ class CostCycle:
         # Every project with spend on any pending day gets a sample on each of them (0 where none): no holes
         # between chunks, and a revision that removed a project's spend overwrites the old value.
         active = {pid for day in pending for pid in totals.get(day, {})} | set(snapshot.project_ids)
-        for chunk_start in range(0, len(pending), PAGE_LIMIT):
-            chunk = pending[chunk_start : chunk_start + PAGE_LIMIT]
+        for chunk_start in range(0, len(pending), PUSH_CHUNK_DAYS):
+            chunk = pending[chunk_start : chunk_start + PUSH_CHUNK_DAYS]
             self._push_history({day: totals.get(day, {}) for day in chunk}, snapshot, active)
             report.pushed_days += len(chunk)
 
