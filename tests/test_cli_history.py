@@ -28,7 +28,7 @@ from openai_cost_exporter.models import UNATTRIBUTED, CostRow, day_start
 from openai_cost_exporter.report import SPARK_BARS
 from openai_cost_exporter.state import open_state
 from tests.clirun import ADMIN_KEY, Result, run_cli, run_once
-from tests.stack import VictoriaMetrics, free_port, victoria_metrics
+from tests.stack import VictoriaMetrics, free_port
 
 pytestmark = pytest.mark.stack
 
@@ -38,12 +38,6 @@ DAY_MS = 86_400_000
 VM_REL = 1e-11
 #: A plain decimal string: no exponent, no trailing zeros after the point (report.format_exact).
 EXACT = re.compile(r"-?\d+(\.\d*[1-9])?")
-
-
-@pytest.fixture(scope="module")
-def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VictoriaMetrics]:
-    with victoria_metrics(tmp_path_factory.mktemp("vm")) as server:
-        yield server
 
 
 @pytest.fixture

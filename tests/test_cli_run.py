@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -21,15 +19,9 @@ from openai_cost_exporter.fake_api import FakeAdminAPI, Faults
 from openai_cost_exporter.fake_org import FakeOrg
 from openai_cost_exporter.models import UNATTRIBUTED
 from tests.clirun import ADMIN_KEY, clean_env, command, run_once
-from tests.stack import VictoriaMetrics, free_port, require_binary, victoria_metrics
+from tests.stack import VictoriaMetrics, free_port, require_binary
 
 pytestmark = pytest.mark.stack
-
-
-@pytest.fixture(scope="module")
-def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VictoriaMetrics]:
-    with victoria_metrics(tmp_path_factory.mktemp("vm")) as server:
-        yield server
 
 
 @pytest.fixture
@@ -42,14 +34,6 @@ def org() -> FakeOrg:
 def api(org: FakeOrg) -> Iterator[FakeAdminAPI]:
     with FakeAdminAPI(org, admin_key=ADMIN_KEY, faults=Faults(amount_format="mixed")) as fake:
         yield fake
-
-
-def export_all(vm: VictoriaMetrics, match: str) -> list[dict[str, Any]]:
-    """Every raw sample, including those of the last second (export's default end hides them)."""
-    end = int(time.time()) + 86_400
-    response = vm.client.get(f"{vm.url}/api/v1/export", params={"match[]": match, "start": "0", "end": str(end)})
-    response.raise_for_status()
-    return [json.loads(line) for line in response.text.splitlines() if line.strip()]
 
 
 def _latest_by_project(series: list[dict[str, object]], since_ms: int) -> dict[str, tuple[str, float]]:
@@ -87,7 +71,7 @@ def test_run_once_pushes_what_the_api_bills(
     vm.force_flush()
     today = org.clock.now().date()
     start_ms = int(dt.datetime.combine(today, dt.time(), dt.UTC).timestamp() * 1000)
-    live = _latest_by_project(export_all(vm, 'openai_daily_cost_usd{job="openai_cost_exporter"}'), start_ms)
+    live = _latest_by_project(vm.export('openai_daily_cost_usd{job="openai_cost_exporter"}'), start_ms)
     truth = {pid or UNATTRIBUTED: amount for pid, amount in org.daily_totals(today).items()}
     names = _expected_names(org)
     assert truth and set(truth) <= set(live)
@@ -103,7 +87,7 @@ def test_run_once_pushes_what_the_api_bills(
         item["metric"]["project_id"]: [
             v for t, v in zip(item["timestamps"], item["values"], strict=True) if day_ms <= t < day_ms + 86_400_000
         ]
-        for item in export_all(vm, 'openai_daily_cost_usd{job="openai_cost_exporter"}')
+        for item in vm.export('openai_daily_cost_usd{job="openai_cost_exporter"}')
     }
     for pid, amount in org.daily_totals(day).items():
         # VictoriaMetrics keeps ~12 significant digits per block of a series (a shared decimal exponent), so a
@@ -221,7 +205,7 @@ def test_unreachable_victoria_metrics_is_one_line_and_retried_later(
     assert again.returncode == 0, again.output
     assert "closed days pushed" in again.stderr and " 0 closed days pushed" not in again.stderr
     vm.force_flush()
-    assert export_all(vm, 'openai_daily_cost_usd{source="retry"}')
+    assert vm.export('openai_daily_cost_usd{source="retry"}')
 
 
 def test_missing_key_is_a_config_error(tmp_path: Path) -> None:
