@@ -437,3 +437,9 @@ def test_empty_yaml_file_means_defaults(tmp_path: Path) -> None:
 def test_settings_class_is_the_one_built() -> None:
     """load_settings returns a Settings instance (what app.py and cli.py expect)."""
     assert isinstance(load_settings(), Settings)
+
+
+def test_backfill_longer_than_retention_is_refused() -> None:
+    """A first-start backfill beyond the retention would be fetched again every cycle, so it is an error."""
+    with pytest.raises(ConfigError, match="backfill_days must not exceed retention_days"):
+        load_settings(backfill_days=300, retention_days=100)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -82,6 +82,13 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     alerts: AlertPolicy = Field(default_factory=AlertPolicy)
+
+    @model_validator(mode="after")
+    def _backfill_within_retention(self) -> Settings:
+        # Days pruned by the retention would look never fetched, and be fetched again every cycle.
+        if self.backfill_days > self.retention_days:
+            raise ValueError("backfill_days must not exceed retention_days")
+        return self
 
     @field_validator("base_url", "push_url")
     @classmethod
