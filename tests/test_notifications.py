@@ -351,3 +351,17 @@ def test_sqlite_errors_are_state_errors(conn: sqlite3.Connection, clock: FrozenC
     conn.close()
     with pytest.raises(StateError, match="notification state"):
         notes.decide([spike()], DAY, Contexts())
+
+
+def test_prune_forgets_old_days_but_keeps_undelivered_messages(notes: Notifications) -> None:
+    """Retention removes old decisions and delivered messages, never a message still waiting for Slack."""
+    old, recent = dt.date(2026, 1, 2), dt.date(2026, 11, 18)
+    notes.decide([spike()], old, Contexts())
+    notes.deliver(Recorder())
+    notes.decide([spike(subject_id="proj_other")], old, Contexts())
+    notes.decide([spike()], recent, Contexts())
+    notes.deliver(Recorder(failures=1))
+    notes.prune(dt.date(2026, 6, 1))
+    assert [(m.subject_id, m.day) for m in notes.pending()] == [("proj_other", old), ("proj_a", recent)]
+    assert notes.decide([spike()], old, Contexts())  # forgotten, so it would be said again
+    assert not notes.decide([spike()], recent, Contexts())

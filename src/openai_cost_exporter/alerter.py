@@ -42,6 +42,7 @@ class Alerter:
         ledger: Ledger,
         clock: Clock,
         digest_grace: dt.timedelta | None = None,
+        retention: dt.timedelta = dt.timedelta(days=400),
     ) -> None:
         self._policy = policy
         self._notifications = notifications
@@ -50,6 +51,7 @@ class Alerter:
         self._ledger = ledger
         self._clock = clock
         self._digest_grace = digest_grace
+        self._retention = retention
 
     def process(self, snapshot: CostSnapshot) -> Mapping[str, str]:
         alerts = evaluate(self._policy, self.project_figures(snapshot), self.organization_figures(snapshot))
@@ -57,6 +59,7 @@ class Alerter:
         if self._digest_grace is not None:
             self._maybe_digest(snapshot)
         self._notifications.deliver(self._notifier)
+        self._notifications.prune(snapshot.day - self._retention)
         return alert_states(alerts)
 
     @staticmethod
@@ -170,4 +173,5 @@ def build_alerter(
         ledger=ledger,
         clock=clock,
         digest_grace=dt.timedelta(hours=settings.digest_grace_hours) if settings.digest else None,
+        retention=dt.timedelta(days=settings.retention_days),
     )

@@ -209,6 +209,12 @@ class Notifications:
             created_at=_from_epoch(created),
         )
 
+    def prune(self, before: dt.date) -> None:
+        """Forget what was said about days before `before`, and delivered messages of those days (retention)."""
+        with self._atomic():
+            self._execute("DELETE FROM alert_notified WHERE day < ?", (before.isoformat(),))
+            self._execute("DELETE FROM outbox WHERE day < ? AND delivered_at IS NOT NULL", (before.isoformat(),))
+
     # --- delivering -------------------------------------------------------------------------------
 
     def pending(self) -> list[OutboxMessage]:
