@@ -1,0 +1,89 @@
+"""The command line in-process: flags to settings, log formats, exit codes."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from openai_cost_exporter import cli, commands
+from openai_cost_exporter.errors import PushError
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in ("OPENAI_ADMIN_KEY", "OPENAI_BASE_URL", "SLACK_WEBHOOK_URL"):
+        monkeypatch.delenv(name, raising=False)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:], root.level = handlers, level
+
+
+def test_flags_become_settings(tmp_path: Path) -> None:
+    """Given flags, alert flags and repeated --push-label end up in one settings object; absent flags do not."""
+    args = cli.build_parser().parse_args(
+        [
+            "run",
+            "--state-dir",
+            str(tmp_path),
+            "--spike-ratio",
+            "3",
+            "--min-usd",
+            "5",
+            "--push-label",
+            "team=ml",
+            "--push-label",
+            "env=prod",
+            "--line-items",
+        ]
+    )
+    settings = cli.settings_from_args(args)
+    assert settings.alerts.spike_ratio == Decimal(3) and settings.alerts.min_usd == Decimal(5)
+    assert settings.push_labels == {"team": "ml", "env": "prod"}
+    assert settings.line_items is True and settings.state_dir == tmp_path
+    assert settings.interval == 300.0  # not given: the default
+
+
+def test_json_log_format(capsys: pytest.CaptureFixture[str]) -> None:
+    """--log-format json writes one JSON object per line with time, level, logger and message."""
+    cli.setup_logging("INFO", "json")
+    logging.getLogger("openai_cost_exporter.test").warning("spend is %s", "up")
+    entry = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert entry["level"] == "WARNING" and entry["message"] == "spend is up"
+    assert entry["logger"] == "openai_cost_exporter.test" and "T" in entry["time"]
+
+
+def test_exporter_errors_exit_1_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An ExporterError escaping a command is one line on stderr and exit code 1."""
+
+    def fail(_args: object) -> int:
+        raise PushError("push to http://127.0.0.1:1/api/v1/import/prometheus failed: ConnectError")
+
+    monkeypatch.setattr(commands, "dispatch", fail)
+    assert cli.main(["run", "--once"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "push to" in err
+
+
+def test_interrupt_exits_130(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C outside the service loop exits with the conventional 130, without a traceback."""
+
+    def interrupt(_args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(commands, "dispatch", interrupt)
+    assert cli.main(["report"]) == 130
+
+
+@pytest.mark.parametrize("command", [["backfill", "--days", "0"], ["report", "--days", "400"]])
+def test_day_ranges_are_checked(command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """backfill and report refuse day counts outside 1..366 with a configuration error (exit 2)."""
+    assert cli.main([*command, "--state-dir", str(tmp_path)]) == 2
+    assert "between 1 and 366" in capsys.readouterr().err
