@@ -13,6 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from openai_cost_exporter.clock import FrozenClock
 from openai_cost_exporter.collector import (
     DAILY_COST,
     LINE_ITEM_COST,
@@ -48,7 +49,7 @@ def snapshot(
 
 def live_registry(snap: CostSnapshot | None, policy: AlertPolicy | None = None) -> CollectorRegistry:
     registry = CollectorRegistry()
-    registry.register(CostCollector(lambda: snap, policy or AlertPolicy()))
+    registry.register(CostCollector(lambda: snap, policy or AlertPolicy(), FrozenClock(NOW)))
     return registry
 
 
@@ -179,7 +180,7 @@ def test_collect_reads_the_current_snapshot_at_each_scrape() -> None:
     """Each scrape reads the snapshot provider again, so a new cycle's figures replace the old ones whole."""
     current: list[CostSnapshot | None] = [None]
     registry = CollectorRegistry()
-    registry.register(CostCollector(lambda: current[0], AlertPolicy()))
+    registry.register(CostCollector(lambda: current[0], AlertPolicy(), FrozenClock(NOW)))
     labels = {"project_id": "proj_a", "project": "Alpha"}
     assert registry.get_sample_value(DAILY_COST, labels) is None
     current[0] = snapshot()
@@ -276,7 +277,7 @@ def test_promtool_accepts_live_exposition() -> None:
         daily_budget_usd=D(10), monthly_budget_usd=D(100), projects={"proj_a": ProjectPolicy(daily_budget_usd=D(1))}
     )
     snap = snapshot(names={"proj_a": TRICKY_NAMES[-1]}, line_items={("proj_a", "gpt-4o, input"): D("0.1")})
-    registry.register(CostCollector(lambda: snap, policy))
+    registry.register(CostCollector(lambda: snap, policy, FrozenClock(NOW)))
     result = promtool_check(generate_latest(registry))
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
 
@@ -313,3 +314,15 @@ def test_sample_names_match_families() -> None:
         LINE_ITEM_COST,
         "openai_cost_budget_usd",
     }
+
+
+def test_a_snapshot_of_an_earlier_day_is_not_shown_as_today() -> None:
+    """After UTC midnight, while the API fails, yesterday's figures are withheld instead of passing for today's;
+    configured budgets stay."""
+    snap = build_snapshot(NOW, {"proj_a": "Alpha"}, {TODAY: {"proj_a": Decimal("324.9")}}, baseline_days=7)
+    registry = CollectorRegistry()
+    after_midnight = FrozenClock(dt.datetime.combine(TODAY + dt.timedelta(days=1), dt.time(0, 5), dt.UTC))
+    registry.register(CostCollector(lambda: snap, AlertPolicy(daily_budget_usd=Decimal(50)), after_midnight))
+    text = generate_latest(registry).decode()
+    assert "openai_daily_cost_usd" not in text and "openai_month_to_date_cost_usd" not in text
+    assert registry.get_sample_value("openai_cost_budget_usd", {"period": "daily"}) == 50.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 import threading
 from collections.abc import Iterator
 from decimal import Decimal
@@ -97,7 +98,7 @@ def test_first_cycle_fetches_the_month_and_baseline_window(harness: Harness) -> 
     fetched = harness.ledger.fetched_days(dt.date(2026, 10, 1), dt.date(2026, 11, 19))
     assert min(fetched) == dt.date(2026, 10, 20) and max(fetched) == dt.date(2026, 11, 18) and len(fetched) == 30
     assert report.pushed_days == 29  # the 20th of October to the 17th of November; the 18th is today
-    assert harness.ledger.unpushed_days() == []
+    assert harness.ledger.unpushed_days() == [dt.date(2026, 11, 18)]  # pushed as a closed day once it closes
 
 
 def test_midnight_pushes_the_day_that_just_closed(harness: Harness, clock: FrozenClock) -> None:
@@ -145,7 +146,7 @@ def test_push_failure_keeps_days_pending_until_it_works(harness: Harness) -> Non
     report = harness.cycle.run_once()
     assert report.failed_stages == ["push"]
     assert harness.registry.get_sample_value("openai_cost_exporter_errors_total", {"stage": "push"}) == 1
-    assert len(harness.ledger.unpushed_days()) == 29
+    assert len(harness.ledger.unpushed_days()) == 30  # 29 closed days, and today once it closes
     harness.pusher.down = False
     assert harness.cycle.run_once().pushed_days == 29
 
@@ -207,3 +208,56 @@ def test_run_forever_returns_when_stopped(harness: Harness) -> None:
     stop.set()
     loop.join(5)
     assert not loop.is_alive()
+
+
+def test_a_failed_page_loses_no_fetched_day(harness: Harness) -> None:
+    """When a later costs page fails, the days of the pages already read are still pushed by the next cycle."""
+    harness.api.faults.update({"server_error_next": 0})
+    calls = {"n": 0}
+    original = harness.api.handle
+
+    def third_page_fails(method: str, target: str, authorization: str | None, body: bytes):  # type: ignore[no-untyped-def]
+        if "/organization/costs" in target:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                harness.api.faults.update({"server_error_next": 10})
+        return original(method, target, authorization, body)
+
+    harness.api.handle = third_page_fails  # type: ignore[method-assign]
+    assert not harness.cycle.run_once().ok
+    harness.api.handle = original  # type: ignore[method-assign]
+    harness.api.faults.update({"server_error_next": 0})
+    report = harness.cycle.run_once()
+    assert report.ok and report.pushed_days == 29
+
+
+def test_a_locked_state_file_fails_the_stage_not_the_loop(harness: Harness, tmp_path: Path) -> None:
+    """Another writer holding the SQLite lock makes the cycle fail at a stage, counted, without an exception."""
+    harness.conn.execute("PRAGMA busy_timeout = 0")
+    other = sqlite3.connect(tmp_path / "state.sqlite3")
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        report = harness.cycle.run_once()
+    finally:
+        other.rollback()
+        other.close()
+    assert not report.ok and report.failed_stages[0] == "costs"
+    assert harness.registry.get_sample_value("openai_cost_exporter_errors_total", {"stage": "costs"}) == 1
+
+
+def test_the_loop_survives_a_crashing_cycle(harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    """An unexpected exception is logged with its traceback and counted, and the loop goes on."""
+    stop = threading.Event()
+    runs = {"n": 0}
+
+    def crash() -> None:
+        runs["n"] += 1
+        if runs["n"] == 2:
+            stop.set()
+        raise RuntimeError("a bug")
+
+    harness.cycle.run_once = crash  # type: ignore[assignment,method-assign]
+    run_forever(harness.cycle, harness.clock, 0, stop)
+    assert runs["n"] == 2
+    assert harness.registry.get_sample_value("openai_cost_exporter_errors_total", {"stage": "cycle"}) == 2
+    assert "cycle crashed" in caplog.text

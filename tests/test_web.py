@@ -57,7 +57,7 @@ def state() -> LoopState:
 def client(state: LoopState) -> Iterator[httpx.Client]:
     """An httpx client bound to a real WebServer on an ephemeral port, serving the app for `state`."""
     registry = CollectorRegistry()
-    registry.register(CostCollector(lambda: state.snapshot, AlertPolicy()))
+    registry.register(CostCollector(lambda: state.snapshot, AlertPolicy(), state.clock))
     server = WebServer("127.0.0.1", 0, build_app(registry, state.health())).start()
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{server.port}", timeout=5) as http:

@@ -100,7 +100,7 @@ def build_exporter(settings: Settings, *, clock: Clock | None = None) -> Exporte
             live_registry=registry,
             alerts=alerts,
         )
-        registry.register(CostCollector(lambda: cycle.snapshot, settings.alerts))
+        registry.register(CostCollector(lambda: cycle.snapshot, settings.alerts, clock))
     except BaseException:
         stack.close()
         raise

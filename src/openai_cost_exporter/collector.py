@@ -15,6 +15,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
+from openai_cost_exporter.clock import Clock, SystemClock
 from openai_cost_exporter.models import ZERO, day_start
 from openai_cost_exporter.rules import AlertPolicy, project_limits
 from openai_cost_exporter.snapshot import CostSnapshot
@@ -29,15 +30,25 @@ def _gauge(name: str, documentation: str, labels: list[str]) -> GaugeMetricFamil
 
 
 class CostCollector(Collector):
-    """The live cost gauges of the current snapshot; nothing until the first cycle has succeeded."""
+    """The live cost gauges of the current snapshot; nothing until the first cycle has succeeded.
 
-    def __init__(self, snapshot: Callable[[], CostSnapshot | None], policy: AlertPolicy) -> None:
+    A snapshot of an earlier UTC day (the API failing since midnight) is not shown: yesterday's full total
+    would pass for today's, and rules would fire on it. The exporter's own metrics say the data is stale.
+    """
+
+    def __init__(
+        self, snapshot: Callable[[], CostSnapshot | None], policy: AlertPolicy, clock: Clock | None = None
+    ) -> None:
         self._snapshot = snapshot
         self._policy = policy
+        self._clock = clock or SystemClock()
 
     def collect(self) -> Iterator[Metric]:
         snap = self._snapshot()
         if snap is None:
+            return
+        if snap.day != self._clock.now().astimezone(dt.UTC).date():
+            yield self._budgets(snap)
             return
         ids = snap.project_ids
         yield _project_family(DAILY_COST, "Cost of the current UTC day so far.", snap, snap.today, ids)

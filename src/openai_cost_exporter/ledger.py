@@ -62,7 +62,9 @@ class Ledger:
         """Replace all stored rows of `days` (and of any day a row is on) by `rows`; return the changed days.
 
         A day changed when a project total or a line item amount differs from what was stored; a day never
-        fetched before counts as stored empty, and a zero amount counts as absent.
+        fetched before counts as stored empty, and a zero amount counts as absent. Changed days are marked
+        unpushed in the same transaction, whoever fetched them (a cycle, `backfill`, `report`), so their final
+        values reach VictoriaMetrics once they are closed, even after a crash or a failed page in between.
         """
         new = _aggregate(rows)
         all_days = sorted(set(days) | new.keys())
@@ -78,6 +80,9 @@ class Ledger:
             self._conn.executemany(
                 "INSERT OR REPLACE INTO fetched_days (day, fetched_at) VALUES (?, ?)",
                 ((day.isoformat(), fetched_at.isoformat()) for day in all_days),
+            )
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO unpushed_days (day) VALUES (?)", ((day.isoformat(),) for day in changed)
             )
         log.debug("ledger replaced %s days, %s changed", len(all_days), len(changed))
         return changed

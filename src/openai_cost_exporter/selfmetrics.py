@@ -8,7 +8,7 @@ from openai_cost_exporter import __version__
 
 PREFIX = "openai_cost_exporter"
 #: The stages of a cycle that count their failures in `openai_cost_exporter_errors_total{stage}`.
-STAGES = ("costs", "projects", "snapshot", "push", "alerts", "notify")
+STAGES = ("costs", "projects", "snapshot", "push", "alerts", "notify", "cycle")
 
 
 class SelfMetrics:
@@ -23,7 +23,7 @@ class SelfMetrics:
         )
         self.errors = Counter(
             f"{PREFIX}_errors",
-            "Failures by stage (costs, projects, push, notify, state, cycle); the loop carries on.",
+            "Failures by stage (costs, projects, snapshot, push, alerts, notify, cycle); the loop carries on.",
             ["stage"],
             registry=registry,
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -137,12 +138,16 @@ class CostCycle:
     def _stage(self, stage: str, report: CycleReport, action: Callable[[], object]) -> bool:
         try:
             action()
-        except ExporterError as exc:
+        except (ExporterError, sqlite3.Error) as exc:  # sqlite3: a locked or failing state file, say
             report.failed_stages.append(stage)
             self._metrics.count_error(stage)
             log.error("%s failed: %s", stage, exc)
             return False
         return True
+
+    def count_crash(self) -> None:
+        self._metrics.count_error("cycle")
+        self._metrics.cycles.labels(result="failure").inc()
 
     def _record(self, report: CycleReport) -> None:
         """Self-metrics of the collection (fetch, history push, alerts); the live push follows them."""
@@ -168,23 +173,16 @@ class CostCycle:
     def _fetch(self, now: dt.datetime, report: CycleReport) -> None:
         today = now.date()
         start = self.fetch_start(now)
-        before = self._ledger.fetched_days(start, today)
         refresh: Future[list[Project]] | None = None
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="projects") as pool:
             # Names and costs are independent: fetch them side by side (a cold cycle costs one round of pages).
             if self._names_stale(now):
                 refresh = pool.submit(self._client.list_projects)
-            changed = self._fetch_costs(start, today + DAY, now)
+            self._fetch_costs(start, today + DAY, now)
             if refresh is not None:
                 self._stage("projects", report, lambda: self._save_projects(refresh.result(), now))
         if refresh is None and self._unknown_ids(start, today):
             self._stage("projects", report, lambda: self._save_projects(self._client.list_projects(), now))
-        if self._pusher is not None:
-            # A closed day's final value is pushed once it closes (even when the last partial fetch already
-            # had the final figures) and again whenever a revision changes it.
-            closed = set(days_between(start, today))
-            just_closed = {day for day in closed if day not in before or before[day] < end_of(day)}
-            self._ledger.mark_unpushed(sorted((changed & closed) | just_closed))
         self._ledger.prune(today - dt.timedelta(days=self._options.retention_days))
 
     def fetch_start(self, now: dt.datetime) -> dt.date:
@@ -199,14 +197,14 @@ class CostCycle:
         unsettled = [day for day in days_between(horizon, today) if day not in fetched or fetched[day] < end_of(day)]
         return min([today - dt.timedelta(days=self._options.revision_days), *unsettled])
 
-    def _fetch_costs(self, start: dt.date, end: dt.date, now: dt.datetime) -> set[dt.date]:
-        changed: set[dt.date] = set()
+    def _fetch_costs(self, start: dt.date, end: dt.date, now: dt.datetime) -> None:
+        # Each page is one ledger transaction that also marks its changed days unpushed: a failure on a later
+        # page loses nothing already read.
         # The usual window (revision days + today) is one page; a cold start pages by costs_page_days.
         page_size = max(costs_page_days(self._options.line_items), self._options.revision_days + 1)
         limit = min((end - start).days, page_size)
         for page in self._client.iter_costs(start, end, line_items=self._options.line_items, limit=limit):
-            changed |= self._ledger.replace_days(page.days, page.rows, now)
-        return changed
+            self._ledger.replace_days(page.days, page.rows, now)
 
     def _names_stale(self, now: dt.datetime) -> bool:
         refreshed = self._ledger.projects_refreshed_at()
@@ -305,5 +303,9 @@ def seconds_until_next(now: dt.datetime, interval: float) -> float:
 def run_forever(cycle: CostCycle, clock: Clock, interval: float, stop: threading.Event) -> None:
     """Run cycles until `stop` is set; a cycle's failure never ends the loop."""
     while not stop.is_set():
-        cycle.run_once()
+        try:
+            cycle.run_once()
+        except Exception:  # a bug must not silently end the loop of a process that keeps serving /metrics
+            log.exception("cycle crashed; the next one runs as scheduled")
+            cycle.count_crash()
         stop.wait(seconds_until_next(clock.now(), interval))
