@@ -15,7 +15,8 @@ FROM python:3.12-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    OPENAI_COST_EXPORTER_STATE_DIR=/var/lib/openai-cost-exporter
+    OPENAI_COST_EXPORTER_STATE_DIR=/var/lib/openai-cost-exporter \
+    OPENAI_COST_EXPORTER_LISTEN=0.0.0.0:9876
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links=/wheels openai-cost-exporter \
  && groupadd --system --gid 10001 exporter \
@@ -32,4 +33,5 @@ EXPOSE 9876
 HEALTHCHECK --interval=60s --timeout=5s --start-period=30s --retries=3 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9876/healthz', timeout=4)"]
 
-ENTRYPOINT ["openai-cost-exporter", "run", "--listen", "0.0.0.0:9876"]
+# Settings come from the environment (OPENAI_COST_EXPORTER_*), so no flag here overrides them.
+ENTRYPOINT ["openai-cost-exporter", "run"]

@@ -19,7 +19,7 @@ from openai_cost_exporter.models import CostRow
 from openai_cost_exporter.notifications import Notifications, OutboxMessage
 from openai_cost_exporter.openai_client import AdminClient, build_http_client
 from openai_cost_exporter.rules import Alert, AlertPolicy
-from openai_cost_exporter.slack import LogNotifier, SlackNotifier
+from openai_cost_exporter.slack import DeliveryFailed, LogNotifier, SlackNotifier
 from openai_cost_exporter.snapshot import CostSnapshot, build_snapshot
 from openai_cost_exporter.state import open_state
 
@@ -29,12 +29,15 @@ D = Decimal
 
 
 class Inbox:
-    """A notifier that keeps what it is given."""
+    """A notifier that keeps what it is given, or refuses it while `down`."""
 
     def __init__(self) -> None:
         self.messages: list[OutboxMessage] = []
+        self.down = False
 
     def send(self, message: OutboxMessage) -> None:
+        if self.down:
+            raise DeliveryFailed("Slack webhook http://127.0.0.1/… answered 503")
         self.messages.append(message)
 
 
@@ -178,3 +181,14 @@ def test_build_alerter_picks_slack_or_the_log(tmp_path: Path, world: World) -> N
     )
     assert isinstance(with_slack._notifier, SlackNotifier)
     assert isinstance(without._notifier, LogNotifier)
+
+
+def test_pending_messages_go_out_while_the_api_is_down(world: World) -> None:
+    """A message decided earlier is delivered by a cycle whose fetch failed (no new decisions are made)."""
+    alerter = world.alerter(AlertPolicy(organization=False))
+    world.inbox.down = True
+    alerter.process(snapshot({"proj_a": "4"}, {"proj_a": "1"}))
+    assert world.inbox.messages == []
+    world.inbox.down = False
+    alerter.deliver_pending()
+    assert [m.subject_id for m in world.inbox.messages] == ["proj_a"]

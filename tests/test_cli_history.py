@@ -391,14 +391,14 @@ def _damaged(path: Path) -> bytes:
 def test_corrupt_state_file_is_one_line_and_left_alone(
     tmp_path: Path, corrupt: Callable[[Path], bytes], command: tuple[str, ...]
 ) -> None:
-    """A state file that is garbage or has damaged pages stops the command with exit 1 and one line naming the
-    file, no traceback, and the file is left byte for byte as it was."""
+    """A state file that is garbage or has damaged pages stops the command with exit 2 (a person must act: no
+    restart loop) and one line naming the file, no traceback, and the file is left byte for byte as it was."""
     path = tmp_path / "state.sqlite3"
     content = corrupt(path)
     path.write_bytes(content)
     dead = f"http://127.0.0.1:{free_port()}/v1"
     result = run_cli(*command, "--base-url", dead, "--state-dir", str(tmp_path))
-    assert result.returncode == 1
+    assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and str(path) in lines[0], result.stderr
     assert "corrupt" in lines[0] or "not a SQLite database" in lines[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -443,3 +444,34 @@ def test_backfill_longer_than_retention_is_refused() -> None:
     """A first-start backfill beyond the retention would be fetched again every cycle, so it is an error."""
     with pytest.raises(ConfigError, match="backfill_days must not exceed retention_days"):
         load_settings(backfill_days=300, retention_days=100)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"base_url": "http://127.0.0.1:80x/v1"}, "base_url: Value error, is not a valid URL"),
+        ({"push_url": "http://user:s3cret@127.0.0.1:9x9/api"}, "push_url: Value error, is not a valid URL"),
+        ({"alerts": {"baseline_days": 60}, "retention_days": 40}, "baseline_days must not exceed retention_days"),
+        ({"digest_grace_hours": 30}, "digest_grace_hours"),
+    ],
+)
+def test_more_invalid_settings_are_config_errors(overrides: dict[str, Any], message: str) -> None:
+    """Bad URLs, a baseline longer than the retention and a digest grace of a day or more are refused up front,
+    without echoing the value."""
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_settings(**overrides)
+    assert "s3cret" not in str(caught.value)
+
+
+def test_a_key_with_typographic_characters_is_refused_without_showing_it() -> None:
+    """A pasted key with an en dash cannot be sent as a header: one clear error, the key not shown."""
+    settings = load_settings(admin_key="sk\u2013admin-abcdef123456")
+    with pytest.raises(ConfigError, match="characters no key has") as caught:
+        settings.resolved_admin_key()
+    assert "abcdef123456" not in str(caught.value)
+
+
+def test_log_level_from_the_environment_is_case_insensitive(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OPENAI_COST_EXPORTER_LOG_LEVEL=debug works like --log-level debug."""
+    monkeypatch.setenv("OPENAI_COST_EXPORTER_LOG_LEVEL", "debug")
+    assert load_settings().log_level == "DEBUG"

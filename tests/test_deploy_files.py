@@ -268,12 +268,14 @@ def dockerfile() -> str:
 
 
 def test_dockerfile_runs_the_console_script_as_non_root() -> None:
-    """The image runs the console script's `run` on 0.0.0.0:9876 as uid 10001, with a state volume and health check."""
+    """The image runs the console script's `run` on 0.0.0.0:9876 (set by environment, so users can override it)
+    as uid 10001, with a state volume and health check."""
     text = dockerfile()
     assert re.search(r"^FROM python:3\.12-slim$", text, re.MULTILINE)
     assert re.search(r"^USER 10001", text, re.MULTILINE)
     assert "VOLUME /var/lib/openai-cost-exporter" in text and "EXPOSE 9876" in text
-    assert f'ENTRYPOINT ["{SCRIPT}", "run", "--listen", "0.0.0.0:9876"]' in text
+    assert f'ENTRYPOINT ["{SCRIPT}", "run"]' in text
+    assert "OPENAI_COST_EXPORTER_LISTEN=0.0.0.0:9876" in text
     healthcheck = re.search(r"^HEALTHCHECK .*?(?<!\\)$", text, re.MULTILINE | re.DOTALL)
     assert healthcheck and "127.0.0.1:9876/healthz" in healthcheck.group(0) and "curl" not in healthcheck.group(0)
 

@@ -62,6 +62,9 @@ class Alerter:
         self._notifications.prune(snapshot.day - self._retention)
         return alert_states(alerts)
 
+    def deliver_pending(self) -> None:
+        self._notifications.deliver(self._notifier)
+
     @staticmethod
     def project_figures(snapshot: CostSnapshot) -> list[SpendFigures]:
         return [

@@ -17,7 +17,7 @@ import prometheus_client
 
 from openai_cost_exporter import __version__
 from openai_cost_exporter.config import Settings, load_settings
-from openai_cost_exporter.errors import ConfigError, ExporterError
+from openai_cost_exporter.errors import ConfigError, ExporterError, StateError
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return commands.dispatch(args)
-    except ConfigError as exc:
+    except (ConfigError, StateError) as exc:  # needs a person, not a restart (systemd: RestartPreventExitStatus=2)
         print(f"openai-cost-exporter: {exc}", file=sys.stderr)
         return 2
     except ExporterError as exc:

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import httpx
 import yaml
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -78,24 +79,38 @@ class Settings(BaseSettings):
     projects_refresh: float = Field(default=3600.0, gt=0, description="Seconds between project name refreshes.")
     notify_backoff: float = Field(default=30.0, ge=0, description="First wait before re-sending a failed message.")
     digest: bool = False
-    digest_grace_hours: float = Field(default=6.0, ge=0, le=48)
+    digest_grace_hours: float = Field(default=6.0, ge=0, lt=24)  # the digest of a day is sent within the next day
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     alerts: AlertPolicy = Field(default_factory=AlertPolicy)
 
     @model_validator(mode="after")
-    def _backfill_within_retention(self) -> Settings:
-        # Days pruned by the retention would look never fetched, and be fetched again every cycle.
+    def _history_within_retention(self) -> Settings:
+        # Days pruned by the retention would look never fetched, and be fetched again every cycle; a baseline
+        # longer than the retention would average days that were just deleted.
         if self.backfill_days > self.retention_days:
             raise ValueError("backfill_days must not exceed retention_days")
+        if self.alerts.baseline_days > self.retention_days:
+            raise ValueError("alerts.baseline_days must not exceed retention_days")
         return self
 
     @field_validator("base_url", "push_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
+        if value is None:
+            return value
+        if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
-        return value.rstrip("/") if value else value
+        try:
+            httpx.URL(value)
+        except httpx.InvalidURL:
+            raise ValueError("is not a valid URL (check the host and port)") from None  # the value may hold a password
+        return value.rstrip("/")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("listen")
     @classmethod
@@ -138,6 +153,9 @@ class Settings(BaseSettings):
                 "no OpenAI admin key: set OPENAI_ADMIN_KEY or OPENAI_ADMIN_KEY_FILE "
                 "(an admin key, sk-admin-..., with the api.usage.read scope), or try `openai-cost-exporter demo`"
             )
+        if not (key.isascii() and key.isprintable()) or " " in key:
+            # Said without the key: a pasted key with a typographic dash or a space cannot be an HTTP header.
+            raise ConfigError("the OpenAI admin key has characters no key has (non-ASCII, spaces or control)")
         return key
 
     def resolved_webhook_url(self) -> str | None:

@@ -46,6 +46,10 @@ class AlertSink(Protocol):
         """Evaluate the snapshot, notify, and return the alert state per project id (for the page)."""
         ...
 
+    def deliver_pending(self) -> None:
+        """Send messages decided earlier that are still waiting."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class CycleOptions:
@@ -124,6 +128,8 @@ class CostCycle:
             self._stage("push", report, lambda: self._push(report))
         if self._alerts is not None and fetched and self.snapshot is not None:
             self._stage("alerts", report, self._alert)
+        elif self._alerts is not None:  # no fresh figures to judge, but what was decided still goes out
+            self._stage("alerts", report, self._alerts.deliver_pending)
         report.duration = time.perf_counter() - started
         report.requests = self._requests_total() - requests_before
         self._record(report)
