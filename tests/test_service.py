@@ -261,3 +261,16 @@ def test_the_loop_survives_a_crashing_cycle(harness: Harness, caplog: pytest.Log
     assert runs["n"] == 2
     assert harness.registry.get_sample_value("openai_cost_exporter_errors_total", {"stage": "cycle"}) == 2
     assert "cycle crashed" in caplog.text
+
+
+def test_a_revision_that_removes_spend_writes_zero(harness: Harness) -> None:
+    """When a revision takes a project's whole spend off a closed day, that day's sample becomes 0."""
+    harness.cycle.run_once()
+    project = next(p for p in harness.org.projects if p.daily_usd > 0 and not p.archived)
+    day = dt.date(2026, 11, 17)
+    for item in project.line_items:
+        harness.org.set_cost(day, project.id, item, Decimal(0))
+    harness.pusher.bodies.clear()
+    assert harness.cycle.run_once().pushed_days == 1
+    last_second = dt.datetime(2026, 11, 17, 23, 59, 59, tzinfo=dt.UTC)
+    assert (project.id, 0.0, last_second) in harness.pusher.closed_day_samples()

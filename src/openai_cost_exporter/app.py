@@ -53,8 +53,13 @@ class Exporter:
     metrics: SelfMetrics
     cycle: CostCycle
     _stack: contextlib.ExitStack = field(repr=False)
+    cycle_running: bool = False  # set when a stop left a cycle running: its connections stay open until exit
 
     def close(self) -> None:
+        if self.cycle_running:
+            # Closing the state file and clients under the running cycle would turn a clean exit into
+            # errors; SQLite's journal keeps the file consistent when the process simply ends.
+            return
         self._stack.close()
 
     def health(self) -> Health:
@@ -144,6 +149,7 @@ def serve(exporter: Exporter, stop: threading.Event) -> WebServer | None:
         stop.set()
         loop.join(timeout=STOP_GRACE_SECONDS)
         if loop.is_alive():
+            exporter.cycle_running = True
             log.warning("a cycle is still running after %.0f s; exiting anyway", STOP_GRACE_SECONDS)
         if web is not None:
             web.close()

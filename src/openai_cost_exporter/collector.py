@@ -134,8 +134,9 @@ def day_sample_time(day: dt.date) -> float:
 class HistoryCollector(Collector):
     """Final totals of closed UTC days, each sample timestamped inside its day.
 
-    Every project with spend on any of the days gets a sample on each of them (0 on days without spend), so a
-    graph has no holes and a revision that removes a project's spend overwrites the old value.
+    Every project with spend on any of the days (or named in `also_projects`) gets a sample on each of them (0 on
+    days without spend), so a graph has no holes and a revision that removes the spend of such a project
+    overwrites the old value. A line item that a revision removes entirely is not zeroed.
     """
 
     def __init__(

@@ -265,8 +265,9 @@ class CostCycle:
         if not pending:
             return
         totals = self._ledger.project_totals(pending[0], pending[-1] + DAY)
-        # Every project with spend on any pending day gets a sample on each of them (0 where none): no holes
-        # between chunks, and a revision that removed a project's spend overwrites the old value.
+        # Every project with spend on any pending day, or in the snapshot (today, baseline window, month), gets a
+        # sample on each of them (0 where none): no holes between chunks, and a revision that removed such a
+        # project's spend overwrites the old value.
         active = {pid for day in pending for pid in totals.get(day, {})} | set(snapshot.project_ids)
         for chunk_start in range(0, len(pending), PUSH_CHUNK_DAYS):
             chunk = pending[chunk_start : chunk_start + PUSH_CHUNK_DAYS]
