@@ -179,14 +179,23 @@ def test_container_is_locked_down_with_resources() -> None:
 
 
 def test_secret_feeds_the_environment() -> None:
-    """The admin key comes from the example Secret (placeholders only) and every variable is a real setting."""
+    """The admin key is a file mounted from the example Secret (placeholders only), the webhook an optional
+    variable from it, and every variable is a real setting."""
     (deployment,) = objects("Deployment")
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
     (secret,) = objects("Secret")
     refs = [e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e]
     assert {r["name"] for r in refs} == {secret["metadata"]["name"]}
     assert {r["key"] for r in refs} <= secret["stringData"].keys()
     assert "REPLACE" in secret["stringData"]["OPENAI_ADMIN_KEY"]
+    (volume,) = [v for v in pod["volumes"] if "secret" in v]
+    assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+    key_file = next(e["value"] for e in container["env"] if e["name"] == "OPENAI_ADMIN_KEY_FILE")
+    (item,) = volume["secret"]["items"]
+    assert key_file == f"{mount['mountPath']}/{item['path']}" and item["key"] == "OPENAI_ADMIN_KEY"
+    assert "OPENAI_ADMIN_KEY" not in {e["name"] for e in container["env"]}
     assert_known_env({e["name"] for e in container["env"]}, "deployment.yaml")
 
 
@@ -300,7 +309,8 @@ def unit() -> configparser.ConfigParser:
 
 
 def test_systemd_unit_runs_the_exporter_hardened() -> None:
-    """The unit runs `<script> run` as a dynamic user with its state directory, env file and hardening."""
+    """The unit runs `<script> run` as a dynamic user with its state directory, env file, the admin key as a
+    credential file, and hardening."""
     service = unit()["Service"]
     assert service["ExecStart"].split()[0].endswith(f"/{SCRIPT}") and service["ExecStart"].split()[1] == "run"
     assert service["DynamicUser"] == "yes" and service["User"]
@@ -315,8 +325,11 @@ def test_systemd_unit_runs_the_exporter_hardened() -> None:
         "CapabilityBoundingSet": "",
     }.items():
         assert service[key] == value, key
-    state_dir = service["Environment"].split("=", 1)[1]
-    assert state_dir == "/var/lib/" + service["StateDirectory"]
+    environment = dict(item.split("=", 1) for item in service["Environment"].split())
+    assert environment["OPENAI_COST_EXPORTER_STATE_DIR"] == "/var/lib/" + service["StateDirectory"]
+    # The admin key is a systemd credential (a file only this service reads), not an environment variable.
+    credential, source = service["LoadCredential"].split(":", 1)
+    assert environment["OPENAI_ADMIN_KEY_FILE"] == f"%d/{credential}" and source.startswith("/etc/")
     assert unit()["Install"]["WantedBy"] == "multi-user.target"
 
 
@@ -324,7 +337,7 @@ def test_systemd_env_example_names_real_settings() -> None:
     """Every variable in the example env file (commented or not) is one the exporter reads."""
     text = (UNIT.parent / "env.example").read_text(encoding="utf-8")
     names = set(re.findall(r"^#?([A-Z][A-Z0-9_]+)=", text, re.MULTILINE))
-    assert "OPENAI_ADMIN_KEY" in names
+    assert "OPENAI_COST_EXPORTER_PUSH_URL" in names and "OPENAI_ADMIN_KEY" not in names  # the key is a credential
     assert_known_env(names, "env.example")
 
 
