@@ -25,7 +25,8 @@ from prometheus_client import CollectorRegistry
 
 from openai_cost_exporter.clock import SystemClock
 from openai_cost_exporter.ledger import Ledger
-from openai_cost_exporter.openai_client import AdminClient, build_http_client
+from openai_cost_exporter.models import day_start
+from openai_cost_exporter.openai_client import AdminClient, build_http_client, costs_page_days
 from openai_cost_exporter.selfmetrics import SelfMetrics
 from openai_cost_exporter.service import CostCycle, CycleOptions
 from openai_cost_exporter.state import open_state
@@ -67,11 +68,11 @@ def sequential_fetch(base_url: str, start: dt.date, end: dt.date) -> tuple[float
         page = None
         while True:
             params = {
-                "start_time": int(dt.datetime.combine(start, dt.time(), dt.UTC).timestamp()),
-                "end_time": int(dt.datetime.combine(end, dt.time(), dt.UTC).timestamp()),
+                "start_time": day_start(start),
+                "end_time": day_start(end),
                 "bucket_width": "1d",
                 "group_by": "project_id",
-                "limit": min((end - start).days, 7),
+                "limit": min((end - start).days, costs_page_days(line_items=False)),  # the cycle's pages
             }
             if page:
                 params["page"] = page

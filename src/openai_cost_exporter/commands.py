@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from openai_cost_exporter import backfill as backfilling
+from openai_cost_exporter import report as reporting
 from openai_cost_exporter.app import build_exporter, serve, stop_on_signals
 from openai_cost_exporter.cli import settings_from_args, setup_logging
 from openai_cost_exporter.config import Settings
@@ -59,8 +60,6 @@ def backfill(settings: Settings, days: int) -> int:
 
 
 def report(settings: Settings, *, days: int, fmt: str, offline: bool) -> int:
-    from openai_cost_exporter import report as reporting  # noqa: PLC0415
-
     if not 1 <= days <= 366:
         raise ConfigError("report --days must be between 1 and 366")
     data = backfilling.report_data(settings, days, offline=offline, progress=sys.stderr.isatty())
