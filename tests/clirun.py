@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-from openai_cost_exporter.fake_org import FakeOrg
+from openai_cost_exporter.fake.org import FakeOrg
 
 ADMIN_KEY = "sk-admin-TESTKEY-never-printed-0123456789"
 

@@ -12,8 +12,8 @@ import pytest
 from openai_cost_exporter.alerter import Alerter, alert_states, build_alerter
 from openai_cost_exporter.clock import FrozenClock
 from openai_cost_exporter.config import load_settings
-from openai_cost_exporter.fake_api import FakeAdminAPI
-from openai_cost_exporter.fake_org import FakeOrg
+from openai_cost_exporter.fake.api import FakeAdminAPI
+from openai_cost_exporter.fake.org import FakeOrg
 from openai_cost_exporter.ledger import Ledger
 from openai_cost_exporter.models import CostRow
 from openai_cost_exporter.notifications import Notifications, OutboxMessage

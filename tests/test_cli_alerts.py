@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from openai_cost_exporter.clock import FrozenClock
-from openai_cost_exporter.fake_api import FakeAdminAPI
-from openai_cost_exporter.fake_org import FakeOrg
+from openai_cost_exporter.fake.api import FakeAdminAPI
+from openai_cost_exporter.fake.org import FakeOrg
 from tests.clirun import ADMIN_KEY, baseline_of, clean_env, command, late_today, run_once, set_today
 from tests.fake_slack import FakeSlack
 

@@ -141,12 +141,12 @@ def test_demo_serves_page_and_metrics_and_stops_on_sigterm(tmp_path: Path) -> No
         metrics = http_get(f"{url}/metrics").text
         costs = spend_by_name(metrics)
         assert len(costs) >= 20
-        # The simulated spike: 4x the baseline's daily rate over the part of the UTC day gone by (fake_org.py).
+        # The simulated spike: 4x the baseline's daily rate over the part of the UTC day gone by (fake/org.py).
         # The steady noise of today and of the baseline days (+/-8% each) and the few seconds since the cycle
         # (which matter only early in the day) bound the ratio.
         reranker, fraction = costs[SPIKE_NAME], fraction_of_utc_day()
         if fraction > 0.01:
-            # The simulated runaway shows at least half a day at 4x by any hour (fake_org.SPIKE_MIN_PARTIAL).
+            # The simulated runaway shows at least half a day at 4x by any hour (fake.org.SPIKE_MIN_PARTIAL).
             assert 4 * 0.8 <= reranker.today / reranker.baseline / max(fraction, 0.5) <= 4 * 1.25, reranker
         stopped_in = demo.terminate()
     assert demo.process.returncode == 0, demo.describe()

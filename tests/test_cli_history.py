@@ -21,8 +21,8 @@ import pytest
 
 from openai_cost_exporter.clock import FrozenClock
 from openai_cost_exporter.collector import day_sample_time
-from openai_cost_exporter.fake_api import FakeAdminAPI, Faults
-from openai_cost_exporter.fake_org import AWKWARD_NAMES, FakeOrg
+from openai_cost_exporter.fake.api import FakeAdminAPI, Faults
+from openai_cost_exporter.fake.org import AWKWARD_NAMES, FakeOrg
 from openai_cost_exporter.ledger import Ledger
 from openai_cost_exporter.models import UNATTRIBUTED, CostRow, day_start
 from openai_cost_exporter.report import SPARK_BARS

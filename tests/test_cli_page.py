@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from openai_cost_exporter.clock import FrozenClock
-from openai_cost_exporter.fake_api import FakeAdminAPI
-from openai_cost_exporter.fake_org import FakeOrg
+from openai_cost_exporter.fake.api import FakeAdminAPI
+from openai_cost_exporter.fake.org import FakeOrg
 from tests.clirun import ADMIN_KEY, clean_env, command
 from tests.stack import free_port
 from tests.test_page import DOCS_SCREENSHOT, parse, run_chromium

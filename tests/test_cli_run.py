@@ -15,8 +15,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from openai_cost_exporter.clock import FrozenClock
-from openai_cost_exporter.fake_api import FakeAdminAPI, Faults
-from openai_cost_exporter.fake_org import FakeOrg
+from openai_cost_exporter.fake.api import FakeAdminAPI, Faults
+from openai_cost_exporter.fake.org import FakeOrg
 from openai_cost_exporter.models import UNATTRIBUTED
 from tests.clirun import ADMIN_KEY, clean_env, command, run_once
 from tests.stack import VictoriaMetrics, free_port, require_binary

@@ -30,9 +30,9 @@ from openapi_core.testing import MockRequest, MockResponse
 from openapi_schema_validator import OAS31Validator
 
 from openai_cost_exporter.clock import FrozenClock
-from openai_cost_exporter.fake_api import FakeAdminAPI, Faults, mask_key, serve_forever
-from openai_cost_exporter.fake_costs import wire_amount
-from openai_cost_exporter.fake_org import FakeOrg
+from openai_cost_exporter.fake.api import FakeAdminAPI, Faults, mask_key, serve_forever
+from openai_cost_exporter.fake.costs import wire_amount
+from openai_cost_exporter.fake.org import FakeOrg
 from openai_cost_exporter.models import day_start
 
 KEY = "sk-admin-test-0123456789abcdef"

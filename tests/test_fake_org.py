@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 
 from openai_cost_exporter.clock import FrozenClock
-from openai_cost_exporter.fake_org import (
+from openai_cost_exporter.fake.org import (
     DEFAULT_NAME,
     SPIKE_NAME,
     FakeOrg,

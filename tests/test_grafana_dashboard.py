@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from openai_cost_exporter.clock import FrozenClock
-from openai_cost_exporter.fake_api import FakeAdminAPI
-from openai_cost_exporter.fake_org import FakeOrg
+from openai_cost_exporter.fake.api import FakeAdminAPI
+from openai_cost_exporter.fake.org import FakeOrg
 from openai_cost_exporter.models import UNATTRIBUTED
 from tests.clirun import ADMIN_KEY, late_today, run_once
 from tests.stack import VictoriaMetrics, victoria_metrics

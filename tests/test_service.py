@@ -15,8 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from openai_cost_exporter.clock import FrozenClock
 from openai_cost_exporter.errors import PushError
-from openai_cost_exporter.fake_api import FakeAdminAPI
-from openai_cost_exporter.fake_org import FakeOrg
+from openai_cost_exporter.fake.api import FakeAdminAPI
+from openai_cost_exporter.fake.org import FakeOrg
 from openai_cost_exporter.ledger import Ledger
 from openai_cost_exporter.openai_client import AdminClient, build_http_client
 from openai_cost_exporter.selfmetrics import SelfMetrics

@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from openai_cost_exporter.clock import FrozenClock
-from openai_cost_exporter.fake_api import FakeAdminAPI
-from openai_cost_exporter.fake_org import FakeOrg, FakeProject
+from openai_cost_exporter.fake.api import FakeAdminAPI
+from openai_cost_exporter.fake.org import FakeOrg, FakeProject
 from tests.clirun import ADMIN_KEY, baseline_of, late_today, run_once, set_today
 from tests.stack import Stack, VictoriaMetrics, bound_addresses, monitoring_stack, wait_until
 

@@ -74,8 +74,8 @@ def report(settings: Settings, *, days: int, fmt: str, offline: bool) -> int:
 
 
 def fake_api(args: argparse.Namespace) -> int:
-    from openai_cost_exporter.fake_api import Faults, serve_forever  # noqa: PLC0415
-    from openai_cost_exporter.fake_org import FakeOrg  # noqa: PLC0415
+    from openai_cost_exporter.fake.api import Faults, serve_forever  # noqa: PLC0415
+    from openai_cost_exporter.fake.org import FakeOrg  # noqa: PLC0415
 
     setup_logging("INFO", "text")
     org = FakeOrg.generate(seed=args.seed, project_count=args.projects)
@@ -96,8 +96,8 @@ DEMO_KEY = "sk-admin-demo"
 
 def demo(args: argparse.Namespace) -> int:
     """The exporter against a simulated organization: no key, no other service."""
-    from openai_cost_exporter.fake_api import FakeAdminAPI  # noqa: PLC0415
-    from openai_cost_exporter.fake_org import FakeOrg  # noqa: PLC0415
+    from openai_cost_exporter.fake.api import FakeAdminAPI  # noqa: PLC0415
+    from openai_cost_exporter.fake.org import FakeOrg  # noqa: PLC0415
 
     org = FakeOrg.generate(seed=args.seed, project_count=args.projects)
     with FakeAdminAPI(org, admin_key=DEMO_KEY) as api, tempfile.TemporaryDirectory(prefix="oce-demo-") as tmp:

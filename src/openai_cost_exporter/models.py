@@ -50,3 +50,26 @@ def utc_day(timestamp: int) -> dt.date:
 def day_start(day: dt.date) -> int:
     """Unix seconds of 00:00 UTC on `day`."""
     return int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp())
+
+
+#: `model` of usage rows whose model is null.
+UNKNOWN_MODEL = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """Token usage of one project and model in one bucket of a usage endpoint (openai-admin-api.md §3).
+
+    Usage carries tokens and requests, never dollars: an estimate needs a price (`pricing`).
+    """
+
+    start: int  # Unix seconds of the bucket's start (UTC)
+    project_id: str  # UNATTRIBUTED when the API sends null
+    model: str  # UNKNOWN_MODEL when the API sends null
+    kind: str  # the usage endpoint: "completions" or "embeddings"
+    input_tokens: int  # includes the cached input tokens (§3)
+    cached_input_tokens: int
+    output_tokens: int
+    requests: int
+    batch: bool = False
+    service_tier: str | None = None

@@ -1,7 +1,7 @@
 """A fake OpenAI Admin API over HTTP on 127.0.0.1, serving a `FakeOrg`, with switchable faults.
 
-This module owns the server: routing, bearer auth, applying `Faults` (fake_faults.py), error envelopes and the
-control endpoints. The pages themselves come from fake_costs.py and fake_projects.py.
+This module owns the server: routing, bearer auth, applying `Faults` (fake/faults.py), error envelopes and the
+control endpoints. The pages themselves come from fake/costs.py and fake/projects.py.
 
 Endpoints (openai-admin-openapi.yaml): `GET /v1/organization/costs` and `GET /v1/organization/projects`,
 bearer auth with the admin key. Control endpoints (no auth, no faults, not logged), for tests that run the
@@ -32,11 +32,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from openai_cost_exporter.fake_costs import CostsRenderer, parse_costs_query
-from openai_cost_exporter.fake_faults import Faults as Faults  # noqa: PLC0414 (explicit re-export for the CLI, tests)
-from openai_cost_exporter.fake_http import Params, Reply, Response, json_response, truncate
-from openai_cost_exporter.fake_org import FakeOrg
-from openai_cost_exporter.fake_projects import ProjectsListing
+from openai_cost_exporter.fake.costs import CostsRenderer, parse_costs_query
+from openai_cost_exporter.fake.faults import Faults as Faults  # noqa: PLC0414 (explicit re-export for the CLI, tests)
+from openai_cost_exporter.fake.http import Params, Reply, Response, json_response, truncate
+from openai_cost_exporter.fake.org import FakeOrg
+from openai_cost_exporter.fake.projects import ProjectsListing
 
 logger = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from openai_cost_exporter.fake_http import Params, bad_request, int_param, limit_param, many_params, one_param
-from openai_cost_exporter.fake_org import NANOS, FakeOrg
+from openai_cost_exporter.fake.http import Params, bad_request, int_param, limit_param, many_params, one_param
+from openai_cost_exporter.fake.org import NANOS, FakeOrg
 
 _DAY_SECONDS = 86400
 _Cell = tuple[str | None, str | None, int]

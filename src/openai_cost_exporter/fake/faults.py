@@ -1,6 +1,6 @@
 """The fake Admin API's failure switches (`Faults`), each a quirk or outage seen from the real API.
 
-`fake_api.py` applies them to API requests; tests and the `/_fake/faults` control endpoint set them.
+`fake/api.py` applies them to API requests; tests and the `/_fake/faults` control endpoint set them.
 """
 
 from __future__ import annotations

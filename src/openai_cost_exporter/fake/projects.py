@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from openai_cost_exporter.fake_http import Params, bad_request, limit_param, one_param
-from openai_cost_exporter.fake_org import FakeProject
+from openai_cost_exporter.fake.http import Params, bad_request, limit_param, one_param
+from openai_cost_exporter.fake.org import FakeProject
 
 
 def project_json(p: FakeProject) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The HTTP vocabulary the fake Admin API's endpoints share: query-string readers, `Reply` and `Response`.
 
 A `Reply` is an error raised while handling; it carries the status and the fields of OpenAI's error envelope
-(openai-admin-openapi.yaml `Error`), which `fake_api.py` renders. The readers raise a 400 `Reply` naming the bad
+(openai-admin-openapi.yaml `Error`), which `fake/api.py` renders. The readers raise a 400 `Reply` naming the bad
 parameter, as the real API does. A `Response` is what the server writes, in one piece or streamed.
 """
 
