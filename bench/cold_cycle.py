@@ -96,7 +96,7 @@ def main() -> None:
             metrics = SelfMetrics(CollectorRegistry())
             clock = SystemClock()
             cycle = CostCycle(
-                client=AdminClient(http, metrics=metrics),
+                source=AdminClient(http, on_request=metrics.count_request),
                 ledger=Ledger(conn),
                 clock=clock,
                 metrics=metrics,

@@ -6,20 +6,28 @@ import datetime as dt
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
+from prometheus_client import CollectorRegistry
 
-from openai_cost_exporter.alerter import Alerter, alert_states, build_alerter
+from openai_cost_exporter.alerter import Alerter, alert_states
+from openai_cost_exporter.app import build_alerter
 from openai_cost_exporter.clock import FrozenClock
 from openai_cost_exporter.config import load_settings
 from openai_cost_exporter.fake.api import FakeAdminAPI
 from openai_cost_exporter.fake.org import FakeOrg
 from openai_cost_exporter.ledger import Ledger
+from openai_cost_exporter.message_inputs import gather_inputs
+from openai_cost_exporter.messages import OutboxMessage
 from openai_cost_exporter.models import CostRow
-from openai_cost_exporter.notifications import Notifications, OutboxMessage
+from openai_cost_exporter.notifications import Notifications
 from openai_cost_exporter.openai_client import AdminClient, build_http_client
 from openai_cost_exporter.rules import Alert, AlertPolicy
+from openai_cost_exporter.selfmetrics import SelfMetrics
 from openai_cost_exporter.slack import DeliveryFailed, LogNotifier, SlackNotifier
+from openai_cost_exporter.slack_blocks import render
 from openai_cost_exporter.snapshot import CostSnapshot, build_snapshot
 from openai_cost_exporter.state import open_state
 
@@ -51,16 +59,42 @@ class World:
         self.api = api
         self.client = AdminClient(self.http)
 
-    def alerter(self, policy: AlertPolicy, digest_grace: dt.timedelta | None = None) -> Alerter:
-        return Alerter(
+    def alerter(self, policy: AlertPolicy, digest_grace: dt.timedelta | None = None) -> Stage:
+        alerter = Alerter(
             policy=policy,
             notifications=Notifications(self.conn, self.clock, backoff_seconds=0),
             notifier=self.inbox,
-            client=self.client,
-            ledger=self.ledger,
             clock=self.clock,
             digest_grace=digest_grace,
         )
+        return Stage(alerter, self)
+
+
+class Stage:
+    """The alert stage as the cycle runs it: evaluate, gather what the due messages need, queue, deliver."""
+
+    def __init__(self, alerter: Alerter, world: World) -> None:
+        self.alerter = alerter
+        self._world = world
+
+    def process(self, snap: CostSnapshot) -> dict[str, str]:
+        alerts = self.alerter.evaluate(snap)
+        due = self.alerter.due(alerts, snap.day)
+        digest = self.alerter.digest_due(snap.day)
+        inputs = gather_inputs(
+            due, snap, source=self._world.client, ledger=self._world.ledger, baseline_days=7, digest=digest
+        )
+        self.alerter.queue(snap, due, inputs)
+        self.alerter.deliver()
+        return self.alerter.states(alerts)
+
+    def deliver_pending(self) -> None:
+        self.alerter.deliver()
+
+
+def payload(message: OutboxMessage) -> dict[str, Any]:
+    """What Slack would be sent for an outbox message."""
+    return render(message)
 
 
 @pytest.fixture
@@ -95,7 +129,7 @@ def test_spike_message_names_the_top_line_items_of_the_snapshot(world: World) ->
     states = world.alerter(AlertPolicy(organization=False)).process(snapshot({"proj_a": "4"}, {"proj_a": "1"}, items))
     assert states == {"proj_a": "spike (4.0×)"}
     [message] = world.inbox.messages
-    text = str(message.payload["blocks"])
+    text = str(payload(message)["blocks"])
     assert text.index("gpt-4o, output") < text.index("gpt-4o, input") and "other" not in text
 
 
@@ -105,7 +139,7 @@ def test_line_items_are_fetched_when_not_collected(world: World) -> None:
     before = world.api.request_counts().get("/v1/organization/costs", 0)
     world.alerter(AlertPolicy(organization=False)).process(snapshot({project.id: "40"}, {project.id: "1"}))
     assert world.api.request_counts()["/v1/organization/costs"] == before + 1
-    assert project.line_items[0] in str(world.inbox.messages[0].payload["blocks"])
+    assert project.line_items[0] in str(payload(world.inbox.messages[0])["blocks"])
 
 
 def test_a_failed_line_item_fetch_still_sends_the_alert(world: World) -> None:
@@ -113,7 +147,7 @@ def test_a_failed_line_item_fetch_still_sends_the_alert(world: World) -> None:
     world.api.faults.update({"server_error_next": 50})
     world.alerter(AlertPolicy(organization=False)).process(snapshot({"proj_a": "4"}, {"proj_a": "1"}))
     assert len(world.inbox.messages) == 1
-    assert "Top line items" not in str(world.inbox.messages[0].payload["blocks"])
+    assert "Top line items" not in str(payload(world.inbox.messages[0])["blocks"])
 
 
 def test_organization_spike(world: World) -> None:
@@ -124,7 +158,7 @@ def test_organization_spike(world: World) -> None:
         snapshot({"proj_a": "2", "proj_b": "2"}, {"proj_a": "1", "proj_b": "1"}, items)
     )
     assert [m.subject_id for m in world.inbox.messages] == ["organization"]
-    assert "$4.00" in str(world.inbox.messages[0].payload["blocks"])
+    assert "$4.00" in str(payload(world.inbox.messages[0])["blocks"])
 
 
 def test_digest_waits_for_the_grace_then_comes_once(world: World, clock: FrozenClock) -> None:
@@ -139,7 +173,7 @@ def test_digest_waits_for_the_grace_then_comes_once(world: World, clock: FrozenC
     alerter.process(quiet)
     alerter.process(quiet)
     [digest] = world.inbox.messages
-    assert digest.rule == "digest" and "$12.50" in str(digest.payload)
+    assert digest.rule == "digest" and "$12.50" in str(payload(digest))
 
 
 def test_alert_states_for_the_page() -> None:
@@ -163,24 +197,35 @@ def test_alert_states_for_the_page() -> None:
 def test_build_alerter_picks_slack_or_the_log(tmp_path: Path, world: World) -> None:
     """With a webhook the alerter posts to Slack; without one it writes alerts to the log."""
     common = {"admin_key": KEY, "state_dir": tmp_path}
+    metrics = SelfMetrics(CollectorRegistry())
     with_slack = build_alerter(
         load_settings(**common, slack_webhook_url="http://127.0.0.1:9/services/T/B/X", digest=True),
-        conn=world.conn,
-        clock=world.clock,
-        metrics=None,
-        client=world.client,
-        ledger=world.ledger,  # type: ignore[arg-type]
+        world.conn,
+        world.clock,
+        metrics,
     )
-    without = build_alerter(
-        load_settings(**common),
-        conn=world.conn,
-        clock=world.clock,
-        metrics=None,
-        client=world.client,
-        ledger=world.ledger,  # type: ignore[arg-type]
-    )
+    without = build_alerter(load_settings(**common), world.conn, world.clock, metrics)
     assert isinstance(with_slack._notifier, SlackNotifier)
     assert isinstance(without._notifier, LogNotifier)
+
+
+def test_two_alerting_projects_make_one_line_item_request(world: World) -> None:
+    """Line items for every due message come from one request, filtered to the alerting projects."""
+    spending = {pid for pid, _ in world.api.org.line_item_totals(NOW.date())}
+    spenders = sorted((p for p in world.api.org.projects if p.id in spending), key=lambda p: p.id)[:2]
+    before = world.api.request_counts().get("/v1/organization/costs", 0)
+    world.alerter(AlertPolicy(organization=False)).process(
+        snapshot({p.id: "40" for p in spenders}, {p.id: "1" for p in spenders})
+    )
+    assert world.api.request_counts()["/v1/organization/costs"] == before + 1
+    assert len(world.inbox.messages) == 2
+    truth = world.api.org.line_item_totals(NOW.date())
+    for project, message in zip(spenders, world.inbox.messages, strict=True):
+        top = max((amount, item) for (pid, item), amount in truth.items() if pid == project.id)[1]
+        assert top in str(payload(message)["blocks"])
+    path, query = world.api.request_log[-1]
+    assert path == "/v1/organization/costs"
+    assert sorted(parse_qs(query)["project_ids"]) == sorted(p.id for p in spenders)
 
 
 def test_pending_messages_go_out_while_the_api_is_down(world: World) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from openai_cost_exporter import cli, commands
+from openai_cost_exporter import cli, commands, flags, logs
 from openai_cost_exporter.errors import PushError
 
 
@@ -42,7 +42,7 @@ def test_flags_become_settings(tmp_path: Path) -> None:
             "--line-items",
         ]
     )
-    settings = cli.settings_from_args(args)
+    settings = flags.settings_from_args(args)
     assert settings.alerts.spike_ratio == Decimal(3) and settings.alerts.min_usd == Decimal(5)
     assert settings.push_labels == {"team": "ml", "env": "prod"}
     assert settings.line_items is True and settings.state_dir == tmp_path
@@ -51,7 +51,7 @@ def test_flags_become_settings(tmp_path: Path) -> None:
 
 def test_json_log_format(capsys: pytest.CaptureFixture[str]) -> None:
     """--log-format json writes one JSON object per line with time, level, logger and message."""
-    cli.setup_logging("INFO", "json")
+    logs.setup_logging("INFO", "json")
     logging.getLogger("openai_cost_exporter.test").warning("spend is %s", "up")
     entry = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
     assert entry["level"] == "WARNING" and entry["message"] == "spend is up"

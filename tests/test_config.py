@@ -10,15 +10,13 @@ from typing import Any
 import pytest
 
 from openai_cost_exporter.config import (
-    DEFAULT_BASE_URL,
-    DEFAULT_INTERVAL_SECONDS,
-    DEFAULT_JOB,
-    DEFAULT_LISTEN,
     Settings,
     default_state_dir,
     load_settings,
     parse_listen,
 )
+from openai_cost_exporter.defaults import DEFAULT_BASE_URL, JOB, LISTEN
+from openai_cost_exporter.defaults import INTERVAL_SECONDS as DEFAULT_INTERVAL_SECONDS
 from openai_cost_exporter.errors import ConfigError
 
 KEY = "sk-admin-TOPSECRET0123456789abcdef"
@@ -80,9 +78,9 @@ def test_defaults() -> None:
     """Without flags, environment or file, every setting has its documented default."""
     settings = load_settings()
     assert settings.base_url == DEFAULT_BASE_URL
-    assert settings.listen == DEFAULT_LISTEN
+    assert settings.listen == LISTEN
     assert settings.interval == DEFAULT_INTERVAL_SECONDS
-    assert settings.job == DEFAULT_JOB
+    assert settings.job == JOB
     assert settings.push_url is None
     assert settings.push_labels == {}
     assert settings.alerts.spike_ratio == Decimal("1.5")
@@ -220,7 +218,7 @@ def test_unprefixed_variables_are_ignored(monkeypatch: pytest.MonkeyPatch, name:
 def test_unknown_prefixed_variable_is_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
     """An unknown OPENAI_COST_EXPORTER_* variable does not break start-up."""
     monkeypatch.setenv("OPENAI_COST_EXPORTER_NOT_A_SETTING", "1")
-    assert load_settings().job == DEFAULT_JOB
+    assert load_settings().job == JOB
 
 
 def test_none_overrides_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -432,7 +430,7 @@ def test_unparsable_config_file(tmp_path: Path, name: str, text: str, message: s
 
 def test_empty_yaml_file_means_defaults(tmp_path: Path) -> None:
     """An empty YAML file is valid and changes nothing."""
-    assert load_settings(config=write(tmp_path / "empty.yaml", "")).job == DEFAULT_JOB
+    assert load_settings(config=write(tmp_path / "empty.yaml", "")).job == JOB
 
 
 def test_settings_class_is_the_one_built() -> None:
@@ -465,9 +463,8 @@ def test_more_invalid_settings_are_config_errors(overrides: dict[str, Any], mess
 
 def test_a_key_with_typographic_characters_is_refused_without_showing_it() -> None:
     """A pasted key with an en dash cannot be sent as a header: one clear error, the key not shown."""
-    settings = load_settings(admin_key="sk\u2013admin-abcdef123456")
     with pytest.raises(ConfigError, match="characters no key has") as caught:
-        settings.resolved_admin_key()
+        load_settings(admin_key="sk\u2013admin-abcdef123456")
     assert "abcdef123456" not in str(caught.value)
 
 

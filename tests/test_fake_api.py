@@ -383,6 +383,117 @@ def test_a_cursor_from_another_query_is_refused(client: httpx.Client) -> None:
     assert response.status_code == 400 and validate_error(response)["param"] == "page"
 
 
+# ---- usage: contract, paging and validation ---------------------------------------------------------------
+
+
+def usage(client: httpx.Client, kind: str = "completions", **params: Any) -> httpx.Response:
+    params.setdefault("start_time", day_start(TODAY - 2 * DAY))
+    return client.get(f"/organization/usage/{kind}", params=params)
+
+
+@pytest.mark.parametrize("kind", ["completions", "embeddings"])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"bucket_width": "1d", "group_by": ["project_id", "model"]},
+        {"bucket_width": "1h", "group_by[]": ["project_id"], "start_time": day_start(TODAY)},
+        {"bucket_width": "1m", "group_by": "model", "start_time": int(NOON.timestamp()) - 3600},
+        {"bucket_width": "1h", "group_by": ["project_id", "api_key_id", "user_id"], "limit": 168},
+    ],
+    ids=["defaults", "1d-both", "1h-project-brackets", "1m-model", "1h-other-groups"],
+)
+def test_usage_pages_match_the_contract(client: httpx.Client, kind: str, params: dict[str, Any]) -> None:
+    """Usage pages of every bucket width and grouping validate against the spec and carry usage rows."""
+    response = usage(client, kind, **params)
+    assert response.status_code == 200, response.text
+    validate(response)
+    page = response.json()
+    results = [r for b in page["data"] for r in b["results"]]
+    assert results and all(r["object"] == f"organization.usage.{kind}.result" for r in results)
+    wanted = {g for k, v in params.items() if k.startswith("group_by") for g in ([v] if isinstance(v, str) else v)}
+    if "project_id" in wanted:
+        assert any(r["project_id"] is not None for r in results)
+    for r in results:
+        assert "project_id" in wanted or r["project_id"] is None
+        assert (r["model"] is not None) == ("model" in wanted)
+        assert r["input_tokens"] > 0 and r["num_model_requests"] > 0
+        assert kind == "embeddings" or r["input_cached_tokens"] <= r["input_tokens"]
+
+
+def test_a_mutated_usage_page_fails_validation(client: httpx.Client) -> None:
+    """The usage contract check is not vacuous: a missing output_tokens or a float token count fail it."""
+    response = usage(client, group_by=["project_id", "model"])
+    validate(response)
+    good = response.json()
+    mutations: list[Callable[[dict[str, Any]], object]] = [
+        lambda p: p["data"][0]["results"][0].pop("output_tokens"),
+        lambda p: p["data"][0]["results"][0].__setitem__("input_tokens", 1.5),
+    ]
+    for mutate in mutations:
+        page = copy.deepcopy(good)
+        mutate(page)
+        with pytest.raises(Exception, match=r"InvalidData|not valid|is not"):
+            validate(httpx.Response(200, json=page, request=response.request))
+
+
+@pytest.mark.parametrize(("width", "default", "maximum"), [("1d", 7, 31), ("1h", 24, 168), ("1m", 60, 1440)])
+def test_usage_limit_defaults_and_maxima_per_bucket_width(
+    client: httpx.Client, width: str, default: int, maximum: int
+) -> None:
+    """Each bucket width has its own default and maximum limit (§3); one over the maximum is a 400."""
+    start = day_start(TODAY - 40 * DAY)
+    end = int(NOON.timestamp())
+    assert len(usage(client, start_time=start, end_time=end, bucket_width=width).json()["data"]) == default
+    full = usage(client, start_time=start, end_time=end, bucket_width=width, limit=maximum)
+    validate(full)
+    assert len(full.json()["data"]) == maximum
+    over = usage(client, start_time=start, bucket_width=width, limit=maximum + 1)
+    assert over.status_code == 400 and validate_error(over)["param"] == "limit"
+
+
+@pytest.mark.parametrize(
+    ("kind", "params", "param"),
+    [
+        ("completions", {"bucket_width": "2h"}, "bucket_width"),
+        ("completions", {"bucket_width": "1w"}, "bucket_width"),
+        ("completions", {"limit": 0}, "limit"),
+        ("completions", {"start_time": None}, "start_time"),
+        ("completions", {"end_time": 10}, "end_time"),
+        ("completions", {"group_by": "line_item"}, "group_by"),
+        ("completions", {"batch": "maybe"}, "batch"),
+        ("embeddings", {"group_by": "batch"}, "group_by"),
+        ("embeddings", {"limit": 32}, "limit"),
+        ("completions", {"page": "not-a-cursor"}, "page"),
+    ],
+)
+def test_usage_validation_errors_are_400(client: httpx.Client, kind: str, params: dict[str, Any], param: str) -> None:
+    """Bad usage parameters get 400 with the error envelope naming the parameter."""
+    query = {"start_time": day_start(TODAY - 7 * DAY), **params}
+    response = client.get(f"/organization/usage/{kind}", params={k: v for k, v in query.items() if v is not None})
+    assert response.status_code == 400
+    assert validate_error(response)["param"] == param
+
+
+def test_usage_pagination_walks_every_hour_once(client: httpx.Client) -> None:
+    """Seven days of 1h buckets at the default limit come in 7 pages of aligned hours, each hour once."""
+    start = day_start(TODAY - 7 * DAY) + 1800  # inside an hour: the first bucket is that whole hour
+    params: dict[str, Any] = {"start_time": start, "end_time": day_start(TODAY), "bucket_width": "1h"}
+    starts: list[int] = []
+    pages = 0
+    while True:
+        page = usage(client, **params).json()
+        starts += [b["start_time"] for b in page["data"]]
+        assert all(b["end_time"] == b["start_time"] + 3600 for b in page["data"])
+        pages += 1
+        if not page["has_more"]:
+            assert page["next_page"] is None
+            break
+        params["page"] = page["next_page"]
+    assert starts == [start - 1800 + n * 3600 for n in range(7 * 24)]
+    assert pages == 7
+
+
 # ---- projects ---------------------------------------------------------------------------------------------
 
 
@@ -630,9 +741,25 @@ def test_control_scale_today(control: httpx.Client, org: FakeOrg) -> None:
     assert abs(org.daily_total(TODAY, pid) - 3 * before) < Decimal("0.00000001")
 
 
+def test_control_runaway(control: httpx.Client, org: FakeOrg) -> None:
+    """POST /_fake/runaway multiplies a project's spend rate since minutes_ago; stop ends it."""
+    hour = NOON - dt.timedelta(hours=1)
+    pid = max((p.id for p in org.projects), key=lambda p: org.spend_between(p, hour, NOON))
+    before = org.spend_between(pid, hour, NOON)
+    assert before > 1
+    body = {"project_id": pid, "factor": "10", "minutes_ago": 60}
+    assert control.post("/_fake/runaway", json=body).status_code == 200
+    assert abs(org.spend_between(pid, hour, NOON) - 10 * before) < Decimal("0.000001")
+    assert control.post("/_fake/runaway", json={"project_id": pid, "stop": True}).status_code == 200
+    assert abs(org.spend_between(pid, hour, NOON) - 10 * before) < Decimal("0.000001")
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body"),
     [
+        ("POST", "/_fake/runaway", {"project_id": "proj_x", "factor": "2", "minutes_ago": 5}),
+        ("POST", "/_fake/runaway", {"project_id": None, "factor": "-2", "minutes_ago": 5}),
+        ("POST", "/_fake/runaway", {"project_id": None, "factor": "2", "minutes_ago": "soon"}),
         ("POST", "/_fake/spend", {"day": "yesterday", "project_id": None, "line_item": "x", "amount": "1"}),
         ("POST", "/_fake/spend", {"day": "2026-11-01", "project_id": "proj_x", "line_item": "x", "amount": "1"}),
         ("POST", "/_fake/spend", {"day": "2026-11-01", "project_id": None, "line_item": "x", "amount": "abc"}),

@@ -100,16 +100,29 @@ def test_without_spike_no_project_jumps_at_noon() -> None:
             assert org.daily_total(TODAY, p.id) < Decimal("1.5") * mean, p.name
 
 
-def test_today_is_partial_in_proportion_to_the_time_of_day() -> None:
-    """Today's amount grows with the clock: at 18:00 it is three times the 06:00 amount (to rounding)."""
-    clock = FrozenClock(dt.datetime(2026, 11, 25, 6, tzinfo=dt.UTC))
+@pytest.mark.parametrize("lag_hours", [0, 3])
+def test_today_is_billed_up_to_now_minus_the_cost_lag(lag_hours: int) -> None:
+    """Today's billed amount is the spend from midnight to now - cost_lag, whatever the project's profile."""
+    clock = FrozenClock(dt.datetime(2026, 11, 25, 15, 37, 20, tzinfo=dt.UTC))
     org = _org(clock=clock, spike_project=False)
-    morning = org.daily_totals(clock.now().date())
-    clock.advance(dt.timedelta(hours=12))
-    evening = org.daily_totals(clock.now().date())
-    assert morning and morning.keys() <= evening.keys()
-    for pid, amount in morning.items():
-        assert abs(evening[pid] - 3 * amount) < Decimal("0.00000001")
+    org.cost_lag = dt.timedelta(hours=lag_hours)
+    midnight = dt.datetime(2026, 11, 25, tzinfo=dt.UTC)
+    billed = org.daily_totals(clock.now().date())
+    assert len(billed) > 20
+    for pid, amount in billed.items():
+        assert amount == org.spend_between(pid, midnight, clock.now() - org.cost_lag)
+    if lag_hours:
+        assert all(billed[p] < org.spend_between(p, midnight, clock.now()) for p in billed if billed[p] > 1)
+
+
+def test_nothing_of_today_is_billed_before_the_lag_has_passed() -> None:
+    """At 02:00 with a 3-hour lag no project but the spike one has billed costs today; yesterday is complete."""
+    clock = FrozenClock(dt.datetime(2026, 11, 25, 2, tzinfo=dt.UTC))
+    org = _org(clock=clock)
+    assert set(org.daily_totals(clock.now().date())) == {org.spike_project_id}
+    yesterday = dt.datetime(2026, 11, 24, tzinfo=dt.UTC)
+    for pid, amount in org.daily_totals(yesterday.date()).items():
+        assert amount == org.spend_between(pid, yesterday, yesterday + DAY)
 
 
 def test_future_days_and_days_before_history_are_empty() -> None:

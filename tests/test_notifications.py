@@ -15,10 +15,12 @@ from prometheus_client import CollectorRegistry
 from openai_cost_exporter import notifications as notifications_module
 from openai_cost_exporter.clock import FrozenClock
 from openai_cost_exporter.errors import AuthError, NotifyError, StateError
-from openai_cost_exporter.notifications import Notifications, OutboxMessage
+from openai_cost_exporter.messages import MessageContext, OutboxMessage
+from openai_cost_exporter.notifications import Notifications
 from openai_cost_exporter.rules import Alert, build_digest
 from openai_cost_exporter.selfmetrics import SelfMetrics
-from openai_cost_exporter.slack import DeliveryFailed, LogNotifier, MessageContext, SlackNotifier
+from openai_cost_exporter.slack import DeliveryFailed, LogNotifier, SlackNotifier
+from openai_cost_exporter.slack_blocks import render
 from tests.fake_slack import FakeSlack
 
 D = Decimal
@@ -108,7 +110,7 @@ def test_one_message_per_day(notes: Notifications) -> None:
     (message,) = notes.decide([spike()], DAY, contexts)
     assert (message.rule, message.subject_id, message.day, message.level) == ("spike", "proj_a", DAY, "firing")
     assert not message.escalation
-    assert message.payload["blocks"][0]["text"]["text"] == "Spend spike: Alpha"
+    assert render(message)["blocks"][0]["text"]["text"] == "Spend spike: Alpha"
     assert notes.decide([spike("5")], DAY, contexts) == []
     assert len(contexts.calls) == 1  # the context is built only for the message actually decided
 
@@ -138,8 +140,8 @@ def test_escalation(notes: Notifications) -> None:
     assert notes.decide([spike("7.99")], DAY, Contexts()) == []
     (escalated,) = notes.decide([spike("8")], DAY, Contexts())
     assert escalated.escalation
-    assert escalated.payload["blocks"][0]["text"]["text"].startswith("Escalation: ")
-    assert "2.0× the $4.00 notified earlier today" in str(escalated.payload)
+    assert render(escalated)["blocks"][0]["text"]["text"].startswith("Escalation: ")
+    assert "2.0× the $4.00 notified earlier today" in str(render(escalated))
     assert notes.decide([spike("15")], DAY, Contexts()) == []
     assert len(notes.decide([spike("16")], DAY, Contexts())) == 1
 
@@ -168,7 +170,7 @@ def test_restart_remembers(db_path: Path, clock: FrozenClock) -> None:
         notes = Notifications(second, clock)
         assert notes.decide([spike()], DAY, Contexts()) == []
         (pending,) = notes.pending()
-        assert pending.payload["blocks"][0]["text"]["text"] == "Spend spike: Alpha"
+        assert render(pending)["blocks"][0]["text"]["text"] == "Spend spike: Alpha"
     finally:
         second.close()
 
@@ -177,19 +179,19 @@ def test_decision_and_outbox_are_one_transaction(
     notes: Notifications, conn: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A failure while queuing leaves neither a remembered alert nor a message, so the next cycle retries."""
-    real = notifications_module.build_alert_message
+    real = notifications_module.alert_record
 
     def flaky(alert: Alert, ctx: MessageContext) -> dict[str, Any]:
         if alert.subject_id == "proj_b":
             raise RuntimeError("crash while queuing")
         return real(alert, ctx)
 
-    monkeypatch.setattr(notifications_module, "build_alert_message", flaky)
+    monkeypatch.setattr(notifications_module, "alert_record", flaky)
     with pytest.raises(RuntimeError):
         notes.decide([spike(), spike(subject_id="proj_b")], DAY, Contexts())
     assert conn.execute("SELECT COUNT(*) FROM alert_notified").fetchone() == (0,)
     assert notes.pending() == []
-    monkeypatch.setattr(notifications_module, "build_alert_message", real)
+    monkeypatch.setattr(notifications_module, "alert_record", real)
     assert len(notes.decide([spike(), spike(subject_id="proj_b")], DAY, Contexts())) == 2
 
 
@@ -200,7 +202,7 @@ def test_failing_context_still_notifies(notes: Notifications, caplog: pytest.Log
         raise AuthError("key rejected")
 
     (message,) = notes.decide([spike()], DAY, broken)
-    assert len(message.payload["blocks"]) == 3  # no line items section
+    assert len(render(message)["blocks"]) == 3  # no line items section
     assert "no details for the spike alert on proj_a" in caplog.text
 
 
@@ -209,7 +211,7 @@ def test_digest_once_per_day(notes: Notifications) -> None:
     digest = build_digest(DAY, {"p": D(3)}, {"p": D(1)}, {"p": "P"})
     message = notes.decide_digest(digest, DAY)
     assert message is not None and message.rule == "digest"
-    assert message.payload["text"].endswith("$3.00")
+    assert render(message)["text"].endswith("$3.00")
     assert notes.decide_digest(digest, DAY) is None
     assert notes.decide_digest(digest, DAY + dt.timedelta(days=1)) is not None
 

@@ -598,7 +598,9 @@ NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
         ({"Retry-After": "5"}, 5.0),
         ({"Retry-After": " 0 "}, 0.0),
         ({"Retry-After": "-3"}, 0.0),
-        ({"Retry-After": "inf"}, None),
+        ({"Retry-After": "inf"}, 3600.0),  # capped: a wait no server may impose
+        ({"Retry-After": "1e12"}, 3600.0),
+        ({"Retry-After": "nan"}, None),
         ({"Retry-After": "soon"}, None),
         ({"Retry-After": "Sat, 28 Nov 2026 12:00:30 GMT"}, 30.0),
         ({"Retry-After": "Sat, 28 Nov 2026 11:00:00 GMT"}, 0.0),
@@ -687,7 +689,7 @@ def test_every_attempt_is_counted(make_client: Callable[..., AdminClient]) -> No
         fail(503, "down"),
         projects_page(project("proj_a")),
     )
-    client = make_client(script, metrics=metrics)
+    client = make_client(script, on_request=metrics.count_request)
     costs(client)
     client.list_projects()
 

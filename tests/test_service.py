@@ -19,7 +19,7 @@ from openai_cost_exporter.fake.api import FakeAdminAPI
 from openai_cost_exporter.fake.org import FakeOrg
 from openai_cost_exporter.ledger import Ledger
 from openai_cost_exporter.openai_client import AdminClient, build_http_client
-from openai_cost_exporter.selfmetrics import SelfMetrics
+from openai_cost_exporter.selfmetrics import RequestCounter, SelfMetrics
 from openai_cost_exporter.service import CostCycle, CycleOptions, run_forever, seconds_until_next
 from openai_cost_exporter.state import open_state
 
@@ -61,8 +61,10 @@ class Harness:
         self.metrics = SelfMetrics(self.registry)
         self.pusher = RecordingPusher()
         self.ledger = Ledger(self.conn)
+        self.requests = RequestCounter(self.metrics.count_request)
         self.cycle = CostCycle(
-            client=AdminClient(self.http, metrics=self.metrics),
+            source=AdminClient(self.http, on_request=self.requests),
+            requests=self.requests,
             ledger=self.ledger,
             clock=clock,
             metrics=self.metrics,
@@ -113,7 +115,7 @@ def test_midnight_pushes_the_day_that_just_closed(harness: Harness, clock: Froze
 
 
 def test_a_revision_is_pushed_again_and_moves_the_baseline(harness: Harness) -> None:
-    """A changed closed day inside the revision window is re-pushed with its timestamp; the baseline follows."""
+    """A changed closed day inside the revision window is re-pushed a millisecond later; the baseline follows."""
     harness.cycle.run_once()
     project = next(p for p in harness.org.projects if p.daily_usd > 0 and not p.archived)
     before = harness.cycle.snapshot
@@ -129,7 +131,8 @@ def test_a_revision_is_pushed_again_and_moves_the_baseline(harness: Harness) -> 
     assert after is not None
     moved = after.baseline[project.id] - before.baseline.get(project.id, Decimal(0))
     assert (moved * 7).quantize(Decimal("1e-12")) == (new - old).quantize(Decimal("1e-12"))
-    assert (project.id, float(new), dt.datetime(2026, 11, 17, 23, 59, 59, tzinfo=dt.UTC)) in (
+    # The second push of the day lands a millisecond after the first (the newest sample wins in any dedup mode).
+    assert (project.id, float(new), dt.datetime(2026, 11, 17, 23, 59, 59, 1000, tzinfo=dt.UTC)) in (
         harness.pusher.closed_day_samples()
     )
 
@@ -272,5 +275,5 @@ def test_a_revision_that_removes_spend_writes_zero(harness: Harness) -> None:
         harness.org.set_cost(day, project.id, item, Decimal(0))
     harness.pusher.bodies.clear()
     assert harness.cycle.run_once().pushed_days == 1
-    last_second = dt.datetime(2026, 11, 17, 23, 59, 59, tzinfo=dt.UTC)
+    last_second = dt.datetime(2026, 11, 17, 23, 59, 59, 1000, tzinfo=dt.UTC)  # the day's second push
     assert (project.id, 0.0, last_second) in harness.pusher.closed_day_samples()

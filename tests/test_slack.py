@@ -14,14 +14,11 @@ import pytest
 from pydantic import SecretStr
 
 from openai_cost_exporter.errors import ConfigError, NotifyError
-from openai_cost_exporter.notifications import OutboxMessage
+from openai_cost_exporter.messages import MessageContext, OutboxMessage
 from openai_cost_exporter.rules import ORGANIZATION, Alert, DigestRow, build_digest
-from openai_cost_exporter.slack import (
+from openai_cost_exporter.slack import DeliveryFailed, LogNotifier, SlackNotifier
+from openai_cost_exporter.slack_blocks import (
     PROJECT_USAGE_URL,
-    DeliveryFailed,
-    LogNotifier,
-    MessageContext,
-    SlackNotifier,
     build_alert_message,
     build_digest_message,
     escape,
@@ -58,7 +55,7 @@ def outbox(payload: dict[str, Any] | None = None) -> OutboxMessage:
         day=dt.date(2026, 11, 28),
         level="firing",
         escalation=False,
-        payload=payload or {"text": "hello\nworld"},
+        record=payload or {"text": "hello\nworld"},
         created_at=DATA_TIME,
     )
 
@@ -262,13 +259,19 @@ def test_long_rate_limit_returns_retry_after(slack: FakeSlack) -> None:
     assert len(slack.requests) == 1
 
 
-@pytest.mark.parametrize("headers", [{"Retry-After": "Wed, 21 Oct 2026 07:28:00 GMT"}, {}], ids=["date", "none"])
-def test_rate_limit_without_seconds_not_waited_for(slack: FakeSlack, headers: dict[str, str]) -> None:
-    """A 429 without a Retry-After in seconds is neither waited for nor reported as a delay."""
+@pytest.mark.parametrize(
+    ("headers", "delay"),
+    [({"Retry-After": "Wed, 21 Oct 2099 07:28:00 GMT"}, 3600.0), ({"Retry-After": "1e12"}, 3600.0), ({}, None)],
+    ids=["far-date", "huge", "none"],
+)
+def test_long_or_missing_rate_limit_is_not_waited_for_in_call(
+    slack: FakeSlack, headers: dict[str, str], delay: float | None
+) -> None:
+    """A 429 asking for a long wait (capped at an hour) or for none goes back to the outbox, not waited for."""
     slack.fail_next(1, status=429, body="rate_limited", headers=headers)
     with pytest.raises(DeliveryFailed) as caught:
         SlackNotifier(slack.url, backoff=0).send(outbox())
-    assert caught.value.retry_after is None
+    assert caught.value.retry_after == delay
     assert len(slack.requests) == 1
 
 

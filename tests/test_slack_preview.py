@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
+from openai_cost_exporter.messages import MessageContext
 from openai_cost_exporter.rules import ORGANIZATION, build_digest
-from openai_cost_exporter.slack import MessageContext, build_alert_message, build_digest_message
+from openai_cost_exporter.slack_blocks import build_alert_message, build_digest_message
 from tests.test_slack import alert
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from openai_cost_exporter.rules import month_forecast
-from openai_cost_exporter.snapshot import PAGE_DAYS, CostSnapshot, baseline, build_snapshot, month_to_date
+from openai_cost_exporter.snapshot import PAGE_DAYS, baseline, build_snapshot, month_to_date
 
 D = Decimal
 TODAY = dt.date(2026, 11, 28)
@@ -76,7 +76,6 @@ def test_build_snapshot_figures() -> None:
     assert snap.baseline == {"a": D("1"), "b": D("1")}
     assert snap.month_to_date == {"a": D("6"), "b": D("2")}
     assert snap.line_items is None
-    assert snap.alerts == {}
 
 
 def test_forecast_uses_month_forecast() -> None:
@@ -168,12 +167,3 @@ def test_day_is_the_utc_day(now: dt.datetime) -> None:
     assert snap.day == TODAY
     assert snap.today == {"a": D(1)}
     assert snap.taken_at.utcoffset() == dt.timedelta(0)
-
-
-def test_alerts_default_empty_and_replaceable() -> None:
-    """A snapshot starts without alert states; dataclasses.replace adds them without touching figures."""
-    snap = build_snapshot(NOW, {}, {TODAY: {"a": D(1)}}, baseline_days=7)
-    marked = dataclasses.replace(snap, alerts={"a": "spike"})
-    assert isinstance(marked, CostSnapshot)
-    assert marked.alerts == {"a": "spike"}
-    assert snap.alerts == {}

@@ -1,31 +1,23 @@
-"""The built-in alert path of a cycle: snapshot -> rules -> notification state -> Slack (or the log)."""
+"""The built-in alert path of a cycle: snapshot -> rules -> notification state -> a notifier.
+
+It decides and sends; whatever a message needs beyond the snapshot (line items, yesterday's totals) is
+gathered by the cycle (message_inputs.py) and handed in, so nothing here reads the API or the ledger.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-import logging
-import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
 from openai_cost_exporter.clock import Clock
-from openai_cost_exporter.errors import OpenAIError
-from openai_cost_exporter.ledger import Ledger
-from openai_cost_exporter.models import ZERO
-from openai_cost_exporter.notifications import Notifications
-from openai_cost_exporter.openai_client import AdminClient
+from openai_cost_exporter.message_inputs import LineItems, MessageInputs
+from openai_cost_exporter.messages import MessageContext, Notifier
+from openai_cost_exporter.models import DAY, ZERO
+from openai_cost_exporter.notifications import DeliveryReport, Notifications
 from openai_cost_exporter.rules import ORGANIZATION, Alert, AlertPolicy, SpendFigures, build_digest, evaluate
-from openai_cost_exporter.selfmetrics import SelfMetrics
-from openai_cost_exporter.slack import LogNotifier, MessageContext, Notifier, SlackNotifier
 from openai_cost_exporter.snapshot import CostSnapshot, baseline
 
-if TYPE_CHECKING:
-    from openai_cost_exporter.config import Settings
-
-log = logging.getLogger(__name__)
-
-DAY = dt.timedelta(days=1)
 TOP_LINE_ITEMS = 3
 
 
@@ -38,8 +30,6 @@ class Alerter:
         policy: AlertPolicy,
         notifications: Notifications,
         notifier: Notifier,
-        client: AdminClient,
-        ledger: Ledger,
         clock: Clock,
         digest_grace: dt.timedelta | None = None,
         retention: dt.timedelta = dt.timedelta(days=400),
@@ -47,93 +37,93 @@ class Alerter:
         self._policy = policy
         self._notifications = notifications
         self._notifier = notifier
-        self._client = client
-        self._ledger = ledger
         self._clock = clock
         self._digest_grace = digest_grace
         self._retention = retention
 
-    def process(self, snapshot: CostSnapshot) -> Mapping[str, str]:
-        alerts = evaluate(self._policy, self.project_figures(snapshot), self.organization_figures(snapshot))
-        self._notifications.decide(alerts, snapshot.day, lambda alert: self._context(alert, snapshot))
-        if self._digest_grace is not None:
-            self._maybe_digest(snapshot)
-        self._notifications.deliver(self._notifier)
+    def evaluate(self, snapshot: CostSnapshot) -> list[Alert]:
+        """Every rule the snapshot breaches (pure: the rules module decides)."""
+        return evaluate(self._policy, project_figures(snapshot), organization_figures(snapshot))
+
+    def due(self, alerts: Sequence[Alert], day: dt.date) -> list[Alert]:
+        """The alerts that need a message now (new today, or escalated)."""
+        return self._notifications.undecided(alerts, day)
+
+    def digest_due(self, day: dt.date) -> bool:
+        """Whether yesterday's digest is wanted now (opt-in, after the grace for late revisions)."""
+        if self._digest_grace is None:
+            return False
+        since_midnight = self._clock.now() - dt.datetime.combine(day, dt.time(), dt.UTC)
+        return since_midnight >= self._digest_grace and not self._notifications.digest_queued(day - DAY)
+
+    def queue(self, snapshot: CostSnapshot, due: Sequence[Alert], inputs: MessageInputs) -> None:
+        """Queue the due messages (and the digest when its totals came) in the outbox."""
+        self._notifications.decide(due, snapshot.day, lambda alert: self._context(alert, snapshot, inputs))
+        if inputs.digest_totals is not None:
+            self._queue_digest(snapshot, inputs.digest_totals)
         self._notifications.prune(snapshot.day - self._retention)
+
+    def deliver(self) -> DeliveryReport:
+        """Send what is pending (decided in this cycle or an earlier one)."""
+        return self._notifications.deliver(self._notifier)
+
+    @staticmethod
+    def states(alerts: Sequence[Alert]) -> dict[str, str]:
         return alert_states(alerts)
 
-    def deliver_pending(self) -> None:
-        self._notifications.deliver(self._notifier)
-
-    @staticmethod
-    def project_figures(snapshot: CostSnapshot) -> list[SpendFigures]:
-        return [
-            SpendFigures(
-                subject_id=pid,
-                subject_name=snapshot.name(pid),
-                today=snapshot.today.get(pid, ZERO),
-                baseline=snapshot.baseline.get(pid, ZERO),
-                month_to_date=snapshot.month_to_date.get(pid, ZERO),
-                forecast=snapshot.forecast.get(pid, ZERO),
-            )
-            for pid in snapshot.project_ids
-        ]
-
-    @staticmethod
-    def organization_figures(snapshot: CostSnapshot) -> SpendFigures:
-        return SpendFigures(
-            subject_id=ORGANIZATION,
-            subject_name="Organization",
-            today=snapshot.total(snapshot.today),
-            baseline=snapshot.total(snapshot.baseline),
-            month_to_date=snapshot.total(snapshot.month_to_date),
-            forecast=snapshot.total(snapshot.forecast),
-        )
-
-    def _context(self, alert: Alert, snapshot: CostSnapshot) -> MessageContext:
+    def _context(self, alert: Alert, snapshot: CostSnapshot, inputs: MessageInputs) -> MessageContext:
         return MessageContext(
-            line_items=self._top_line_items(alert.subject_id, snapshot),
+            line_items=top_line_items(alert.subject_id, inputs.line_items),
             data_time=snapshot.taken_at,
             baseline_days=self._policy.baseline_days,
         )
 
-    def _top_line_items(self, subject_id: str, snapshot: CostSnapshot) -> list[tuple[str, Decimal]]:
-        items = snapshot.line_items
-        if items is None:
-            # Line items are not collected: ask for today's, grouped by line_item, now that a message is due.
-            try:
-                items = {
-                    (row.project_id, row.line_item or "unknown"): row.amount_usd
-                    for page in self._client.iter_costs(snapshot.day, snapshot.day + DAY, line_items=True, limit=1)
-                    for row in page.rows
-                }
-            except OpenAIError as exc:
-                log.warning("could not fetch line items for the alert message: %s", exc)
-                return []
-        totals: dict[str, Decimal] = {}
-        for (project_id, line_item), amount in items.items():
-            if subject_id in (ORGANIZATION, project_id):
-                totals[line_item] = totals.get(line_item, ZERO) + amount
-        return sorted(totals.items(), key=lambda item: item[1], reverse=True)[:TOP_LINE_ITEMS]
-
-    def _maybe_digest(self, snapshot: CostSnapshot) -> None:
-        assert self._digest_grace is not None
-        now = self._clock.now()
-        if now - dt.datetime.combine(snapshot.day, dt.time(), dt.UTC) < self._digest_grace:
-            return  # yesterday's late revisions are still coming in
+    def _queue_digest(self, snapshot: CostSnapshot, totals: Mapping[dt.date, Mapping[str, Decimal]]) -> None:
         yesterday = snapshot.day - DAY
-        days = self._policy.baseline_days
-        totals = self._ledger.project_totals(yesterday - dt.timedelta(days=days), snapshot.day)
         digest = build_digest(
             yesterday,
             dict(totals.get(yesterday, {})),
-            baseline(totals, yesterday, days),
+            baseline(totals, yesterday, self._policy.baseline_days),
             {pid: snapshot.name(pid) for day in totals.values() for pid in day},
         )
         self._notifications.decide_digest(digest, yesterday)
 
 
-def alert_states(alerts: list[Alert]) -> dict[str, str]:
+def project_figures(snapshot: CostSnapshot) -> list[SpendFigures]:
+    return [
+        SpendFigures(
+            subject_id=pid,
+            subject_name=snapshot.name(pid),
+            today=snapshot.today.get(pid, ZERO),
+            baseline=snapshot.baseline.get(pid, ZERO),
+            month_to_date=snapshot.month_to_date.get(pid, ZERO),
+            forecast=snapshot.forecast.get(pid, ZERO),
+        )
+        for pid in snapshot.project_ids
+    ]
+
+
+def organization_figures(snapshot: CostSnapshot) -> SpendFigures:
+    return SpendFigures(
+        subject_id=ORGANIZATION,
+        subject_name="Organization",
+        today=snapshot.total(snapshot.today),
+        baseline=snapshot.total(snapshot.baseline),
+        month_to_date=snapshot.total(snapshot.month_to_date),
+        forecast=snapshot.total(snapshot.forecast),
+    )
+
+
+def top_line_items(subject_id: str, items: LineItems | None) -> list[tuple[str, Decimal]]:
+    """The largest line items of a project (or of the organization) today."""
+    totals: dict[str, Decimal] = {}
+    for (project_id, line_item), amount in (items or {}).items():
+        if subject_id in (ORGANIZATION, project_id):
+            totals[line_item] = totals.get(line_item, ZERO) + amount
+    return sorted(totals.items(), key=lambda item: item[1], reverse=True)[:TOP_LINE_ITEMS]
+
+
+def alert_states(alerts: Sequence[Alert]) -> dict[str, str]:
     """A short state per project for the spend page, e.g. `spike (4.0×)`, `daily budget`."""
     states: dict[str, str] = {}
     for alert in alerts:
@@ -148,33 +138,3 @@ def alert_states(alerts: list[Alert]) -> dict[str, str]:
             text = f"monthly budget {alert.level}"
         states[alert.subject_id] = ", ".join(filter(None, [states.get(alert.subject_id), text]))
     return states
-
-
-def build_alerter(
-    settings: Settings,
-    *,
-    conn: sqlite3.Connection,
-    clock: Clock,
-    metrics: SelfMetrics,
-    client: AdminClient,
-    ledger: Ledger,
-) -> Alerter:
-    url = settings.resolved_webhook_url()
-    notifier: Notifier = SlackNotifier(url, timeout=settings.request_timeout) if url else LogNotifier(log)
-    notifications = Notifications(
-        conn,
-        clock,
-        metrics,
-        escalation_factor=settings.alerts.escalation_factor,
-        backoff_seconds=settings.notify_backoff,
-    )
-    return Alerter(
-        policy=settings.alerts,
-        notifications=notifications,
-        notifier=notifier,
-        client=client,
-        ledger=ledger,
-        clock=clock,
-        digest_grace=dt.timedelta(hours=settings.digest_grace_hours) if settings.digest else None,
-        retention=dt.timedelta(days=settings.retention_days),
-    )

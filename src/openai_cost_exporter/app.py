@@ -1,4 +1,4 @@
-"""Wiring: build the collaborators from the settings, and run the service until told to stop."""
+"""The composition root: every collaborator is built here from the settings, and the service run until stopped."""
 
 from __future__ import annotations
 
@@ -6,23 +6,27 @@ import contextlib
 import datetime as dt
 import logging
 import signal
+import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import FrameType
 
 import httpx
 from prometheus_client import CollectorRegistry
 
-from openai_cost_exporter.alerter import build_alerter
+from openai_cost_exporter.alerter import Alerter
 from openai_cost_exporter.clock import Clock, SystemClock
 from openai_cost_exporter.collector import CostCollector
 from openai_cost_exporter.config import Settings, parse_listen
 from openai_cost_exporter.ledger import Ledger
+from openai_cost_exporter.messages import Notifier
+from openai_cost_exporter.notifications import Notifications
 from openai_cost_exporter.openai_client import AdminClient, RetryPolicy, build_http_client
 from openai_cost_exporter.push import Pusher
-from openai_cost_exporter.selfmetrics import SelfMetrics
+from openai_cost_exporter.selfmetrics import RequestCounter, SelfMetrics
 from openai_cost_exporter.service import CostCycle, CycleOptions, run_forever
+from openai_cost_exporter.slack import LogNotifier, SlackNotifier
 from openai_cost_exporter.state import open_state
 from openai_cost_exporter.web import Health, WebServer, build_app
 
@@ -63,17 +67,58 @@ class Exporter:
         self._stack.close()
 
     def health(self) -> Health:
-        def last_success() -> dt.datetime | None:
-            value = self.metrics.last_success._value.get()
-            return dt.datetime.fromtimestamp(value, dt.UTC) if value else None
-
         return Health(
             snapshot=lambda: self.cycle.snapshot,
+            alert_states=lambda: self.cycle.alert_states,
             last_attempt=lambda: self.cycle.last_attempt,
-            last_success=last_success,
+            last_success=lambda: self.cycle.last_success,
             interval=self.settings.interval,
             clock=self.clock,
         )
+
+
+def build_client(
+    settings: Settings, stack: contextlib.ExitStack, on_request: Callable[[str, str], None] | None = None
+) -> AdminClient:
+    """The Admin API client; its HTTP connections close with `stack`."""
+    http = stack.enter_context(
+        build_http_client(settings.base_url, settings.resolved_admin_key(), timeout=settings.request_timeout)
+    )
+    return AdminClient(http, on_request=on_request, retry=RetryPolicy())
+
+
+def build_pusher(settings: Settings, stack: contextlib.ExitStack) -> Pusher | None:
+    """The push target, or None without --push-url."""
+    if not settings.push_url:
+        return None
+    http = stack.enter_context(httpx.Client(timeout=settings.request_timeout))
+    return Pusher(http, settings.push_url, {"job": settings.job, **settings.push_labels})
+
+
+def build_ledger(settings: Settings, stack: contextlib.ExitStack) -> tuple[sqlite3.Connection, Ledger]:
+    conn = open_state(settings.state_file)
+    stack.callback(conn.close)
+    return conn, Ledger(conn)
+
+
+def build_alerter(settings: Settings, conn: sqlite3.Connection, clock: Clock, metrics: SelfMetrics) -> Alerter:
+    url = settings.resolved_webhook_url()
+    notifier: Notifier = SlackNotifier(url, timeout=settings.request_timeout) if url else LogNotifier(log)
+    notifications = Notifications(
+        conn,
+        clock,
+        metrics,
+        escalation_factor=settings.alerts.escalation_factor,
+        backoff_seconds=settings.notify_backoff,
+    )
+    return Alerter(
+        policy=settings.alerts,
+        notifications=notifications,
+        notifier=notifier,
+        clock=clock,
+        digest_grace=dt.timedelta(hours=settings.digest_grace_hours) if settings.digest else None,
+        retention=dt.timedelta(days=settings.retention_days),
+    )
 
 
 def build_exporter(settings: Settings, *, clock: Clock | None = None) -> Exporter:
@@ -81,29 +126,21 @@ def build_exporter(settings: Settings, *, clock: Clock | None = None) -> Exporte
     clock = clock or SystemClock()
     stack = contextlib.ExitStack()
     try:
-        conn = open_state(settings.state_file)
-        stack.callback(conn.close)
         registry = CollectorRegistry(auto_describe=True)
         metrics = SelfMetrics(registry)
-        api_http = stack.enter_context(
-            build_http_client(settings.base_url, settings.resolved_admin_key(), timeout=settings.request_timeout)
-        )
-        pusher = None
-        if settings.push_url:
-            push_http = stack.enter_context(httpx.Client(timeout=settings.request_timeout))
-            pusher = Pusher(push_http, settings.push_url, {"job": settings.job, **settings.push_labels})
-        client = AdminClient(api_http, metrics=metrics, retry=RetryPolicy())
-        ledger = Ledger(conn)
-        alerts = build_alerter(settings, conn=conn, clock=clock, metrics=metrics, client=client, ledger=ledger)
+        requests = RequestCounter(metrics.count_request)
+        client = build_client(settings, stack, requests)
+        conn, ledger = build_ledger(settings, stack)
         cycle = CostCycle(
-            client=client,
+            source=client,
             ledger=ledger,
             clock=clock,
             metrics=metrics,
             options=cycle_options(settings),
-            pusher=pusher,
+            requests=requests,
+            pusher=build_pusher(settings, stack),
             live_registry=registry,
-            alerts=alerts,
+            alerter=build_alerter(settings, conn, clock, metrics),
         )
         registry.register(CostCollector(lambda: cycle.snapshot, settings.alerts, clock))
     except BaseException:

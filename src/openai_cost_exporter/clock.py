@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -29,3 +32,28 @@ class FrozenClock:
 
     def advance(self, delta: dt.timedelta) -> None:
         self.current += delta
+
+
+#: For tests of the CLI as a separate process: an ISO time the process's clock starts at (it then runs at real
+#: speed), so a test can put the exporter at 23:50 or 00:20 UTC instead of waiting for it. Never set in production.
+TEST_NOW_ENV = "OPENAI_COST_EXPORTER_TEST_NOW"
+
+
+@dataclass
+class OffsetClock:
+    """The system clock moved to start at `start`: it runs at real speed from there."""
+
+    start: dt.datetime
+    _origin: float = field(default_factory=time.monotonic)
+
+    def now(self) -> dt.datetime:
+        return self.start + dt.timedelta(seconds=time.monotonic() - self._origin)
+
+
+def clock_from_env(environ: Mapping[str, str] | None = None) -> Clock:
+    """The system clock, or an `OffsetClock` when TEST_NOW_ENV is set (tests only)."""
+    value = (os.environ if environ is None else environ).get(TEST_NOW_ENV, "").strip()
+    if not value:
+        return SystemClock()
+    start = dt.datetime.fromisoformat(value)
+    return OffsetClock(start if start.tzinfo else start.replace(tzinfo=dt.UTC))

@@ -22,6 +22,8 @@ from openai_cost_exporter.snapshot import CostSnapshot
 
 PROJECT_LABELS = ["project_id", "project"]
 DAILY_COST = "openai_daily_cost_usd"
+#: Revisions of one day that each get their own millisecond (a thousand: the last second of the day).
+MAX_REVISION = 999
 LINE_ITEM_COST = "openai_daily_line_item_cost_usd"
 
 
@@ -126,9 +128,14 @@ def _line_item_family(
     return family
 
 
-def day_sample_time(day: dt.date) -> float:
-    """Unix seconds of the last second of a UTC day: where a closed day's final value is written."""
-    return float(day_start(day + dt.timedelta(days=1)) - 1)
+def day_sample_time(day: dt.date, revision: int = 0) -> float:
+    """Where a closed day's final value is written: the day's last second, plus a millisecond per revision.
+
+    Each re-push of a revised day lands strictly later than the one before, inside the same day, so the newest
+    value wins in every VictoriaMetrics dedup mode and in instant queries: with `-dedup.minScrapeInterval`,
+    VictoriaMetrics 1.79 kept the *old* sample of a same-timestamp overwrite for part of the series (issue 11).
+    """
+    return float(day_start(day + dt.timedelta(days=1)) - 1) + min(revision, MAX_REVISION) / 1000
 
 
 class HistoryCollector(Collector):
@@ -145,7 +152,9 @@ class HistoryCollector(Collector):
         names: Mapping[str, str],
         line_items: Mapping[dt.date, Mapping[tuple[str, str], Decimal]] | None = None,
         also_projects: Iterable[str] = (),
+        stamps: Mapping[dt.date, float] | None = None,
     ) -> None:
+        self._stamps = stamps or {}
         self._totals = totals
         self._names = names
         self._line_items = line_items or {}
@@ -154,7 +163,7 @@ class HistoryCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         family = _gauge(DAILY_COST, "Final cost of a closed UTC day.", PROJECT_LABELS)
         for day in sorted(self._totals):
-            stamp = day_sample_time(day)
+            stamp = self._stamp(day)
             for project_id in self._projects:
                 amount = self._totals[day].get(project_id, ZERO)
                 family.add_metric([project_id, self._names.get(project_id, project_id)], float(amount), stamp)
@@ -169,12 +178,15 @@ class HistoryCollector(Collector):
             [*PROJECT_LABELS, "line_item"],
         )
         for day in sorted(self._line_items):
-            stamp = day_sample_time(day)
+            stamp = self._stamp(day)
             for (project_id, line_item), amount in sorted(self._line_items[day].items()):
                 family.add_metric(
                     [project_id, self._names.get(project_id, project_id), line_item], float(amount), stamp
                 )
         yield family
+
+    def _stamp(self, day: dt.date) -> float:
+        return self._stamps.get(day, day_sample_time(day))
 
     @property
     def sample_count(self) -> int:

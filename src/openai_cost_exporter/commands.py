@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime as dt
 import logging
 import shutil
 import sys
@@ -10,11 +12,14 @@ import tempfile
 from pathlib import Path
 
 from openai_cost_exporter import backfill as backfilling
+from openai_cost_exporter import defaults
 from openai_cost_exporter import report as reporting
-from openai_cost_exporter.app import build_exporter, serve, stop_on_signals
-from openai_cost_exporter.cli import settings_from_args, setup_logging
+from openai_cost_exporter.app import build_client, build_exporter, build_ledger, build_pusher, serve, stop_on_signals
+from openai_cost_exporter.clock import Clock, SystemClock, clock_from_env
 from openai_cost_exporter.config import Settings
 from openai_cost_exporter.errors import ConfigError
+from openai_cost_exporter.flags import settings_from_args
+from openai_cost_exporter.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -26,15 +31,16 @@ def dispatch(args: argparse.Namespace) -> int:
         return demo(args)
     settings = settings_from_args(args)
     setup_logging(settings.log_level, settings.log_format)
+    clock = clock_from_env()
     if args.command == "run":
-        return run(settings, once=args.once)
+        return run(settings, once=args.once, clock=clock)
     if args.command == "backfill":
-        return backfill(settings, args.days)
-    return report(settings, days=args.days, fmt=args.format, offline=args.offline)
+        return backfill(settings, args.days, clock=clock)
+    return report(settings, days=args.days, fmt=args.format, offline=args.offline, clock=clock)
 
 
-def run(settings: Settings, *, once: bool) -> int:
-    exporter = build_exporter(settings)
+def run(settings: Settings, *, once: bool, clock: Clock | None = None) -> int:
+    exporter = build_exporter(settings, clock=clock)
     try:
         if once:
             return 0 if exporter.cycle.run_once().ok else 1
@@ -45,10 +51,27 @@ def run(settings: Settings, *, once: bool) -> int:
         exporter.close()
 
 
-def backfill(settings: Settings, days: int) -> int:
+def backfill(settings: Settings, days: int, *, clock: Clock | None = None) -> int:
+    """`backfill --days N`: the N complete UTC days before today."""
     if not 1 <= days <= 366:
         raise ConfigError("backfill --days must be between 1 and 366")
-    result = backfilling.run_backfill(settings, days)
+    now = (clock or SystemClock()).now()
+    with contextlib.ExitStack() as stack:
+        client = build_client(settings, stack)  # the key first: a missing key must not leave a state file behind
+        _, ledger = build_ledger(settings, stack)
+        pusher = build_pusher(settings, stack)
+        if pusher is None:
+            log.warning("no --push-url: the days go to the state file only (for report --offline and baselines)")
+        today = now.date()
+        result = backfilling.backfill(
+            client,
+            ledger,
+            pusher,
+            start=today - dt.timedelta(days=days),
+            end=today,
+            now=now,
+            line_items=settings.line_items,
+        )
     log.info(
         "backfill done: %d days, %d projects, %d samples pushed, %.1f s",
         result.days,
@@ -59,10 +82,21 @@ def backfill(settings: Settings, days: int) -> int:
     return 0
 
 
-def report(settings: Settings, *, days: int, fmt: str, offline: bool) -> int:
+def report(settings: Settings, *, days: int, fmt: str, offline: bool, clock: Clock | None = None) -> int:
     if not 1 <= days <= 366:
         raise ConfigError("report --days must be between 1 and 366")
-    data = backfilling.report_data(settings, days, offline=offline, progress=sys.stderr.isatty())
+    with contextlib.ExitStack() as stack:
+        client = None if offline else build_client(settings, stack)
+        _, ledger = build_ledger(settings, stack)
+        data = reporting.gather_report(
+            client,
+            ledger,
+            (clock or SystemClock()).now(),
+            days=days,
+            baseline_days=settings.alerts.baseline_days,
+            line_items=settings.line_items,
+            progress=sys.stderr.isatty(),
+        )
     if fmt == "table":
         text = reporting.render_table(data, width=shutil.get_terminal_size().columns)
     else:
@@ -99,7 +133,8 @@ def demo(args: argparse.Namespace) -> int:
     from openai_cost_exporter.fake.api import FakeAdminAPI  # noqa: PLC0415
     from openai_cost_exporter.fake.org import FakeOrg  # noqa: PLC0415
 
-    org = FakeOrg.generate(seed=args.seed, project_count=args.projects)
+    clock = clock_from_env()
+    org = FakeOrg.generate(seed=args.seed, project_count=args.projects, clock=clock)
     with FakeAdminAPI(org, admin_key=DEMO_KEY) as api, tempfile.TemporaryDirectory(prefix="oce-demo-") as tmp:
         base_url = api.start()
         settings = settings_from_args(
@@ -108,11 +143,11 @@ def demo(args: argparse.Namespace) -> int:
             admin_key=DEMO_KEY,
             listen=f"127.0.0.1:{args.port}",
             state_dir=args.state_dir or Path(tmp),
-            interval=args.interval or 30.0,
+            interval=args.interval or defaults.DEMO_INTERVAL_SECONDS,
             line_items=True if args.line_items is None else args.line_items,
         )
         setup_logging(settings.log_level, settings.log_format)
-        exporter = build_exporter(settings)
+        exporter = build_exporter(settings, clock=clock)
         try:
             _demo_banner(settings, args.projects, exporter.settings.resolved_webhook_url() is not None)
             with stop_on_signals() as stop:

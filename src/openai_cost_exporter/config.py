@@ -24,15 +24,11 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from openai_cost_exporter import defaults
 from openai_cost_exporter.errors import ConfigError
 from openai_cost_exporter.rules import AlertPolicy
 
 ENV_PREFIX = "OPENAI_COST_EXPORTER_"
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
-DEFAULT_PORT = 9876  # not 9185: two other OpenAI exporters use that one
-DEFAULT_LISTEN = f"0.0.0.0:{DEFAULT_PORT}"
-DEFAULT_INTERVAL_SECONDS = 300.0  # OpenAI's cost data moves slowly; 5 minutes keeps alerts timely
-DEFAULT_JOB = "openai_cost_exporter"
 
 
 def default_state_dir() -> Path:
@@ -56,30 +52,37 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         extra="forbid",
         populate_by_name=True,
+        frozen=True,
     )
 
     config: Path | None = Field(default=None, description="Optional TOML or YAML settings file.")
     admin_key: SecretStr | None = Field(default=None, validation_alias=_alias("OPENAI_ADMIN_KEY"))
     admin_key_file: Path | None = Field(default=None, validation_alias=_alias("OPENAI_ADMIN_KEY_FILE"))
-    base_url: str = Field(default=DEFAULT_BASE_URL, validation_alias=_alias("OPENAI_BASE_URL"))
-    request_timeout: float = Field(default=30.0, gt=0)
+    base_url: str = Field(default=defaults.DEFAULT_BASE_URL, validation_alias=_alias("OPENAI_BASE_URL"))
+    request_timeout: float = Field(default=defaults.REQUEST_TIMEOUT_SECONDS, gt=0)
     slack_webhook_url: SecretStr | None = Field(default=None, validation_alias=_alias("SLACK_WEBHOOK_URL"))
     slack_webhook_url_file: Path | None = Field(default=None, validation_alias=_alias("SLACK_WEBHOOK_URL_FILE"))
-    listen: str = DEFAULT_LISTEN
+    listen: str = defaults.LISTEN
     push_url: str | None = Field(default=None, repr=False)  # may carry a basic-auth password (user:pass@)
     # NoDecode: the environment gives "team=ml,env=prod", not JSON; the validator below parses it.
     push_labels: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
-    job: str = DEFAULT_JOB
-    interval: float = Field(default=DEFAULT_INTERVAL_SECONDS, gt=0)
+    job: str = defaults.JOB
+    interval: float = Field(default=defaults.INTERVAL_SECONDS, gt=0)
     state_dir: Path = Field(default_factory=default_state_dir)
     line_items: bool = False
-    revision_days: int = Field(default=2, ge=0, le=60)
-    retention_days: int = Field(default=400, ge=31)
+    revision_days: int = Field(default=defaults.REVISION_DAYS, ge=0, le=60)
+    retention_days: int = Field(default=defaults.RETENTION_DAYS, ge=31)
     backfill_days: int = Field(default=0, ge=0, le=366)
-    projects_refresh: float = Field(default=3600.0, gt=0, description="Seconds between project name refreshes.")
-    notify_backoff: float = Field(default=30.0, ge=0, description="First wait before re-sending a failed message.")
+    projects_refresh: float = Field(
+        default=defaults.PROJECTS_REFRESH_SECONDS, gt=0, description="Seconds between project name refreshes."
+    )
+    notify_backoff: float = Field(
+        default=defaults.NOTIFY_BACKOFF_SECONDS, ge=0, description="First wait before re-sending a failed message."
+    )
     digest: bool = False
-    digest_grace_hours: float = Field(default=6.0, ge=0, lt=24)  # the digest of a day is sent within the next day
+    digest_grace_hours: float = Field(
+        default=defaults.DIGEST_GRACE_HOURS, ge=0, lt=24
+    )  # the digest of a day is sent within the next day
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     alerts: AlertPolicy = Field(default_factory=AlertPolicy)
@@ -93,6 +96,22 @@ class Settings(BaseSettings):
         if self.alerts.baseline_days > self.retention_days:
             raise ValueError("alerts.baseline_days must not exceed retention_days")
         return self
+
+    @field_validator("admin_key")
+    @classmethod
+    def _key_characters(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _check_key(value.get_secret_value().strip())
+        return value
+
+    @field_validator("slack_webhook_url")
+    @classmethod
+    def _webhook_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        # Checked here, with every other problem: slack_sdk would put the whole URL into its error.
+        url = value.get_secret_value().strip() if value is not None else ""
+        if url and not url.startswith(("https://", "http://")):
+            raise ValueError("the Slack webhook URL must start with https://")
+        return value
 
     @field_validator("base_url", "push_url")
     @classmethod
@@ -153,9 +172,10 @@ class Settings(BaseSettings):
                 "no OpenAI admin key: set OPENAI_ADMIN_KEY or OPENAI_ADMIN_KEY_FILE "
                 "(an admin key, sk-admin-..., with the api.usage.read scope), or try `openai-cost-exporter demo`"
             )
-        if not (key.isascii() and key.isprintable()) or " " in key:
-            # Said without the key: a pasted key with a typographic dash or a space cannot be an HTTP header.
-            raise ConfigError("the OpenAI admin key has characters no key has (non-ASCII, spaces or control)")
+        try:
+            _check_key(key)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         return key
 
     def resolved_webhook_url(self) -> str | None:
@@ -164,7 +184,13 @@ class Settings(BaseSettings):
 
     @property
     def state_file(self) -> Path:
-        return self.state_dir / "state.sqlite3"
+        return self.state_dir / defaults.STATE_FILE
+
+
+def _check_key(key: str) -> None:
+    if key and (not (key.isascii() and key.isprintable()) or " " in key):
+        # Said without the key: a pasted key with a typographic dash or a space cannot be an HTTP header.
+        raise ValueError("the OpenAI admin key has characters no key has (non-ASCII, spaces or control)")
 
 
 def _secret(value: SecretStr | None, path: Path | None, name: str) -> str | None:

@@ -12,13 +12,12 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from decimal import Decimal, localcontext
 
-from openai_cost_exporter.models import ZERO, CostRow, Project
+from openai_cost_exporter.models import CostRow, Project
+from openai_cost_exporter.money import MONEY_CONTEXT, exact_sum
 from openai_cost_exporter.state import transaction
 
 log = logging.getLogger(__name__)
 
-#: Digits kept when summing: enough for 39-digit amounts of any realistic size to add up exactly.
-SUM_PRECISION = 200
 #: Line item under which ungrouped rows (line_item None) are stored.
 UNGROUPED = ""
 
@@ -31,22 +30,14 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS projects (
         project_id TEXT PRIMARY KEY, name TEXT NOT NULL, archived INTEGER NOT NULL) WITHOUT ROWID""",
     "CREATE TABLE IF NOT EXISTS unpushed_days (day TEXT PRIMARY KEY) WITHOUT ROWID",
+    # Days whose final totals reached the push target at least once, and how often (revisions included).
+    "CREATE TABLE IF NOT EXISTS pushed_days (day TEXT PRIMARY KEY, pushes INTEGER NOT NULL) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
 )
 _PROJECTS_REFRESHED = "projects_refreshed_at"
 
 _Key = tuple[str, str]  # (project_id, line_item)
 _DayContent = dict[_Key, Decimal]
-
-
-def exact_sum(values: Iterable[Decimal]) -> Decimal:
-    """Sum amounts without the default 28-digit rounding; zeros (e.g. `0E-6176`) add nothing, so skip them."""
-    total = ZERO
-    with localcontext(prec=SUM_PRECISION):
-        for value in values:
-            if value:
-                total += value
-    return total
 
 
 class Ledger:
@@ -90,7 +81,7 @@ class Ledger:
     def project_totals(self, start: dt.date, end: dt.date) -> dict[dt.date, dict[str, Decimal]]:
         """Per day in [start, end), per project_id: the sum over its line items; days without rows absent."""
         totals: dict[dt.date, dict[str, Decimal]] = {}
-        with localcontext(prec=SUM_PRECISION):
+        with localcontext(MONEY_CONTEXT):
             for day, content in self._contents(start, end).items():
                 per_project: dict[str, Decimal] = {}
                 for (project_id, _), amount in content.items():
@@ -127,6 +118,7 @@ class Ledger:
             self._conn.execute("DELETE FROM fetched_days WHERE day < ?", cutoff)
             # Nothing is left to push for a pruned day; pushing it would overwrite real history with zeros.
             self._conn.execute("DELETE FROM unpushed_days WHERE day < ?", cutoff)
+            self._conn.execute("DELETE FROM pushed_days WHERE day < ?", cutoff)
         return deleted
 
     def save_projects(self, projects: Iterable[Project], refreshed_at: dt.datetime) -> None:
@@ -164,9 +156,22 @@ class Ledger:
         return [dt.date.fromisoformat(day) for (day,) in cursor]
 
     def mark_pushed(self, days: Iterable[dt.date]) -> None:
-        """Forget the push marks of these days."""
+        """Forget the push marks of these days, and count the push."""
+        isos = [(day.isoformat(),) for day in days]
         with transaction(self._conn):
-            self._conn.executemany("DELETE FROM unpushed_days WHERE day = ?", ((day.isoformat(),) for day in days))
+            self._conn.executemany("DELETE FROM unpushed_days WHERE day = ?", isos)
+            self._conn.executemany(
+                "INSERT INTO pushed_days (day, pushes) VALUES (?, 1)"
+                " ON CONFLICT (day) DO UPDATE SET pushes = pushes + 1",
+                isos,
+            )
+
+    def pushed_days(self, start: dt.date, end: dt.date) -> dict[dt.date, int]:
+        """Per day in [start, end) pushed at least once: how many times."""
+        cursor = self._conn.execute(
+            "SELECT day, pushes FROM pushed_days WHERE day >= ? AND day < ?", (start.isoformat(), end.isoformat())
+        )
+        return {dt.date.fromisoformat(day): pushes for day, pushes in cursor}
 
     def _write_day(self, day: dt.date, content: _DayContent) -> None:
         iso = day.isoformat()

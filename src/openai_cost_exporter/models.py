@@ -9,10 +9,12 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
 
+from openai_cost_exporter.money import ZERO as ZERO  # noqa: PLC0414 (re-export for the domain modules)
+
 #: Label value for cost rows whose `project_id` is null (openai-admin-api.md §1.4, §7.3).
 UNATTRIBUTED = "unattributed"
 
-ZERO = Decimal(0)
+DAY = dt.timedelta(days=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,16 @@ def utc_day(timestamp: int) -> dt.date:
 def day_start(day: dt.date) -> int:
     """Unix seconds of 00:00 UTC on `day`."""
     return int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp())
+
+
+def end_of(day: dt.date) -> dt.datetime:
+    """The instant `day` (UTC) closes: the next midnight."""
+    return dt.datetime.combine(day + DAY, dt.time(), dt.UTC)
+
+
+def days_between(start: dt.date, end: dt.date) -> list[dt.date]:
+    """Every day from start (inclusive) to end (exclusive)."""
+    return [start + dt.timedelta(days=n) for n in range((end - start).days)]
 
 
 #: `model` of usage rows whose model is null.

@@ -20,20 +20,18 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from openai_cost_exporter import defaults
 from openai_cost_exporter.errors import ExporterError, NotifyError, StateError
-from openai_cost_exporter.rules import DEFAULT_ESCALATION_FACTOR, ORGANIZATION, Alert, Digest
-from openai_cost_exporter.slack import MessageContext, build_alert_message, build_digest_message
+from openai_cost_exporter.messages import MessageContext, Notifier, OutboxMessage, Record, alert_record, digest_record
+from openai_cost_exporter.rules import ORGANIZATION, Alert, Digest
 
 if TYPE_CHECKING:
     from openai_cost_exporter.clock import Clock
     from openai_cost_exporter.selfmetrics import SelfMetrics
-    from openai_cost_exporter.slack import Notifier
 
 logger = logging.getLogger(__name__)
 
 DIGEST = "digest"
-DEFAULT_BACKOFF_SECONDS = 30.0
-DEFAULT_MAX_BACKOFF_SECONDS = 3600.0
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS alert_notified (
@@ -48,22 +46,6 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (delivered_at, id)",
 )
 _OUTBOX_COLUMNS = "id, rule, subject_id, day, level, escalation, payload, created_at, attempts, next_attempt_at"
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxMessage:
-    """A decided message: the exact Slack payload to send, and where it stands."""
-
-    id: int
-    rule: str
-    subject_id: str
-    day: dt.date
-    level: str
-    escalation: bool
-    payload: dict[str, Any]
-    created_at: dt.datetime
-    attempts: int = 0
-    next_attempt_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,9 +73,9 @@ class Notifications:
         clock: Clock,
         metrics: SelfMetrics | None = None,
         *,
-        escalation_factor: Decimal = DEFAULT_ESCALATION_FACTOR,
-        backoff_seconds: float = DEFAULT_BACKOFF_SECONDS,
-        max_backoff_seconds: float = DEFAULT_MAX_BACKOFF_SECONDS,
+        escalation_factor: Decimal = defaults.ESCALATION_FACTOR,
+        backoff_seconds: float = defaults.NOTIFY_BACKOFF_SECONDS,
+        max_backoff_seconds: float = defaults.NOTIFY_MAX_BACKOFF_SECONDS,
     ) -> None:
         self._conn = conn
         self._clock = clock
@@ -111,8 +93,7 @@ class Notifications:
         self, alerts: Sequence[Alert], day: dt.date, context: Callable[[Alert], MessageContext]
     ) -> list[OutboxMessage]:
         """Queue a message for each alert not yet notified on `day` (or escalated); return the new ones."""
-        planned = [alert for alert in alerts if self._decision(alert, day) is not None]
-        # The context may call the API: only for messages we mean to send, and outside the transaction.
+        planned = self.undecided(alerts, day)
         contexts = [self._context(context, alert) for alert in planned]
         messages: list[OutboxMessage] = []
         with self._atomic():
@@ -125,15 +106,21 @@ class Notifications:
         self._update_pending()
         return messages
 
+    def undecided(self, alerts: Sequence[Alert], day: dt.date) -> list[Alert]:
+        """The alerts that would become a message on `day`: not notified yet, or escalated."""
+        return [alert for alert in alerts if self._decision(alert, day) is not None]
+
+    def digest_queued(self, day: dt.date) -> bool:
+        """Whether the digest of `day` was already queued."""
+        return self._last_value(DIGEST, ORGANIZATION, day, DIGEST) is not None
+
     def decide_digest(self, digest: Digest, day: dt.date) -> OutboxMessage | None:
         """Queue the digest unless one was already queued for `day`."""
         with self._atomic():
             if self._last_value(DIGEST, ORGANIZATION, day, DIGEST) is not None:
                 return None
             self._remember(DIGEST, ORGANIZATION, day, DIGEST, digest.total)
-            message = self._insert(
-                DIGEST, ORGANIZATION, day, DIGEST, escalation=False, payload=build_digest_message(digest)
-            )
+            message = self._insert(DIGEST, ORGANIZATION, day, DIGEST, escalation=False, record=digest_record(digest))
         self._update_pending()
         return message
 
@@ -162,7 +149,7 @@ class Notifications:
             day,
             alert.level,
             escalation=decision.escalation,
-            payload=build_alert_message(alert, ctx),
+            record=alert_record(alert, ctx),
         )
 
     def _last_value(self, rule: str, subject_id: str, day: dt.date, level: str) -> Decimal | None:
@@ -189,13 +176,13 @@ class Notifications:
         level: str,
         *,
         escalation: bool,
-        payload: dict[str, Any],
+        record: Record,
     ) -> OutboxMessage:
         created = self._now()
         cursor = self._execute(
             "INSERT INTO outbox (rule, subject_id, day, level, escalation, payload, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (rule, subject_id, day.isoformat(), level, int(escalation), json.dumps(payload), created),
+            (rule, subject_id, day.isoformat(), level, int(escalation), json.dumps(record), created),
         )
         assert cursor.lastrowid is not None  # an INSERT into a rowid table always sets it
         return OutboxMessage(
@@ -205,7 +192,7 @@ class Notifications:
             day=day,
             level=level,
             escalation=escalation,
-            payload=payload,
+            record=record,
             created_at=_from_epoch(created),
         )
 
@@ -321,7 +308,7 @@ def _message(row: tuple[Any, ...]) -> OutboxMessage:
         day=dt.date.fromisoformat(day),
         level=level,
         escalation=bool(escalation),
-        payload=json.loads(payload),
+        record=json.loads(payload),
         created_at=_from_epoch(created),
         attempts=attempts,
         next_attempt_at=None if next_at is None else _from_epoch(next_at),

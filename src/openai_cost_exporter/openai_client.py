@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import httpx
 import stamina
 
-from openai_cost_exporter import __version__
+from openai_cost_exporter import __version__, defaults
 from openai_cost_exporter.errors import APIUnavailable, AuthError, MalformedResponse, OpenAIError
 from openai_cost_exporter.models import CostPage, Project, day_start
 from openai_cost_exporter.openai_responses import (
@@ -31,7 +31,6 @@ from openai_cost_exporter.openai_responses import (
     server_message,
 )
 from openai_cost_exporter.redact import redact
-from openai_cost_exporter.selfmetrics import SelfMetrics
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +73,11 @@ class _Transient(Exception):
 
 
 def build_http_client(
-    base_url: str, admin_key: str, *, timeout: float = 30.0, transport: httpx.BaseTransport | None = None
+    base_url: str,
+    admin_key: str,
+    *,
+    timeout: float = defaults.REQUEST_TIMEOUT_SECONDS,
+    transport: httpx.BaseTransport | None = None,
 ) -> httpx.Client:
     """An `httpx.Client` for the Admin API at `base_url` (e.g. `https://api.openai.com/v1`)."""
     return httpx.Client(
@@ -90,10 +93,14 @@ class AdminClient:
     """Reads costs and projects of one organization, paging, retrying and validating as it goes."""
 
     def __init__(
-        self, http: httpx.Client, *, metrics: SelfMetrics | None = None, retry: RetryPolicy = RetryPolicy()
+        self,
+        http: httpx.Client,
+        *,
+        on_request: Callable[[str, str], None] | None = None,
+        retry: RetryPolicy = RetryPolicy(),
     ) -> None:
         self._http = http
-        self._metrics = metrics
+        self._on_request = on_request  # (endpoint, status) of every request: the self-metrics' hook
         self._retry = retry
         # Known only to mask it: a server may echo the key in an error message.
         self._secret = http.headers.get("Authorization", "").removeprefix("Bearer ").strip()
@@ -102,7 +109,13 @@ class AdminClient:
         return f"AdminClient(base_url={str(self._http.base_url)!r}, retry={self._retry!r})"
 
     def iter_costs(
-        self, start: dt.date, end: dt.date, *, line_items: bool = False, limit: int = MAX_COSTS_LIMIT
+        self,
+        start: dt.date,
+        end: dt.date,
+        *,
+        line_items: bool = False,
+        limit: int = MAX_COSTS_LIMIT,
+        project_ids: Sequence[str] = (),
     ) -> Iterator[CostPage]:
         """Daily costs of the UTC days [start, end), one `CostPage` per API page, grouped by project.
 
@@ -120,6 +133,7 @@ class AdminClient:
             ("bucket_width", "1d"),
         ]
         query += [("group_by", group) for group in group_by]  # repeated keys (§1.1)
+        query += [("project_ids", project_id) for project_id in project_ids]  # only these projects
         query.append(("limit", limit))
         pages = self._pages("costs", COSTS_PATH, query, "page", next_page_cursor)
         return (parse_cost_page(body, f"GET {COSTS_PATH} page {n}", line_items=line_items) for n, body in pages)
@@ -234,8 +248,8 @@ class AdminClient:
         return OpenAIError(f"GET {path} was rejected (HTTP {status}: {message})")
 
     def _count(self, endpoint: str, status: str) -> None:
-        if self._metrics is not None:
-            self._metrics.api_requests.labels(endpoint=endpoint, status=status).inc()
+        if self._on_request is not None:
+            self._on_request(endpoint, status)
 
 
 def _failure_kind(exc: httpx.HTTPError) -> str:

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import email.utils
 import logging
-import math
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
@@ -20,13 +18,13 @@ import httpx
 
 from openai_cost_exporter.errors import MalformedResponse
 from openai_cost_exporter.models import UNATTRIBUTED, ZERO, CostPage, CostRow, Project, utc_day
+from openai_cost_exporter.money import MONEY_CONTEXT
+from openai_cost_exporter.retry_after import parse_retry_after
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE = 300  # characters of a server message quoted in our errors
 
-# Sums of 39-digit amounts (§7.1) must not be rounded to the default 28 digits.
-_EXACT = decimal.Context(prec=100)
 
 Json = dict[str, Any]
 
@@ -48,28 +46,8 @@ def server_message(response: httpx.Response) -> str:
 
 
 def retry_after_seconds(response: httpx.Response, now: dt.datetime | None = None) -> float | None:
-    """Seconds the server asks us to wait: `Retry-After` as seconds or an HTTP date; None if absent or bad."""
-    value = response.headers.get("Retry-After", "").strip()
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        when = _http_date(value)
-        if when is None:
-            return None
-        # Relative to the server's own Date header when it sent one (RFC 9110 §10.2.3).
-        reference = _http_date(response.headers.get("Date", "")) or now or dt.datetime.now(dt.UTC)
-        seconds = (when - reference).total_seconds()
-    return max(0.0, seconds) if math.isfinite(seconds) else None
-
-
-def _http_date(value: str) -> dt.datetime | None:
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+    """Seconds the server asks us to wait (see `retry_after`); None if absent or bad."""
+    return parse_retry_after(response.headers.get("Retry-After"), date=response.headers.get("Date"), now=now)
 
 
 def has_more_pages(body: Json, where: str) -> bool:
@@ -135,7 +113,7 @@ def _bucket_rows(day: dt.date, results: Sequence[object], where: str, line_items
         project_id = _optional_str(result, "project_id", result_where) or UNATTRIBUTED
         key = (project_id, _optional_str(result, "line_item", result_where) if line_items else None)
         amount = parse_amount(result.get("amount"), result_where)
-        sums[key] = _EXACT.add(sums[key], amount) if key in sums else amount
+        sums[key] = MONEY_CONTEXT.add(sums[key], amount) if key in sums else amount
     return [CostRow(day, project_id, line_item, amount) for (project_id, line_item), amount in sums.items()]
 
 

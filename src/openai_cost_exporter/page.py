@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from html import escape
 
-from openai_cost_exporter.models import ZERO
+from openai_cost_exporter.money import ZERO, usd
 
 #: Past this age the last successful cycle is flagged (several missed cycles at the default 300 s interval).
 STALE_AFTER = dt.timedelta(minutes=30)
@@ -126,11 +126,6 @@ def _colour(keys: list[str], key: str) -> str:
 
 def _window(view: PageView) -> str:
     return f", last {len(view.days)} days" if view.days else ""
-
-
-def usd(amount: Decimal) -> str:
-    """`$1,234.56`: money as people read it."""
-    return f"${amount:,.2f}"
 
 
 def _when(moment: dt.datetime) -> str:

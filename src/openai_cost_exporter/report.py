@@ -1,4 +1,5 @@
-"""Rendering of `openai-cost-exporter report`: data in, text out (a table for people, CSV and JSON for tools).
+"""`openai-cost-exporter report`: the figures (`gather_report`, through the cycle's fetch path), then text
+out (a table for people, CSV and JSON for tools).
 
 Amounts stay `Decimal`: CSV and JSON carry them as exact decimal strings, the table rounds them to cents.
 """
@@ -17,11 +18,16 @@ from decimal import ROUND_HALF_UP, Decimal
 from rich import box
 from rich.cells import cell_len
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 from rich.text import Text
 
-from openai_cost_exporter.ledger import exact_sum
-from openai_cost_exporter.models import ZERO
+from openai_cost_exporter.ledger import Ledger
+from openai_cost_exporter.models import DAY
+from openai_cost_exporter.money import ZERO, exact_sum, plain
+from openai_cost_exporter.openai_client import costs_page_days
+from openai_cost_exporter.snapshot import baseline
+from openai_cost_exporter.sources import CostSource, Window, fetch_into_ledger
 
 #: Console width when the caller does not give one (the CLI passes the terminal's).
 DEFAULT_WIDTH = 120
@@ -58,6 +64,40 @@ class _Line:
     daily: list[Decimal]
     total: Decimal
     baseline: Decimal | None
+
+
+def gather_report(
+    source: CostSource | None,
+    ledger: Ledger,
+    now: dt.datetime,
+    *,
+    days: int,
+    baseline_days: int,
+    line_items: bool,
+    progress: bool = False,
+) -> ReportData:
+    """The last `days` days (today included) per project, with the baseline of today; offline without a source."""
+    today = now.date()
+    first = today - dt.timedelta(days=max(days - 1, baseline_days))
+    if source is not None:
+        window = Window(first, today + DAY, line_items, costs_page_days(line_items))
+        with Progress(transient=True, disable=not progress) as bar:
+            task = bar.add_task("fetching costs", total=(window.end - window.start).days)
+            fetched = fetch_into_ledger(
+                source, ledger, window, now, refresh_names=True, on_page=lambda page: bar.advance(task, len(page.days))
+            )
+        if fetched.names_error is not None:
+            raise fetched.names_error
+    totals = ledger.project_totals(first, today + DAY)
+    names = {pid: project.name for pid, project in ledger.projects().items()}
+    shown = [today - dt.timedelta(days=n) for n in range(days - 1, -1, -1)]
+    projects = {pid for day in shown for pid in totals.get(day, {})}
+    return ReportData(
+        days=shown,
+        totals={day: dict(totals.get(day, {})) for day in shown},
+        names={pid: names.get(pid, pid) for pid in projects},
+        baseline=baseline(totals, today, baseline_days),
+    )
 
 
 def render_table(data: ReportData, *, width: int | None = None) -> str:
@@ -197,7 +237,7 @@ def _vs_baseline(last: Decimal | None, baseline: Decimal | None) -> str:
 
 
 def _money(amount: Decimal) -> str:
-    return "-" if not amount else f"{amount:,.2f}"
+    return plain(amount)
 
 
 def _name(data: ReportData, project_id: str) -> str:

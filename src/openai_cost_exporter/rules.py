@@ -20,6 +20,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from openai_cost_exporter import defaults
+
 Rule = Literal["spike", "daily_budget", "monthly_budget"]
 Severity = Literal["warning", "critical"]
 Level = Literal["firing", "forecast", "exceeded"]
@@ -27,10 +29,6 @@ Level = Literal["firing", "forecast", "exceeded"]
 #: subject_id of the organization-wide figures.
 ORGANIZATION = "organization"
 
-DEFAULT_SPIKE_RATIO = Decimal("1.5")
-DEFAULT_MIN_USD = Decimal("1.0")
-DEFAULT_BASELINE_DAYS = 7
-DEFAULT_ESCALATION_FACTOR = Decimal(2)
 _ZERO = Decimal(0)
 
 
@@ -51,11 +49,11 @@ class AlertPolicy(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    spike_ratio: Decimal = Field(default=DEFAULT_SPIKE_RATIO, gt=0)
-    min_usd: Decimal = Field(default=DEFAULT_MIN_USD, ge=0)
-    baseline_days: int = Field(default=DEFAULT_BASELINE_DAYS, ge=1, le=366)
+    spike_ratio: Decimal = Field(default=defaults.SPIKE_RATIO, gt=0)
+    min_usd: Decimal = Field(default=defaults.MIN_USD, ge=0)
+    baseline_days: int = Field(default=defaults.BASELINE_DAYS, ge=1, le=366)
     # > 1, or every evaluation at or above the last notified value would be an "escalation".
-    escalation_factor: Decimal = Field(default=DEFAULT_ESCALATION_FACTOR, gt=1)
+    escalation_factor: Decimal = Field(default=defaults.ESCALATION_FACTOR, gt=1)
     daily_budget_usd: Decimal | None = Field(default=None, gt=0)  # organization total
     monthly_budget_usd: Decimal | None = Field(default=None, gt=0)  # organization total
     organization: bool = True  # spike rule on the organization total too

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info
 
 from openai_cost_exporter import __version__
@@ -74,3 +77,21 @@ class SelfMetrics:
 
     def count_error(self, stage: str) -> None:
         self.errors.labels(stage=stage).inc()
+
+    def count_request(self, endpoint: str, status: str) -> None:
+        self.api_requests.labels(endpoint=endpoint, status=status).inc()
+
+
+class RequestCounter:
+    """The API client's request hook: counts requests (for the cycle's log line) and forwards each one."""
+
+    def __init__(self, forward: Callable[[str, str], None] | None = None) -> None:
+        self.total = 0
+        self._forward = forward
+        self._lock = threading.Lock()  # names and costs are fetched from two threads
+
+    def __call__(self, endpoint: str, status: str) -> None:
+        with self._lock:
+            self.total += 1
+        if self._forward is not None:
+            self._forward(endpoint, status)

@@ -8,57 +8,46 @@ snapshot, push it, evaluate alerts and deliver pending messages. Each stage fail
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 
+from openai_cost_exporter import defaults
+from openai_cost_exporter.alerter import Alerter
 from openai_cost_exporter.clock import Clock
-from openai_cost_exporter.collector import HistoryCollector
 from openai_cost_exporter.errors import ExporterError
+from openai_cost_exporter.history import push_closed_days
 from openai_cost_exporter.ledger import Ledger
-from openai_cost_exporter.models import UNATTRIBUTED, Project
-from openai_cost_exporter.openai_client import AdminClient, costs_page_days
+from openai_cost_exporter.message_inputs import MessageInputs, gather_inputs
+from openai_cost_exporter.models import DAY, UNATTRIBUTED, days_between, end_of
+from openai_cost_exporter.openai_client import costs_page_days
 from openai_cost_exporter.push import Pusher
-from openai_cost_exporter.selfmetrics import SelfMetrics
+from openai_cost_exporter.rules import Alert
+from openai_cost_exporter.selfmetrics import RequestCounter, SelfMetrics
 from openai_cost_exporter.snapshot import PAGE_DAYS, CostSnapshot, build_snapshot
+from openai_cost_exporter.sources import CostSource, Window, fetch_into_ledger, refresh_names
 
 log = logging.getLogger(__name__)
 
-DAY = dt.timedelta(days=1)
-#: Closed days per history push (each is a sample per active project, and per line item).
-PUSH_CHUNK_DAYS = 7
 #: Wake this long after UTC midnight, so the first cycle of a day asks for the new day.
 MIDNIGHT_MARGIN = 1.0
-
-
-class AlertSink(Protocol):
-    def process(self, snapshot: CostSnapshot) -> Mapping[str, str]:
-        """Evaluate the snapshot, notify, and return the alert state per project id (for the page)."""
-        ...
-
-    def deliver_pending(self) -> None:
-        """Send messages decided earlier that are still waiting."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
 class CycleOptions:
     line_items: bool = False
-    revision_days: int = 2
-    baseline_days: int = 7
-    retention_days: int = 400
+    revision_days: int = defaults.REVISION_DAYS
+    baseline_days: int = defaults.BASELINE_DAYS
+    retention_days: int = defaults.RETENTION_DAYS
     backfill_days: int = 0
-    projects_refresh: dt.timedelta = dt.timedelta(hours=1)
+    projects_refresh: dt.timedelta = dt.timedelta(seconds=defaults.PROJECTS_REFRESH_SECONDS)
 
 
 @dataclass
@@ -71,19 +60,11 @@ class CycleReport:
     requests: int = 0
     pushed_days: int = 0
     duration: float = 0.0
+    pending_messages: int = 0
 
     @property
     def ok(self) -> bool:
         return not self.failed_stages
-
-
-def days_between(start: dt.date, end: dt.date) -> list[dt.date]:
-    """Every day from start (inclusive) to end (exclusive)."""
-    return [start + dt.timedelta(days=n) for n in range((end - start).days)]
-
-
-def end_of(day: dt.date) -> dt.datetime:
-    return dt.datetime.combine(day + DAY, dt.time(), dt.UTC)
 
 
 class CostCycle:
@@ -92,32 +73,36 @@ class CostCycle:
     def __init__(
         self,
         *,
-        client: AdminClient,
+        source: CostSource,
         ledger: Ledger,
         clock: Clock,
         metrics: SelfMetrics,
         options: CycleOptions,
+        requests: RequestCounter | None = None,
         pusher: Pusher | None = None,
         live_registry: CollectorRegistry | None = None,
-        alerts: AlertSink | None = None,
+        alerter: Alerter | None = None,
     ) -> None:
-        self._client = client
+        self._source = source
         self._ledger = ledger
         self._clock = clock
         self._metrics = metrics
         self._options = options
+        self._requests = requests or RequestCounter()
         self._pusher = pusher
         self._live_registry = live_registry
-        self._alerts = alerts
+        self._alerter = alerter
         self._unresolved: set[str] = set()  # ids a refresh could not name; asked again only at the next refresh
         self.snapshot: CostSnapshot | None = None
+        self.alert_states: Mapping[str, str] = {}  # project_id -> alert state of the last evaluation (the page)
         self.last_attempt: dt.datetime | None = None
         self.last_success: dt.datetime | None = None
+        self.last_failed_stages: list[str] = []
 
     # -- the cycle -----------------------------------------------------------------------------------------
     def run_once(self) -> CycleReport:
         started = time.perf_counter()
-        requests_before = self._requests_total()
+        requests_before = self._requests.total
         now = self._clock.now()
         self.last_attempt = now
         report = CycleReport()
@@ -126,18 +111,19 @@ class CostCycle:
             self._stage("snapshot", report, lambda: self._snapshot(now, report))
         if self._pusher is not None and self.snapshot is not None:
             self._stage("push", report, lambda: self._push(report))
-        if self._alerts is not None and fetched and self.snapshot is not None:
-            self._stage("alerts", report, self._alert)
-        elif self._alerts is not None:  # no fresh figures to judge, but what was decided still goes out
-            self._stage("alerts", report, self._alerts.deliver_pending)
+        if self._alerter is not None:
+            # Without fresh figures nothing new is judged, but what was decided still goes out.
+            judge = fetched and self.snapshot is not None
+            self._stage("alerts", report, lambda: self._alert(report, judge=judge))
         report.duration = time.perf_counter() - started
-        report.requests = self._requests_total() - requests_before
+        report.requests = self._requests.total - requests_before
         self._record(report)
         # Last, so the pushed self-metrics describe this very cycle (a `run --once` from cron would otherwise
         # always push a last-success time of 0). A failure here still fails the cycle and is counted.
         pushable = self._pusher is not None and self._live_registry is not None and self.snapshot is not None
         if pushable and "push" not in report.failed_stages:  # one line per outage, not two
             self._stage("push", report, self._push_live)
+        self.last_failed_stages = list(report.failed_stages)
         self._log(report)
         return report
 
@@ -154,6 +140,7 @@ class CostCycle:
     def count_crash(self) -> None:
         self._metrics.count_error("cycle")
         self._metrics.cycles.labels(result="failure").inc()
+        self.last_failed_stages = ["cycle"]
 
     def _record(self, report: CycleReport) -> None:
         """Self-metrics of the collection (fetch, history push, alerts); the live push follows them."""
@@ -179,17 +166,25 @@ class CostCycle:
     def _fetch(self, now: dt.datetime, report: CycleReport) -> None:
         today = now.date()
         start = self.fetch_start(now)
-        refresh: Future[list[Project]] | None = None
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="projects") as pool:
-            # Names and costs are independent: fetch them side by side (a cold cycle costs one round of pages).
-            if self._names_stale(now):
-                refresh = pool.submit(self._client.list_projects)
-            self._fetch_costs(start, today + DAY, now)
-            if refresh is not None:
-                self._stage("projects", report, lambda: self._save_projects(refresh.result(), now))
-        if refresh is None and self._unknown_ids(start, today):
-            self._stage("projects", report, lambda: self._save_projects(self._client.list_projects(), now))
+        # The usual window (revision days + today) is one page; a cold start pages by costs_page_days.
+        page_days = max(costs_page_days(self._options.line_items), self._options.revision_days + 1)
+        window = Window(start, today + DAY, self._options.line_items, page_days)
+        stale = self._names_stale(now)
+        fetched = fetch_into_ledger(self._source, self._ledger, window, now, refresh_names=stale)
+        if stale:
+            self._names_done(fetched.names_error, report)
+        elif self._unknown_ids(start, today):
+            self._names_done(refresh_names(self._source, self._ledger, now), report)
         self._ledger.prune(today - dt.timedelta(days=self._options.retention_days))
+
+    def _names_done(self, error: ExporterError | None, report: CycleReport) -> None:
+        def outcome() -> None:
+            if error is not None:
+                raise error
+            self._unresolved = set()
+            self._metrics.projects.set(len(self._ledger.projects()))
+
+        self._stage("projects", report, outcome)
 
     def fetch_start(self, now: dt.datetime) -> dt.date:
         """The first day to fetch: the revision window, or earlier for days never fetched after they closed."""
@@ -202,15 +197,6 @@ class CostCycle:
         fetched = self._ledger.fetched_days(horizon, today)
         unsettled = [day for day in days_between(horizon, today) if day not in fetched or fetched[day] < end_of(day)]
         return min([today - dt.timedelta(days=self._options.revision_days), *unsettled])
-
-    def _fetch_costs(self, start: dt.date, end: dt.date, now: dt.datetime) -> None:
-        # Each page is one ledger transaction that also marks its changed days unpushed: a failure on a later
-        # page loses nothing already read.
-        # The usual window (revision days + today) is one page; a cold start pages by costs_page_days.
-        page_size = max(costs_page_days(self._options.line_items), self._options.revision_days + 1)
-        limit = min((end - start).days, page_size)
-        for page in self._client.iter_costs(start, end, line_items=self._options.line_items, limit=limit):
-            self._ledger.replace_days(page.days, page.rows, now)
 
     def _names_stale(self, now: dt.datetime) -> bool:
         refreshed = self._ledger.projects_refreshed_at()
@@ -227,21 +213,6 @@ class CostCycle:
                 min(unknown),
             )
         return unknown
-
-    def _save_projects(self, projects: list[Project], now: dt.datetime) -> None:
-        self._ledger.save_projects(projects, now)
-        self._unresolved = set()
-        self._metrics.projects.set(len(self._ledger.projects()))
-
-    def _requests_total(self) -> int:
-        return int(
-            sum(
-                sample.value
-                for family in self._metrics.api_requests.collect()
-                for sample in family.samples
-                if sample.name.endswith("_total")
-            )
-        )
 
     # -- snapshot, push, alerts --------------------------------------------------------------------------------
     def _snapshot(self, now: dt.datetime, report: CycleReport) -> None:
@@ -260,45 +231,43 @@ class CostCycle:
 
     def _push(self, report: CycleReport) -> None:
         assert self._pusher is not None and self.snapshot is not None
-        snapshot = self.snapshot
-        pending = [day for day in self._ledger.unpushed_days() if day < snapshot.day]
-        if not pending:
-            return
-        totals = self._ledger.project_totals(pending[0], pending[-1] + DAY)
-        # Every project with spend on any pending day, or in the snapshot (today, baseline window, month), gets a
-        # sample on each of them (0 where none): no holes between chunks, and a revision that removed such a
-        # project's spend overwrites the old value.
-        active = {pid for day in pending for pid in totals.get(day, {})} | set(snapshot.project_ids)
-        for chunk_start in range(0, len(pending), PUSH_CHUNK_DAYS):
-            chunk = pending[chunk_start : chunk_start + PUSH_CHUNK_DAYS]
-            self._push_history({day: totals.get(day, {}) for day in chunk}, snapshot, active)
-            report.pushed_days += len(chunk)
+        pushed = push_closed_days(
+            self._pusher,
+            self._ledger,
+            before=self.snapshot.day,
+            names=self.snapshot.names,
+            also_projects=self.snapshot.project_ids,
+            line_items=self._options.line_items,
+            on_samples=self._metrics.pushed_samples.inc,
+        )
+        report.pushed_days += pushed.days
 
     def _push_live(self) -> None:
         assert self._pusher is not None and self._live_registry is not None
         self._pusher.push(self._live_registry)
 
-    def _push_history(
-        self, totals: dict[dt.date, Mapping[str, Decimal]], snapshot: CostSnapshot, active: set[str]
-    ) -> None:
-        assert self._pusher is not None
-        days = sorted(totals)
-        line_items = None
-        if self._options.line_items:
-            line_items = {
-                d: v for d, v in self._ledger.line_item_totals(days[0], days[-1] + DAY).items() if d in totals
-            }
-        history = HistoryCollector(totals, snapshot.names, line_items, active)
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(history)
-        self._pusher.push(registry)
-        self._metrics.pushed_samples.inc(history.sample_count)
-        self._ledger.mark_pushed(days)
+    def _alert(self, report: CycleReport, *, judge: bool) -> None:
+        assert self._alerter is not None
+        if judge:
+            assert self.snapshot is not None
+            snapshot = self.snapshot
+            alerts = self._alerter.evaluate(snapshot)
+            due = self._alerter.due(alerts, snapshot.day)
+            digest = self._alerter.digest_due(snapshot.day)
+            inputs = self._inputs(due, digest, snapshot)
+            self._alerter.queue(snapshot, due, inputs)
+            self.alert_states = self._alerter.states(alerts)
+        report.pending_messages = self._alerter.deliver().pending
 
-    def _alert(self) -> None:
-        assert self._alerts is not None and self.snapshot is not None
-        states = self._alerts.process(self.snapshot)
-        self.snapshot = dataclasses.replace(self.snapshot, alerts=dict(states))
+    def _inputs(self, due: list[Alert], digest: bool, snapshot: CostSnapshot) -> MessageInputs:
+        return gather_inputs(
+            due,
+            snapshot,
+            source=self._source,
+            ledger=self._ledger,
+            baseline_days=self._options.baseline_days,
+            digest=digest,
+        )
 
 
 def seconds_until_next(now: dt.datetime, interval: float) -> float:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 
 from openai_cost_exporter.models import ZERO
@@ -33,7 +33,6 @@ class CostSnapshot:
     forecast: Mapping[str, Decimal]
     history: DayTotals  # the last PAGE_DAYS days, today included
     line_items: Mapping[tuple[str, str], Decimal] | None = None  # today, when line items are collected
-    alerts: Mapping[str, str] = field(default_factory=dict)  # project_id -> alert state, for the page
 
     @property
     def project_ids(self) -> list[str]:

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import count
 
+from openai_cost_exporter import defaults
 from openai_cost_exporter.errors import StateError
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ SCHEMA_VERSION = 1
 #: Seconds a writer waits for a lock held by another connection (a `report` run next to the service).
 BUSY_TIMEOUT_S = 10.0
 #: File name inside `--state-dir`.
-STATE_FILE = "state.sqlite3"
+STATE_FILE = defaults.STATE_FILE
 
 _ADVICE = "move it away or point --state-dir elsewhere"
 _savepoints = count(1)

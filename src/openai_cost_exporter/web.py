@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import socket
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
@@ -29,6 +29,7 @@ class Health:
     last_success: Callable[[], dt.datetime | None]
     interval: float
     clock: Clock
+    alert_states: Callable[[], Mapping[str, str]] = dict  # project_id -> alert state, beside the snapshot
 
     def live(self) -> bool:
         """Alive while the loop keeps attempting cycles (a hung loop fails the liveness probe)."""
@@ -90,7 +91,7 @@ def _page_view(health: Health) -> PageView:
         names={pid: snap.name(pid) for pid in snap.project_ids},
         today=dict(snap.today),
         baseline=dict(snap.baseline),
-        alerts=dict(snap.alerts),
+        alerts=dict(health.alert_states()),
     )
 
 

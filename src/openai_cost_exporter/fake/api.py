@@ -1,10 +1,11 @@
 """A fake OpenAI Admin API over HTTP on 127.0.0.1, serving a `FakeOrg`, with switchable faults.
 
 This module owns the server: routing, bearer auth, applying `Faults` (fake/faults.py), error envelopes and the
-control endpoints. The pages themselves come from fake/costs.py and fake/projects.py.
+control endpoints. The pages themselves come from fake/costs.py, fake/usage.py and fake/projects.py.
 
-Endpoints (openai-admin-openapi.yaml): `GET /v1/organization/costs` and `GET /v1/organization/projects`,
-bearer auth with the admin key. Control endpoints (no auth, no faults, not logged), for tests that run the
+Endpoints (openai-admin-openapi.yaml): `GET /v1/organization/costs`, `GET /v1/organization/projects`,
+`GET /v1/organization/usage/completions` and `GET /v1/organization/usage/embeddings`, bearer auth with the
+admin key. Control endpoints (no auth, no faults, not logged), for tests that run the
 fake in another process:
 
     GET  /_fake/faults        current `Faults` as JSON; POST the same shape (any subset of fields) to change
@@ -12,6 +13,9 @@ fake in another process:
     POST /_fake/reset         clear the request log and every fault
     POST /_fake/spend         {"day": "YYYY-MM-DD", "project_id": str|null, "line_item": str, "amount": "1.5"}
     POST /_fake/scale_today   {"project_id": str|null, "factor": "4"}
+    POST /_fake/runaway       {"project_id": str|null, "factor": "10", "minutes_ago": 40}: the project spends
+                              `factor` times as fast since then (usage at once, billed costs after the lag);
+                              {"project_id": ..., "stop": true} ends it now
     GET  /_fake/totals?day=YYYY-MM-DD   {"day": ..., "totals": {project_id: "12.3", ...}}: amounts are
                               decimal strings; the unattributed total (null project_id) is under key "null"
 """
@@ -37,11 +41,16 @@ from openai_cost_exporter.fake.faults import Faults as Faults  # noqa: PLC0414 (
 from openai_cost_exporter.fake.http import Params, Reply, Response, json_response, truncate
 from openai_cost_exporter.fake.org import FakeOrg
 from openai_cost_exporter.fake.projects import ProjectsListing
+from openai_cost_exporter.fake.usage import UsageRenderer, parse_usage_query
 
 logger = logging.getLogger(__name__)
 
 COSTS_PATH = "/v1/organization/costs"
 PROJECTS_PATH = "/v1/organization/projects"
+USAGE_PATHS = {
+    "/v1/organization/usage/completions": "completions",
+    "/v1/organization/usage/embeddings": "embeddings",
+}
 MISSING_SCOPES = (
     "You have insufficient permissions for this operation. Missing scopes: api.usage.read. Check that you "
     "have the correct role in your organization (Owner), and if you're using a restricted API key, that it "
@@ -165,6 +174,9 @@ class FakeAdminAPI:
             return Response(200, CostsRenderer(self.org, self.faults.amount_format).page(query))
         if method == "GET" and path == PROJECTS_PATH:
             return json_response(200, self._listing.page(params))
+        if method == "GET" and path in USAGE_PATHS:
+            usage = parse_usage_query(USAGE_PATHS[path], params, int(self.org.clock.now().timestamp()))
+            return Response(200, UsageRenderer(self.org).page(usage))
         raise Reply(404, f"Invalid URL ({method} {path})")
 
     def _error(self, reply: Reply) -> Response:
@@ -219,11 +231,25 @@ class FakeAdminAPI:
         if action == ("POST", "/_fake/scale_today"):
             self.org.scale_today(payload["project_id"], Decimal(str(payload["factor"])))
             return {"ok": True}
+        if action == ("POST", "/_fake/runaway"):
+            self._runaway(payload)
+            return {"ok": True}
         if action == ("GET", "/_fake/totals"):
             day = dt.date.fromisoformat(params["day"][0])
             totals = {str(p) if p else "null": str(v) for p, v in self.org.daily_totals(day).items()}
             return {"day": day.isoformat(), "totals": totals}
         raise Reply(404, f"no control endpoint {action[0]} {action[1]}")
+
+    def _runaway(self, payload: Any) -> None:
+        project_id = payload["project_id"]
+        if payload.get("stop") is True:
+            self.org.stop_runaway(project_id)
+            return
+        minutes = payload.get("minutes_ago", 0)
+        if type(minutes) not in (int, float) or minutes < 0:
+            raise ValueError("minutes_ago must be a non-negative number")
+        started = self.org.clock.now() - dt.timedelta(minutes=minutes)
+        self.org.start_runaway(project_id, Decimal(str(payload["factor"])), started)
 
 
 class _Server(ThreadingHTTPServer):

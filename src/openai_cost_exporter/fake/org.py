@@ -1,13 +1,19 @@
-"""A simulated OpenAI organization: projects and their daily spend, computed on demand.
+"""A simulated OpenAI organization: projects and their spend over time, computed on demand.
 
-Nothing is stored per day: a cell (project, line item, UTC day) is a pure function of the seed, built from
-per-project base levels, a weekday rhythm and a noise table indexed by `key(project, line item) ^ key(day)`.
-That keeps 2,000 projects x 3 line items x 400 days cheap. Amounts are integer nanodollars inside (9 decimal
-places, like the long decimals OpenAI sends) and `Decimal` outside.
+Nothing is stored per day: a day amount (project, line item, UTC day) is a pure function of the seed, built
+from per-project base levels, a weekday rhythm and a noise table indexed by `key(project, line item) ^
+key(day)`. That keeps 2,000 projects x 3 line items x 400 days cheap. Within the day the amount follows the
+project's hourly profile, linear within each hour (fake/traffic.py). Amounts are integer nanodollars inside
+(9 decimal places, like the long decimals OpenAI sends) and `Decimal` outside.
 
-Today (the clock's UTC day) is partial: a cell is the full-day amount times the fraction of the day elapsed.
-Tests change the truth with `set_cost` (one cell) and `scale_today` (a spend jump); the sums the exporter
-must reproduce come from `daily_total`, `daily_totals` and `line_item_totals`.
+Billed costs lag usage (openai-admin-api.md §4, §9): today's cost cell is what was spent up to
+`now - cost_lag`; closed days are complete. Usage (fake/usage.py) shows spend up to `now - usage_lag`, as
+tokens priced by genai-prices (fake/prices.py). The spike project is the exception on purpose: its today runs
+at SPIKE_FACTOR and is billed without lag and never below noon's total, so the demo alerts at any hour.
+
+Tests change the truth with `set_cost` (one billed cell; usage is not affected), `scale_today` (a spend jump,
+billed and usage) and `start_runaway` (a rate jump from a moment on); the sums the exporter must reproduce come
+from `daily_total`, `daily_totals`, `line_item_totals`, `spend_between` and `usage_tokens`.
 """
 
 from __future__ import annotations
@@ -18,115 +24,80 @@ import random
 import string
 import zlib
 from collections.abc import Collection
-from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from openai_cost_exporter.clock import Clock, SystemClock
-from openai_cost_exporter.models import day_start
+from openai_cost_exporter.fake.plan import (
+    AWKWARD_NAMES,
+    DEFAULT_NAME,
+    DIRECTIONS,
+    MODELS,
+    SPIKE_NAME,
+    TEAM_NAMES,
+    TOOL_ITEMS,
+    FakeProject,
+    Plan,
+    Spender,
+    from_nanos,
+    to_nanos,
+)
+from openai_cost_exporter.fake.prices import PRICES, UsageGroups, usage_groups
+from openai_cost_exporter.fake.roster import Roster, build_roster
+from openai_cost_exporter.fake.traffic import (
+    DAY_SECONDS,
+    Runaway,
+    day_origin,
+    day_second,
+    runaway_extra,
+    runaway_touches,
+    spent_by,
+)
+
+__all__ = [
+    "AWKWARD_NAMES", "DEFAULT_NAME", "DIRECTIONS", "MODELS", "NANOS", "SPIKE_FACTOR", "SPIKE_MIN_PARTIAL",
+    "SPIKE_NAME", "TEAM_NAMES", "TOOL_ITEMS", "FakeOrg", "FakeProject", "Spender", "from_nanos", "to_nanos",
+]  # fmt: skip
 
 NANOS = 10**9
 SPIKE_FACTOR = 4
-SPIKE_NAME = "Search Reranker"
-SPIKE_MIN_PARTIAL = 43_200  # seconds: the spike project's today never looks younger than noon
-DEFAULT_NAME = "Default project"
-#: Names that break naive label escaping; all present when project_count >= 8 (with the default project).
-AWKWARD_NAMES: tuple[str | None, ...] = (
-    'Team "Quotes" Bot',
-    "C:\\ml\\batch jobs",
-    "Line one\nLine two",
-    "Übersetzung 🚀 東京",
-    "Support Bot",
-    "Support Bot",
-    None,
-)
-TEAM_NAMES = (
-    "Checkout Assistant", "Fraud Scoring", "Docs Summarizer", "Sales Copilot", "Data Platform", "Ranking",
-    "Mobile App", "Email Triage", "Analytics Agent", "Onboarding Bot", "Legal Review", "Voice Agent",
-    "Growth Experiments", "Support Macros", "Translation", "Code Review", "Knowledge Base", "QA Evals",
-    "Marketing Copy", "Internal Tools", "Recommendations", "Research", "Billing Insights", "Security Triage",
-)  # fmt: skip
-MODELS = ("gpt-4o-2024-08-06", "gpt-4o-mini-2024-07-18", "gpt-4.1-2025-04-14", "o3-2025-04-16")
-DIRECTIONS = ("input", "output", "cached input")
-TOOL_ITEMS = ("web search tool calls", "file search tool calls", "code interpreter sessions")
-_DIRECTION_WEIGHT = {"input": 35, "output": 55, "cached input": 10}
+SPIKE_MIN_PARTIAL = 43_200  # seconds: the spike project's billed today never looks younger than noon
+DEFAULT_COST_LAG = dt.timedelta(hours=3)
+DEFAULT_USAGE_LAG = dt.timedelta(seconds=60)
 #: Per-mille spend by weekday, Monday first: weekends are quieter.
 _WEEKDAY = (1040, 1080, 1100, 1060, 980, 560, 480)
 _TABLE_MASK = 4095
 _ALNUM = string.ascii_letters + string.digits
-_DAY = dt.timedelta(days=1)
-
-
-@dataclass(frozen=True, slots=True)
-class FakeProject:
-    """A project as the Projects API lists it, plus its typical spend."""
-
-    id: str
-    name: str | None
-    created_at: int
-    archived_at: int | None
-    line_items: tuple[str, ...]
-    daily_usd: Decimal  # typical full weekday spend; 0 for projects that never spend
-
-    @property
-    def archived(self) -> bool:
-        return self.archived_at is not None
-
-    @property
-    def status(self) -> str:
-        return "archived" if self.archived else "active"
-
-
-@dataclass(frozen=True, slots=True)
-class _Spender:
-    """What it takes to compute one project's cells (project_id None = unattributed spend)."""
-
-    project_id: str | None
-    first_day: int  # ordinal of the first day with spend
-    stop_day: int | None  # ordinal of the first day without spend (archive day)
-    items: tuple[tuple[str, int, int], ...]  # (line_item, base nanodollars, noise key)
-    steady: bool  # no weekday rhythm, narrow noise (the spike project)
-    sparse_key: int | None  # spends only on about one day in eight when set
-
-
-def to_nanos(amount: Decimal) -> int:
-    """Exact integer nanodollars of an amount; ValueError past 9 decimal places or for NaN/infinity."""
-    if not amount.is_finite():
-        raise ValueError("amount must be finite")
-    scaled = amount.scaleb(9)
-    if scaled != scaled.to_integral_value():
-        raise ValueError("amount has more than 9 decimal places")
-    return int(scaled)
-
-
-def from_nanos(nanos: int) -> Decimal:
-    """Nanodollars back to a USD `Decimal`."""
-    return Decimal(nanos).scaleb(-9)
+_Cell = tuple[str | None, str, int]
 
 
 class FakeOrg:
-    """Projects and deterministic daily spend of a simulated organization."""
+    """Projects and deterministic spend of a simulated organization; `FakeOrg.generate` builds one."""
 
     def __init__(
-        self,
-        *,
-        seed: int,
-        clock: Clock,
-        projects: list[FakeProject],
-        spenders: list[_Spender],
-        spike_project_id: str | None,
-        noise: tuple[tuple[int, ...], tuple[int, ...]],
+        self, *, seed: int, clock: Clock, roster: Roster, noise: tuple[tuple[int, ...], tuple[int, ...]]
     ) -> None:
         self.seed = seed
         self.clock = clock
-        self.projects = projects
-        self.spike_project_id = spike_project_id
+        self.projects = roster.projects
+        self.spenders = roster.spenders
+        self.cost_lag = DEFAULT_COST_LAG  # billed costs of today cover spend up to now - cost_lag
+        self.usage_lag = DEFAULT_USAGE_LAG  # usage buckets cover spend up to now - usage_lag
+        self.spike_project_id = roster.ids.get("spike")
+        self.embeddings_project_id = roster.ids.get("embeddings")
+        self.unpriced_project_id = roster.ids.get("unpriced")
+        self.nightly_batch_project_id = roster.ids.get("nightly_batch")
+        self.steady_search_project_id = roster.ids.get("steady_search")
+        self.tiny_tool_project_id = roster.ids.get("tiny_tool")
+        self.agent_loop_project_id = roster.ids.get("agent_loop")
         self.organization_id = "org-" + "".join(random.Random(f"org:{seed}").choices(_ALNUM, k=24))  # noqa: S311 fake data, not secrets
-        self._spenders = spenders
-        self._by_id = {p.id: p for p in projects}
+        self.usage_groups: list[UsageGroups] = [usage_groups([li for li, _, _ in s.items]) for s in self.spenders]
+        self._by_id = {p.id: p for p in self.projects}
+        self._spender = {s.project_id: i for i, s in enumerate(self.spenders)}
         self._noise, self._steady_noise = noise
         self._day_keys: dict[int, int] = {}
         self._overrides: dict[int, dict[tuple[str | None, str], int]] = {}
         self._scales: dict[tuple[int, str | None], Decimal] = {}
+        self._runaways: dict[str | None, list[Runaway]] = {}
 
     @classmethod
     def generate(
@@ -140,62 +111,56 @@ class FakeOrg:
         clock: Clock | None = None,
         spike_project: bool = True,
         unattributed: bool = True,
+        rhythm_projects: bool = False,
+        batch_peak_hour: int = 2,
+        runaway_project: bool = False,
     ) -> FakeOrg:
-        """Build an organization; same arguments and same clock day give the same numbers."""
+        """Build an organization; same arguments and same clock day give the same numbers.
+
+        `rhythm_projects` adds "Nightly Batch" (peak at `batch_peak_hour` UTC), "Steady Search" and "Tiny
+        Tool"; `runaway_project` adds "Agent Loop", running at 10x since 40 minutes before the clock's now.
+        Both come on top of `project_count` and leave the other projects' numbers unchanged."""
         clock = clock or SystemClock()
-        plan = _Plan(seed, clock.now().date(), history_days, line_items_per_project)
-        names = plan.names(project_count, spike_project)
-        projects = [plan.project(i, name) for i, name in enumerate(names)]
-        spike_index = names.index(SPIKE_NAME) if spike_project and SPIKE_NAME in names else None
-        if spike_project and spike_index is None and projects:
-            spike_index = 0  # too few projects for the named one: the default project spikes
-        archived_count = project_count // 10 if archived_count is None else archived_count
-        projects = plan.archive(projects, archived_count, keep={0, spike_index})
-        spenders = [plan.spender(p, steady=i == spike_index) for i, p in enumerate(projects)]
-        if unattributed:
-            spenders.append(plan.unattributed())
-        spike_id = projects[spike_index].id if spike_index is not None else None
-        return cls(
-            seed=seed,
-            clock=clock,
-            projects=projects,
-            spenders=spenders,
-            spike_project_id=spike_id,
-            noise=plan.noise_tables(),
-        )
+        now = clock.now()
+        plan = Plan(seed, now.date(), history_days, line_items_per_project)
+        roster = build_roster(
+            plan, project_count, archived_count, spike=spike_project, unattributed=unattributed,
+            rhythm=rhythm_projects, batch_peak_hour=batch_peak_hour, runaway=runaway_project,
+        )  # fmt: skip
+        org = cls(seed=seed, clock=clock, roster=roster, noise=plan.noise_tables(_TABLE_MASK + 1))
+        if org.agent_loop_project_id is not None:
+            org.start_runaway(org.agent_loop_project_id, Decimal(10), now - dt.timedelta(minutes=40))
+        return org
 
     def project(self, project_id: str) -> FakeProject:
         """The project with this id; KeyError if there is none."""
         return self._by_id[project_id]
 
+    # ---- billed costs ------------------------------------------------------------------------------------
+
     def cells(
         self, day: dt.date, project_ids: Collection[str | None] | None = None, *, include_zero: bool = False
-    ) -> list[tuple[str | None, str, int]]:
-        """Every (project_id, line_item, nanodollars) of a UTC day as of the clock's now, non-zero ones only
-        unless `include_zero` (then zero cells of projects alive that day are kept too)."""
+    ) -> list[_Cell]:
+        """Every billed (project_id, line_item, nanodollars) of a UTC day as of the clock's now, non-zero ones
+        only unless `include_zero` (then zero cells of projects alive that day are kept too)."""
         o = day.toordinal()
-        now = self.clock.now()
-        out: list[tuple[str | None, str, int]] = []
-        if o <= now.date().toordinal():
-            partial = now.hour * 3600 + now.minute * 60 + now.second if o == now.date().toordinal() else None
-            spenders = self._spenders
+        today, second = day_second(int(self.clock.now().timestamp()))
+        out: list[_Cell] = []
+        if o <= today:
+            spenders = self.spenders
             if project_ids is not None:
                 spenders = [s for s in spenders if s.project_id in project_ids]
-            self._day_cells(spenders, o, partial, include_zero, out)
+            if o == today:
+                self._today_cells(spenders, o, second, include_zero, out)
+            else:
+                self._day_cells(spenders, o, include_zero, out)
         extra = self._overrides.get(o)
         if extra:
             out = _apply_overrides(out, dict(extra), project_ids, include_zero)
         return out
 
-    def _day_cells(
-        self,
-        spenders: list[_Spender],
-        o: int,
-        partial: int | None,
-        include_zero: bool,
-        out: list[tuple[str | None, str, int]],
-    ) -> None:
-        # The hot loop of a big page (2,000 projects x 180 days): locals only, no calls per cell.
+    def _day_cells(self, spenders: list[Spender], o: int, include_zero: bool, out: list[_Cell]) -> None:
+        # The hot loop of a big page (2,000 projects x 180 days): locals only, no calls per ordinary cell.
         dk = self._day_key(o)
         rhythm = _WEEKDAY[(o + 6) % 7]
         noise = self._noise
@@ -205,40 +170,30 @@ class FakeOrg:
                 continue
             if s.sparse_key is not None and (s.sparse_key ^ dk) & 7:
                 continue
-            if s.steady or self._scales:
-                self._special_cells(s, o, dk, partial, include_zero, out)
+            if s.steady or self._is_special(s, o):
+                self._billed_cells(s, o, o + 1, DAY_SECONDS, include_zero, out)
                 continue
             pid = s.project_id
             for line_item, base, key in s.items:
                 n = base * rhythm * noise[(key ^ dk) & _TABLE_MASK] // 1_000_000
-                if partial is not None:
-                    n = n * partial // 86400
                 if n or include_zero:
                     append((pid, line_item, n))
 
-    def _special_cells(
-        self,
-        s: _Spender,
-        o: int,
-        dk: int,
-        partial: int | None,
-        include_zero: bool,
-        out: list[tuple[str | None, str, int]],
-    ) -> None:
-        """Cells of the spike project, and of any project while a `scale_today` factor exists."""
-        table, rhythm = (self._steady_noise, 1000) if s.steady else (self._noise, _WEEKDAY[(o + 6) % 7])
-        mult = SPIKE_FACTOR if s.steady and partial is not None else 1
-        factor = self._scales.get((o, s.project_id))
-        for line_item, base, key in s.items:
-            n = base * rhythm * table[(key ^ dk) & _TABLE_MASK] // 1_000_000 * mult
-            if factor is not None:
-                n = int((n * factor).to_integral_value(ROUND_HALF_EVEN))
-            if partial is not None:
-                # The runaway began overnight: by any hour the spike project shows at least half a day at 4x
-                # (2x its baseline), so the demo alerts whenever it is started.
-                n = n * (max(partial, SPIKE_MIN_PARTIAL) if mult != 1 else partial) // 86400
+    def _today_cells(self, spenders: list[Spender], o: int, second: int, include_zero: bool, out: list[_Cell]) -> None:
+        lagged = max(0, second - int(self.cost_lag.total_seconds()))
+        for s in spenders:
+            # The spike began overnight: by any hour its bill shows at least half a day at 4x (2x its baseline).
+            self._billed_cells(s, o, o, max(second, SPIKE_MIN_PARTIAL) if s.spike else lagged, include_zero, out)
+
+    def _billed_cells(self, s: Spender, o: int, today: int, second: int, include_zero: bool, out: list[_Cell]) -> None:
+        for (line_item, _, _), day_nanos in zip(s.items, self.day_amounts(s, o, today), strict=False):
+            n = self.spent(s, o, day_nanos, second)
             if n or include_zero:
                 out.append((s.project_id, line_item, n))
+
+    def _is_special(self, s: Spender, o: int) -> bool:
+        runs = self._runaways.get(s.project_id)
+        return (o, s.project_id) in self._scales or bool(runs and runaway_touches(runs, day_origin(o)))
 
     def _day_key(self, o: int) -> int:
         key = self._day_keys.get(o)
@@ -246,32 +201,126 @@ class FakeOrg:
             key = self._day_keys[o] = zlib.crc32(f"{self.seed}:{o}".encode())
         return key
 
+    # ---- the shape of a day ------------------------------------------------------------------------------
+
+    def day_amounts(self, s: Spender, o: int, today: int) -> tuple[int, ...]:
+        """Full-day nanodollars of each of the spender's items on day ordinal `o` (empty: no spend that day);
+        `today` is the clock's day ordinal, when the spike project runs at SPIKE_FACTOR."""
+        if o < s.first_day or (s.stop_day is not None and o >= s.stop_day):
+            return ()
+        dk = self._day_key(o)
+        if s.sparse_key is not None and (s.sparse_key ^ dk) & 7:
+            return ()
+        table, rhythm = (self._steady_noise, 1000) if s.steady else (self._noise, _WEEKDAY[(o + 6) % 7])
+        mult = SPIKE_FACTOR if s.spike and o == today else 1
+        return tuple(base * rhythm * table[(key ^ dk) & _TABLE_MASK] // 1_000_000 * mult for _, base, key in s.items)
+
+    def spent(self, s: Spender, o: int, day_nanos: int, second: int) -> int:
+        """Nanodollars of one item (day amount `day_nanos`) spent on day `o` from 00:00 up to `second`, with the
+        project's runaways and `scale_today` factor."""
+        cumulative = s.profile.cumulative
+        n = spent_by(day_nanos, cumulative, second)
+        runs = self._runaways.get(s.project_id)
+        if runs:
+            n += runaway_extra(runs, day_nanos, cumulative, day_origin(o), second)
+        factor = self._scales.get((o, s.project_id))
+        if factor is not None:
+            n = int((n * factor).to_integral_value(ROUND_HALF_EVEN))
+        return n
+
+    def item_spend(self, index: int, start: int, end: int) -> list[int]:
+        """Nanodollars spent per item of spender `index` in [start, end) (Unix seconds, cut at nothing)."""
+        s, today = self.spenders[index], day_second(int(self.clock.now().timestamp()))[0]
+        totals = [0] * len(s.items)
+        if end <= start:
+            return totals
+        for o in range(day_second(start)[0], day_second(end - 1)[0] + 1):
+            day0 = day_origin(o)
+            low, high = max(start - day0, 0), min(end - day0, DAY_SECONDS)
+            for i, day_nanos in enumerate(self.day_amounts(s, o, today)):
+                totals[i] += self.spent(s, o, day_nanos, high) - self.spent(s, o, day_nanos, low)
+        return totals
+
+    def is_plain(self, index: int, o: int) -> bool:
+        """Whether spender `index` spends on day `o` by its profile alone (no runaway, no scale factor)."""
+        return not self._is_special(self.spenders[index], o)
+
+    def usage_end(self) -> int:
+        """Unix seconds up to which usage is visible: the clock's now minus `usage_lag`."""
+        return int((self.clock.now() - self.usage_lag).timestamp())
+
+    # ---- truth for tests ---------------------------------------------------------------------------------
+
     def line_item_totals(self, day: dt.date) -> dict[tuple[str | None, str], Decimal]:
-        """Truth: spend per (project_id, line_item) on a day, non-zero cells only."""
+        """Truth: billed spend per (project_id, line_item) on a day, non-zero cells only."""
         return {(p, li): from_nanos(n) for p, li, n in self.cells(day)}
 
     def daily_totals(self, day: dt.date) -> dict[str | None, Decimal]:
-        """Truth: spend per project_id (None = unattributed) on a day, projects with non-zero spend only."""
+        """Truth: billed spend per project_id (None = unattributed) on a day, non-zero ones only."""
         sums: dict[str | None, int] = {}
         for p, _, n in self.cells(day):
             sums[p] = sums.get(p, 0) + n
         return {p: from_nanos(n) for p, n in sums.items() if n}
 
     def daily_total(self, day: dt.date, project_id: str | None) -> Decimal:
-        """Truth: one project's spend on a day (0 when it spent nothing)."""
+        """Truth: one project's billed spend on a day (0 when it spent nothing)."""
         return from_nanos(sum(n for _, _, n in self.cells(day, (project_id,))))
 
+    def spend_between(self, project_id: str | None, start: dt.datetime, end: dt.datetime) -> Decimal:
+        """Truth: what the project spent in [start, end), cut at the clock's now (runaways included; as billed
+        once the lag has passed, except `set_cost` overrides and the spike project's unlagged today)."""
+        index = self._spender.get(project_id)
+        stop = min(int(end.timestamp()), int(self.clock.now().timestamp()))
+        if index is None:
+            return Decimal(0)
+        return from_nanos(sum(self.item_spend(index, int(start.timestamp()), stop)))
+
+    def hourly_spend(self, project_id: str | None, hour_start: dt.datetime) -> Decimal:
+        """Truth: what the project spent in the hour from `hour_start` (see `spend_between`)."""
+        return self.spend_between(project_id, hour_start, hour_start + dt.timedelta(hours=1))
+
+    def usage_tokens(
+        self, project_id: str | None, model: str, start: dt.datetime, end: dt.datetime
+    ) -> tuple[int, int, int, int]:
+        """Truth: (input incl. cached, cached input, output tokens, requests) the usage API reports for one
+        project and model over [start, end) as one bucket, cut at now - usage_lag."""
+        index = self._spender.get(project_id)
+        stop = min(int(end.timestamp()), self.usage_end())
+        groups = dict(self.usage_groups[index]) if index is not None else {}
+        if index is None or model not in groups:
+            return (0, 0, 0, 0)
+        spend = self.item_spend(index, int(start.timestamp()), stop)
+        by_direction = [0, 0, 0]
+        for item, direction in groups[model]:
+            by_direction[direction] += spend[item]
+        return PRICES[model].counts(by_direction)
+
+    # ---- switches ------------------------------------------------------------------------------------------
+
     def set_cost(self, day: dt.date, project_id: str | None, line_item: str, amount: Decimal) -> None:
-        """Override one cell with an exact amount (not scaled by the partial day)."""
+        """Override one billed cell with an exact amount (not cut by the time of day; usage is unchanged)."""
         self._check_project(project_id)
         self._overrides.setdefault(day.toordinal(), {})[(project_id, line_item)] = to_nanos(amount)
 
     def scale_today(self, project_id: str | None, factor: Decimal) -> None:
-        """A spend jump: multiply the project's cells of the clock's current day by `factor`."""
+        """A spend jump: multiply the project's spend on the clock's current day by `factor`."""
         self._check_project(project_id)
         if not factor.is_finite():
             raise ValueError("factor must be finite")
         self._scales[(self.clock.now().date().toordinal(), project_id)] = factor
+
+    def start_runaway(self, project_id: str | None, factor: Decimal, started_at: dt.datetime) -> None:
+        """Multiply the project's spend rate by `factor` from `started_at` on (replacing a running runaway)."""
+        self._check_project(project_id)
+        runaway = Runaway.from_factor(factor, int(started_at.timestamp()))
+        kept = [r for r in self._runaways.get(project_id, []) if r.end is not None]
+        self._runaways[project_id] = [*kept, runaway]
+
+    def stop_runaway(self, project_id: str | None, stopped_at: dt.datetime | None = None) -> None:
+        """End the project's running runaway at `stopped_at` (default: the clock's now); spend before stays."""
+        end = int((stopped_at or self.clock.now()).timestamp())
+        runs = self._runaways.get(project_id, [])
+        self._runaways[project_id] = [dataclasses.replace(r, end=end) if r.end is None else r for r in runs]
 
     def _check_project(self, project_id: str | None) -> None:
         if project_id is not None and project_id not in self._by_id:
@@ -279,12 +328,12 @@ class FakeOrg:
 
 
 def _apply_overrides(
-    cells: list[tuple[str | None, str, int]],
+    cells: list[_Cell],
     overrides: dict[tuple[str | None, str], int],
     project_ids: Collection[str | None] | None,
     include_zero: bool,
-) -> list[tuple[str | None, str, int]]:
-    out: list[tuple[str | None, str, int]] = []
+) -> list[_Cell]:
+    out: list[_Cell] = []
     for p, li, n in cells:
         value = overrides.pop((p, li), n)
         if value or include_zero:
@@ -293,86 +342,3 @@ def _apply_overrides(
         if value and (project_ids is None or p in project_ids):
             out.append((p, li, value))
     return out
-
-
-def _team_name(i: int) -> str:
-    base = TEAM_NAMES[i % len(TEAM_NAMES)]
-    return base if i < len(TEAM_NAMES) else f"{base} {i // len(TEAM_NAMES) + 1}"
-
-
-class _Plan:
-    """Generation-time choices; a seeded `random.Random` is fine here (O(projects), not O(cells))."""
-
-    def __init__(self, seed: int, today: dt.date, history_days: int, items_per_project: int) -> None:
-        self.rng = random.Random(seed)  # noqa: S311 deterministic fake data, not secrets
-        self.seed = seed
-        self.today = today
-        self.history_start = today - history_days * _DAY
-        self.items_per_project = items_per_project
-
-    def names(self, count: int, spike: bool) -> list[str | None]:
-        fixed: list[str | None] = [DEFAULT_NAME]
-        if spike and count >= len(AWKWARD_NAMES) + 2:
-            fixed.append(SPIKE_NAME)
-        fixed.extend(AWKWARD_NAMES)
-        teams = [_team_name(i) for i in range(max(0, count - len(fixed)))]
-        return (fixed + teams)[:count]
-
-    def project(self, index: int, name: str | None) -> FakeProject:
-        rng = self.rng
-        pid = "proj_" + "".join(rng.choices(_ALNUM, k=24))
-        old = index < len(AWKWARD_NAMES) + 2  # the fixed projects predate the history window
-        days_back = rng.randint(410, 700) if old else rng.randint(14, 500)
-        created = day_start(self.today - days_back * _DAY) + rng.randint(0, 86399)
-        spends = old or rng.random() > 0.1
-        usd = Decimal(f"{10 ** rng.uniform(-1.3, 2.5):.4f}") if spends else Decimal(0)
-        if name == SPIKE_NAME:
-            usd = Decimal(20)
-        return FakeProject(pid, name, created, None, self.line_items(), usd)
-
-    def line_items(self) -> tuple[str, ...]:
-        model = self.rng.choice(MODELS)
-        pool = [f"{model}, {d}" for d in DIRECTIONS]
-        others = [f"{m}, {d}" for m in MODELS if m != model for d in DIRECTIONS] + list(TOOL_ITEMS)
-        self.rng.shuffle(others)
-        return tuple((pool + others)[: self.items_per_project])
-
-    def archive(self, projects: list[FakeProject], count: int, keep: set[int | None]) -> list[FakeProject]:
-        candidates = [i for i in range(len(projects)) if i not in keep]
-        chosen = set(self.rng.sample(candidates, min(count, len(candidates))))
-        out = []
-        for i, p in enumerate(projects):
-            if i in chosen:
-                lo = p.created_at + 7 * 86400
-                hi = max(lo, day_start(self.today - _DAY))
-                out.append(dataclasses.replace(p, archived_at=self.rng.randint(lo, hi)))
-            else:
-                out.append(p)
-        return out
-
-    def spender(self, p: FakeProject, *, steady: bool) -> _Spender:
-        first = max(dt.datetime.fromtimestamp(p.created_at, dt.UTC).date(), self.history_start)
-        stop = dt.datetime.fromtimestamp(p.archived_at, dt.UTC).date() if p.archived_at else None
-        items = self._items(p.line_items, p.daily_usd)
-        return _Spender(p.id, first.toordinal(), stop.toordinal() if stop else None, items, steady, None)
-
-    def unattributed(self) -> _Spender:
-        items = self._items(("gpt-4o-mini-2024-07-18, input", "web search tool calls"), Decimal("0.35"))
-        key = self.rng.getrandbits(32)
-        return _Spender(None, self.history_start.toordinal(), None, items, False, key)
-
-    def _items(self, line_items: tuple[str, ...], usd: Decimal) -> tuple[tuple[str, int, int], ...]:
-        weights = [_DIRECTION_WEIGHT.get(li.rsplit(", ", 1)[-1], 20) for li in line_items]
-        total = sum(weights) or 1
-        nanos = to_nanos(usd)
-        return tuple(
-            (li, nanos * w // total + self.rng.randint(0, 999), self.rng.getrandbits(32))
-            for li, w in zip(line_items, weights, strict=True)
-            if nanos
-        )
-
-    def noise_tables(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        rng = random.Random(self.seed * 7919 + 1)  # noqa: S311 deterministic fake data
-        noise = tuple(0 if rng.random() < 0.04 else rng.randint(600, 1400) for _ in range(_TABLE_MASK + 1))
-        steady = tuple(rng.randint(920, 1080) for _ in range(_TABLE_MASK + 1))
-        return noise, steady

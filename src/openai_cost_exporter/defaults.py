@@ -1,0 +1,29 @@
+"""Every default, named once: the settings model, the CLI help and the components all read them from here."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+PORT = 9876  # not 9185: two other OpenAI exporters use that one
+LISTEN = f"0.0.0.0:{PORT}"
+INTERVAL_SECONDS = 300.0  # OpenAI's cost data moves slowly; 5 minutes keeps alerts timely
+JOB = "openai_cost_exporter"
+STATE_FILE = "state.sqlite3"
+REQUEST_TIMEOUT_SECONDS = 30.0
+REVISION_DAYS = 2
+RETENTION_DAYS = 400
+PROJECTS_REFRESH_SECONDS = 3600.0
+NOTIFY_BACKOFF_SECONDS = 30.0
+NOTIFY_MAX_BACKOFF_SECONDS = 3600.0
+DIGEST_GRACE_HOURS = 6.0
+
+# The alert policy ([alerts]).
+SPIKE_RATIO = Decimal("1.5")
+MIN_USD = Decimal("1.0")
+BASELINE_DAYS = 7
+ESCALATION_FACTOR = Decimal(2)
+
+# The demo.
+DEMO_INTERVAL_SECONDS = 30.0
+DEMO_PROJECTS = 40

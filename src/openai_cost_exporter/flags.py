@@ -1,0 +1,133 @@
+"""The settings flags every command shares, and settings built from them.
+
+Help texts never spell a default: it is read from the settings model, so the two cannot disagree.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from pydantic.fields import FieldInfo
+
+from openai_cost_exporter.config import Settings, load_settings
+from openai_cost_exporter.rules import AlertPolicy
+
+#: flag -> (settings field, type, help). Each flag's variable is OPENAI_COST_EXPORTER_<FIELD> unless noted.
+SETTINGS_FLAGS: dict[str, tuple[str, Any, str]] = {
+    "--config": ("config", Path, "TOML or YAML settings file (alert policy, budgets, overrides)"),
+    "--base-url": (
+        "base_url",
+        str,
+        "OpenAI API base URL [OPENAI_BASE_URL]",
+    ),
+    "--request-timeout": ("request_timeout", float, "seconds per API request"),
+    "--listen": (
+        "listen",
+        str,
+        "HOST:PORT for /metrics and the spend page; '' disables",
+    ),
+    "--push-url": (
+        "push_url",
+        str,
+        "VictoriaMetrics import URL, e.g. http://localhost:8428/api/v1/import/prometheus",
+    ),
+    "--job": ("job", str, "job label added to pushed samples"),
+    "--interval": ("interval", float, "seconds between cycles"),
+    "--state-dir": (
+        "state_dir",
+        Path,
+        "directory of the SQLite state",
+    ),
+    "--revision-days": (
+        "revision_days",
+        int,
+        "closed days re-read every cycle for late revisions",
+    ),
+    "--retention-days": ("retention_days", int, "days of history kept in the state"),
+    "--backfill-days": (
+        "backfill_days",
+        int,
+        "on first start, also fetch and push this many past days",
+    ),
+    "--projects-refresh": (
+        "projects_refresh",
+        float,
+        "seconds between project name refreshes",
+    ),
+    "--notify-backoff": (
+        "notify_backoff",
+        float,
+        "seconds before a failed Slack message is re-sent, doubling",
+    ),
+    "--digest-grace-hours": (
+        "digest_grace_hours",
+        float,
+        "hours after UTC midnight before the digest",
+    ),
+    "--log-level": ("log_level", str.upper, "DEBUG, INFO, WARNING or ERROR"),
+    "--log-format": ("log_format", str, "text or json"),
+}
+BOOLEAN_FLAGS: dict[str, tuple[str, str]] = {
+    "--line-items": ("line_items", "also group costs by line_item (openai_daily_line_item_cost_usd)"),
+    "--digest": ("digest", "send a daily digest to Slack after each UTC day closes"),
+}
+ALERT_FLAGS: dict[str, tuple[str, Any, str]] = {
+    "--spike-ratio": ("spike_ratio", str, "alert when today > ratio x baseline"),
+    "--min-usd": ("min_usd", str, "... and today >= this many USD"),
+    "--baseline-days": ("baseline_days", int, "complete days the baseline averages"),
+}
+
+
+def add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("settings (each also from OPENAI_COST_EXPORTER_<NAME>)")
+    for flag, (dest, kind, text) in SETTINGS_FLAGS.items():
+        group.add_argument(
+            flag, dest=dest, type=kind, default=None, help=with_default(text, Settings.model_fields[dest])
+        )
+    for flag, (dest, text) in BOOLEAN_FLAGS.items():
+        group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=text)
+    group.add_argument(
+        "--push-label",
+        dest="push_labels",
+        action="append",
+        metavar="NAME=VALUE",
+        help="extra label on pushed samples",
+    )
+    alerts = parser.add_argument_group("alerts (OPENAI_COST_EXPORTER_ALERTS__<NAME>, or [alerts] in --config)")
+    for flag, (dest, kind, text) in ALERT_FLAGS.items():
+        alerts.add_argument(
+            flag,
+            dest=f"alerts.{dest}",
+            type=kind,
+            default=None,
+            help=with_default(text, AlertPolicy.model_fields[dest]),
+        )
+
+
+def with_default(text: str, field: FieldInfo) -> str:
+    """The help text, followed by the field's default from the settings model."""
+    default = field.get_default(call_default_factory=True)
+    if default is None or default is False or default in ({}, []):
+        return text
+    shown = f"'{default}'" if default == "" else str(default)
+    return f"{text} (default {shown})"
+
+
+def settings_from_args(args: argparse.Namespace, **extra: Any) -> Settings:
+    """Flags (those given) over the environment over the config file."""
+    values: dict[str, Any] = {}
+    alerts: dict[str, Any] = {}
+    for name, value in vars(args).items():
+        if value is None:
+            continue
+        if name.startswith("alerts."):
+            alerts[name.removeprefix("alerts.")] = value
+        elif name in Settings.model_fields:
+            values[name] = value
+    if isinstance(values.get("push_labels"), list):
+        values["push_labels"] = ",".join(values["push_labels"])
+    if alerts:
+        values["alerts"] = alerts
+    return load_settings(**{**values, **extra})

@@ -1,0 +1,97 @@
+"""Bringing a source into the ledger: the one fetch path of the cycle, `backfill` and `report`.
+
+A source is anything that pages daily costs and lists project names (`CostSource`); the OpenAI Admin API client
+is the one implementation today, and a second provider would implement the same Protocol. Names are fetched in
+a thread alongside the cost pages (the two cursor chains are independent, so a cold fetch costs one round of
+pages), and each cost page is one ledger transaction: a failure on a later page loses nothing already read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from openai_cost_exporter.errors import ExporterError
+from openai_cost_exporter.ledger import Ledger
+from openai_cost_exporter.models import CostPage, Project
+
+log = logging.getLogger(__name__)
+
+
+class CostSource(Protocol):
+    """Daily billed costs and project names of one organization."""
+
+    def iter_costs(
+        self, start: dt.date, end: dt.date, *, line_items: bool, limit: int, project_ids: Sequence[str] = ()
+    ) -> Iterator[CostPage]:
+        """Daily costs of the UTC days [start, end), one page at a time (only `project_ids` when given)."""
+        ...
+
+    def list_projects(self) -> list[Project]:
+        """Every project, archived ones included."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The UTC days [start, end) to bring in, and how."""
+
+    start: dt.date
+    end: dt.date
+    line_items: bool
+    page_days: int  # daily buckets per costs page
+
+
+@dataclass
+class Fetched:
+    """What one fetch brought into the ledger."""
+
+    days: list[dt.date] = field(default_factory=list)
+    spenders: set[str] = field(default_factory=set)  # project ids with cost rows in the window
+    names_error: ExporterError | None = None  # the names could not be refreshed (the costs still count)
+
+
+def fetch_into_ledger(
+    source: CostSource,
+    ledger: Ledger,
+    window: Window,
+    now: dt.datetime,
+    *,
+    refresh_names: bool,
+    on_page: Callable[[CostPage], None] | None = None,
+) -> Fetched:
+    """Fetch the window's cost pages into the ledger, and the project names alongside when asked.
+
+    A cost failure raises (what was stored stays); a names failure is returned in `Fetched.names_error`.
+    """
+    fetched = Fetched()
+    limit = max(1, min((window.end - window.start).days, window.page_days))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="projects") as pool:
+        names: Future[list[Project]] | None = pool.submit(source.list_projects) if refresh_names else None
+        pages = source.iter_costs(window.start, window.end, line_items=window.line_items, limit=limit)
+        for page in pages:
+            ledger.replace_days(page.days, page.rows, now)
+            fetched.days.extend(page.days)
+            fetched.spenders.update(row.project_id for row in page.rows)
+            if on_page is not None:
+                on_page(page)
+        if names is not None:
+            fetched.names_error = _save_names(ledger, names.result, now)
+    return fetched
+
+
+def refresh_names(source: CostSource, ledger: Ledger, now: dt.datetime) -> ExporterError | None:
+    """List the projects into the ledger now; the error, if any, is returned rather than raised."""
+    return _save_names(ledger, source.list_projects, now)
+
+
+def _save_names(ledger: Ledger, projects: Callable[[], list[Project]], now: dt.datetime) -> ExporterError | None:
+    try:
+        ledger.save_projects(projects(), now)
+    except ExporterError as exc:
+        return exc
+    return None
