@@ -6,18 +6,21 @@ import datetime as dt
 import os
 import subprocess
 import sys
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
+from openai_cost_exporter.clock import TEST_NOW_ENV, OffsetClock
 from openai_cost_exporter.fake.org import FakeOrg
 
 ADMIN_KEY = "sk-admin-TESTKEY-never-printed-0123456789"
 
 
-def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The test's environment without any OpenAI / Slack / exporter variable of the developer's shell."""
+def clean_env(extra: Mapping[str, str] | None = None, *, now: dt.datetime | None = None) -> dict[str, str]:
+    """The test's environment without any OpenAI / Slack / exporter variable of the developer's shell; with `now`,
+    the CLI's clock starts at that time (clock.TEST_NOW_ENV) instead of the system clock's."""
     env = {
         name: value
         for name, value in os.environ.items()
@@ -25,6 +28,8 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     }
     env["OPENAI_ADMIN_KEY"] = ADMIN_KEY
     env["NO_PROXY"] = "127.0.0.1,localhost"
+    if now is not None:
+        env[TEST_NOW_ENV] = now.isoformat()
     env.update(extra or {})
     return env
 
@@ -44,28 +49,58 @@ def command(*args: str) -> list[str]:
     return [sys.executable, "-m", "openai_cost_exporter", *args]
 
 
-def run_cli(*args: str, env: Mapping[str, str] | None = None, timeout: float = 90) -> Result:
-    """Run one CLI command to completion."""
+def run_cli(
+    *args: str, env: Mapping[str, str] | None = None, now: dt.datetime | None = None, timeout: float = 90
+) -> Result:
+    """Run one CLI command to completion; with `now`, its clock starts at that time (see `clean_env`)."""
     done = subprocess.run(
-        command(*args), capture_output=True, text=True, env=clean_env(env), timeout=timeout, check=False
+        command(*args), capture_output=True, text=True, env=clean_env(env, now=now), timeout=timeout, check=False
     )
     return Result(done.returncode, done.stdout, done.stderr)
 
 
-def run_once(api_url: str, state_dir: Path, *extra: str, env: Mapping[str, str] | None = None) -> Result:
-    """`run --once` against the fake API, no HTTP listener."""
+def run_once(
+    api_url: str, state_dir: Path, *extra: str, env: Mapping[str, str] | None = None, now: dt.datetime | None = None
+) -> Result:
+    """`run --once` against the fake API, no HTTP listener; pass `cli_now(org)` as `now`."""
     return run_cli(
-        "run", "--once", "--base-url", api_url, "--state-dir", str(state_dir), "--listen", "", *extra, env=env
+        "run", "--once", "--base-url", api_url, "--state-dir", str(state_dir), "--listen", "", *extra, env=env, now=now
     )
+
+
+#: The CLI's clock for each fake organization (see `cli_now`).
+_CLI_CLOCKS: weakref.WeakKeyDictionary[FakeOrg, OffsetClock] = weakref.WeakKeyDictionary()
+
+
+def cli_now(org: FakeOrg) -> dt.datetime:
+    """The time to start a CLI process at, against `org`: the fake's frozen time, moved on at real speed since the
+    test first asked. Successive processes see time go forward, as one long-running exporter would (a retry
+    falls due, a refresh ages), while the fake's figures hold still and both agree on the UTC day."""
+    clock = _CLI_CLOCKS.get(org)
+    if clock is None:
+        clock = _CLI_CLOCKS[org] = OffsetClock(org.clock.now())
+    return clock.now()
+
+
+#: The latest time of day `frozen_now` gives: a CLI process whose clock starts there (and then runs at real speed)
+#: stays in the same UTC day for far longer than any test runs.
+LATEST = dt.time(23, 50)
 
 
 def utc_today() -> dt.date:
     return dt.datetime.now(dt.UTC).date()
 
 
+def frozen_now() -> dt.datetime:
+    """The real current time, but no later than LATEST: where a test freezes a fake organization whose figures
+    are compared with real-time services (VictoriaMetrics stamps live samples on receipt)."""
+    now = dt.datetime.now(dt.UTC)
+    return min(now, dt.datetime.combine(now.date(), LATEST, dt.UTC))
+
+
 def late_today() -> dt.datetime:
-    """20:00 UTC of the real current day: a frozen fake's today-so-far is most of a day, and the exporter
-    (which runs on the system clock) agrees on the date."""
+    """20:00 UTC of the real current day: a frozen fake's today-so-far is most of a day. A CLI process that is
+    given it as `now` agrees with the fake on the day whatever the real time."""
     return dt.datetime.combine(utc_today(), dt.time(20), dt.UTC)
 
 

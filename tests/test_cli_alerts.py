@@ -13,8 +13,11 @@ import pytest
 from openai_cost_exporter.clock import FrozenClock
 from openai_cost_exporter.fake.api import FakeAdminAPI
 from openai_cost_exporter.fake.org import FakeOrg
-from tests.clirun import ADMIN_KEY, baseline_of, clean_env, command, late_today, run_once, set_today
+from tests.clirun import ADMIN_KEY, baseline_of, clean_env, cli_now, command, late_today, run_once, set_today
 from tests.fake_slack import FakeSlack
+from tests.stack import wait_until
+
+START_TIMEOUT = 30.0  # seconds until the first cycle is done; about 1 s on the CI machine
 
 
 class Scenario:
@@ -64,6 +67,7 @@ def _cycle(api: FakeAdminAPI, state: Path, config: Path, slack: FakeSlack, *extr
         "0",
         *extra,
         env={"SLACK_WEBHOOK_URL": slack.url},
+        now=cli_now(api.org),
     )
     assert "Traceback" not in result.output, result.output
     assert slack.url not in result.output and "XXXXSECRETXXXX" not in result.output
@@ -115,7 +119,9 @@ def test_slack_outage_delivers_exactly_once_after_recovery(
 def test_without_webhook_alerts_go_to_the_log(api: FakeAdminAPI, org: FakeOrg, tmp_path: Path) -> None:
     """With no SLACK_WEBHOOK_URL the spike is written to the log instead, so the demo shows it."""
     scenario = Scenario(org)
-    result = run_once(api.base_url, tmp_path / "state", "--config", str(scenario.config(tmp_path / "a.toml")))
+    result = run_once(
+        api.base_url, tmp_path / "state", "--config", str(scenario.config(tmp_path / "a.toml")), now=cli_now(api.org)
+    )
     assert result.returncode == 0, result.output
     assert "spike alert for " + scenario.spiking.id in result.stderr
 
@@ -125,34 +131,38 @@ def test_alert_latency_of_the_built_in_path(api: FakeAdminAPI, org: FakeOrg, sla
     scenario = Scenario(org)
     set_today(org, scenario.spiking.id, baseline_of(org, scenario.spiking.id))  # calm at first
     interval = 2.0
-    proc = subprocess.Popen(
-        command(
-            "run",
-            "--base-url",
-            api.base_url,
-            "--state-dir",
-            str(tmp_path / "state"),
-            "--listen",
-            "",
-            "--interval",
-            str(interval),
-            "--config",
-            str(scenario.config(tmp_path / "a.toml")),
-        ),
-        env=clean_env({"SLACK_WEBHOOK_URL": slack.url}),
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    log = tmp_path / "stderr.txt"
+    with log.open("wb") as err:  # a file, not a pipe: read with a deadline, never blocks
+        proc = subprocess.Popen(
+            command(
+                "run",
+                "--base-url",
+                api.base_url,
+                "--state-dir",
+                str(tmp_path / "state"),
+                "--listen",
+                "",
+                "--interval",
+                str(interval),
+                "--config",
+                str(scenario.config(tmp_path / "a.toml")),
+            ),
+            env=clean_env({"SLACK_WEBHOOK_URL": slack.url}, now=cli_now(org)),
+            stderr=err,
+        )
+
+    def calm_cycle_done() -> bool:
+        assert proc.poll() is None, f"the exporter exited early with {proc.returncode}:\n{log.read_text()}"
+        return "cycle ok" in log.read_text(encoding="utf-8", errors="replace")
+
     try:
-        assert proc.stderr is not None
-        while "cycle ok" not in proc.stderr.readline():  # the first (calm) cycle is done
-            assert proc.poll() is None
+        wait_until(calm_cycle_done, START_TIMEOUT, "the first cycle", lambda: log.read_text(errors="replace"))
         jumped = time.monotonic()
         set_today(org, scenario.spiking.id, 5 * baseline_of(org, scenario.spiking.id))
         slack.wait_for(1, timeout=interval + 10)
         latency = time.monotonic() - jumped
     finally:
         proc.terminate()
-        proc.communicate(timeout=15)
+        proc.wait(timeout=15)
     print(f"built-in alert latency: {latency:.2f} s (poll interval {interval:g} s)")
     assert latency <= interval + 2

@@ -1,8 +1,9 @@
 """History through the CLI: `backfill`, revised closed days, `--backfill-days`, `report`, and a corrupt state.
 
-The fake OpenAI organization runs in-process (its clock frozen at the real current time, so the CLI's "today" is
-the fake's), the CLI runs as a subprocess, and pushes land in a real VictoriaMetrics started with
-`-dedup.minScrapeInterval=1ms`, as the README tells users to run it.
+The fake OpenAI organization runs in-process (its clock frozen at about the real current time, which the CLI gets
+as its own through OPENAI_COST_EXPORTER_TEST_NOW, so its "today" is the fake's), the CLI runs as a subprocess, and
+pushes land in a real VictoriaMetrics started with `-dedup.minScrapeInterval=1ms`, as the README tells users to run
+it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from openai_cost_exporter.ledger import Ledger
 from openai_cost_exporter.models import UNATTRIBUTED, CostRow, day_start
 from openai_cost_exporter.report import SPARK_BARS
 from openai_cost_exporter.state import open_state
-from tests.clirun import ADMIN_KEY, Result, run_cli, run_once
+from tests.clirun import ADMIN_KEY, Result, cli_now, frozen_now, run_cli, run_once
 from tests.stack import VictoriaMetrics, free_port
 
 pytestmark = pytest.mark.stack
@@ -42,7 +43,7 @@ EXACT = re.compile(r"-?\d+(\.\d*[1-9])?")
 
 @pytest.fixture
 def org() -> FakeOrg:
-    return FakeOrg.generate(seed=4, project_count=40, clock=FrozenClock(dt.datetime.now(dt.UTC)))
+    return FakeOrg.generate(seed=4, project_count=40, clock=FrozenClock(frozen_now()))
 
 
 @pytest.fixture
@@ -114,7 +115,7 @@ def assert_clean(result: Result) -> None:
 def backfill(api: FakeAdminAPI, vm: VictoriaMetrics, state: Path, run: str, *extra: str) -> Result:
     result = run_cli(
         "backfill", "--days", "30", "--push-url", vm.import_url, "--push-label", f"run={run}",
-        "--base-url", api.base_url, "--state-dir", str(state), *extra,
+        "--base-url", api.base_url, "--state-dir", str(state), *extra, now=cli_now(api.org),
     )  # fmt: skip
     assert result.returncode == 0, result.output
     assert_clean(result)
@@ -172,8 +173,8 @@ def test_backfill_with_line_items_writes_each_line_item_per_day(
     }
     assert want and set(want) <= set(got)
     assert all(len(values) == 1 for values in got.values())
-    for key, values in got.items():
-        assert values[0] == pytest.approx(float(want.get(key, Decimal(0))), rel=VM_REL), key
+    for cell, values in got.items():
+        assert values[0] == pytest.approx(float(want.get(cell, Decimal(0))), rel=VM_REL), cell
     assert_thirty_days(org, samples_by_project(vm, 'openai_daily_cost_usd{run="items"}'))
 
 
@@ -192,7 +193,7 @@ def test_revised_closed_day_is_rewritten_and_moves_the_baseline(
     new total is written a millisecond after the first sample, and the pushed baseline moves by the change / 7."""
     run = f"revision-{days_ago}"
     push = ("--push-url", vm.import_url, "--push-label", f"run={run}")
-    first = run_once(api.base_url, tmp_path, *push)
+    first = run_once(api.base_url, tmp_path, *push, now=cli_now(api.org))
     assert first.returncode == 0, first.output
     day = today_of(org) - days_ago * DAY
     pid, item = max(org.line_item_totals(day).items(), key=lambda cell: (cell[0][0] is not None, cell[1]))[0]
@@ -203,15 +204,14 @@ def test_revised_closed_day_is_rewritten_and_moves_the_baseline(
     org.set_cost(day, pid, item, org.line_item_totals(day)[(pid, item)] + delta)
     assert truth(org, day, pid) == old_total + delta
 
-    result = run_once(api.base_url, tmp_path, *push)
+    result = run_once(api.base_url, tmp_path, *push, now=cli_now(api.org))
     assert result.returncode == 0, result.output
     assert " 1 closed days pushed" in result.stderr, first.output + result.output
     daily = samples_by_project(vm, f'openai_daily_cost_usd{{run="{run}"}}')
     # The revision lands a millisecond after the first push, inside the day: the newest sample wins in any mode.
-    assert in_day(daily[pid], day) == [
-        (stamp_ms(day), pytest.approx(float(old_total), rel=VM_REL)),
-        (stamp_ms(day) + 1, pytest.approx(float(old_total + delta), rel=VM_REL)),
-    ]
+    revised = in_day(daily[pid], day)
+    assert [ts for ts, _ in revised] == [stamp_ms(day), stamp_ms(day) + 1]
+    assert [value for _, value in revised] == pytest.approx([float(old_total), float(old_total + delta)], rel=VM_REL)
     baseline_after = latest(samples_by_project(vm, f'openai_daily_cost_baseline_usd{{run="{run}"}}')[pid])
     assert baseline_after == pytest.approx(float(baseline_truth(org, pid)), rel=VM_REL)
     assert baseline_after - baseline_before == pytest.approx(float(delta / 7), rel=1e-6)
@@ -234,30 +234,35 @@ def test_backfill_days_pushes_forty_days_on_first_start_only(
     """`run --once --backfill-days 40` fetches and pushes the 40 closed days on a fresh state dir; the next cycle
     only reads the revision window again and, nothing having changed, pushes no closed day."""
     push = ("--push-url", vm.import_url, "--push-label", "run=first-start", "--backfill-days", "40")
-    first = run_once(api.base_url, tmp_path, *push)
+    first = run_once(api.base_url, tmp_path, *push, now=cli_now(api.org))
     assert first.returncode == 0, first.output
     assert " 40 closed days pushed" in first.stderr
     assert min(costs_start_times(api)) == day_start(today_of(org) - 40 * DAY)
     daily = samples_by_project(vm, 'openai_daily_cost_usd{run="first-start"}')
     default = org.projects[0].id  # the default project spends on every day of its long life
     for day in closed_days(org, 40):
-        assert in_day(daily[default], day) == [
-            (stamp_ms(day), pytest.approx(float(truth(org, day, default)), rel=VM_REL))
-        ]
+        [(ts, value)] = in_day(daily[default], day)
+        assert ts == stamp_ms(day) and value == pytest.approx(float(truth(org, day, default)), rel=VM_REL)
     api.request_log.clear()
-    second = run_once(api.base_url, tmp_path, *push)
+    second = run_once(api.base_url, tmp_path, *push, now=cli_now(api.org))
     assert second.returncode == 0, second.output
-    assert " 0 closed days pushed" in second.stderr and "1 API requests" in second.stderr
+    assert (
+        " 0 closed days pushed" in second.stderr and "3 API requests" in second.stderr
+    )  # costs, then usage: completions and embeddings
     assert costs_start_times(api) == [day_start(today_of(org) - 2 * DAY)]
 
 
 # ---- report ----------------------------------------------------------------------------------------------
 
 
-def report(source: str, state: Path, fmt: str, *extra: str, env: dict[str, str] | None = None) -> Result:
+def report(
+    source: str, state: Path, fmt: str, *extra: str, now: dt.datetime, env: dict[str, str] | None = None
+) -> Result:
+    """`report --days 14` with the CLI's clock at `now` (the fake's time, also when offline)."""
     result = run_cli(
-        "report", "--days", "14", "--format", fmt, "--base-url", source, "--state-dir", str(state), *extra, env=env
-    )
+        "report", "--days", "14", "--format", fmt, "--base-url", source, "--state-dir", str(state), *extra,
+        env=env, now=now,
+    )  # fmt: skip
     assert result.returncode == 0, result.output
     assert_clean(result)
     return result
@@ -267,7 +272,7 @@ def report(source: str, state: Path, fmt: str, *extra: str, env: dict[str, str] 
 def offline_state(api: FakeAdminAPI, tmp_path: Path) -> Path:
     """A state dir that one `run --once --backfill-days 14` filled: the whole report window is in it."""
     state = tmp_path / "offline"
-    assert run_once(api.base_url, state, "--backfill-days", "14").returncode == 0
+    assert run_once(api.base_url, state, "--backfill-days", "14", now=cli_now(api.org)).returncode == 0
     return state
 
 
@@ -329,7 +334,7 @@ def test_report_online_matches_the_api(api: FakeAdminAPI, org: FakeOrg, tmp_path
     """`report --days 14` fetched from the API gives the fake's exact sums, names with quotes, backslashes,
     line breaks and non-Latin characters intact, and (as a table) a TOTAL row and sparklines."""
     assert {n for n in AWKWARD_NAMES if n} <= {p.name for p in org.projects if not p.archived}
-    CHECKS[fmt](org, report(api.base_url, tmp_path, fmt).stdout)
+    CHECKS[fmt](org, report(api.base_url, tmp_path, fmt, now=cli_now(org)).stdout)
 
 
 @pytest.mark.parametrize("fmt", sorted(CHECKS))
@@ -338,15 +343,16 @@ def test_report_offline_reads_only_the_state(api: FakeAdminAPI, org: FakeOrg, of
     figures as the API does."""
     requests = len(api.request_log)
     dead = f"http://127.0.0.1:{free_port()}/v1"
-    result = report(dead, offline_state, fmt, "--offline", env={"OPENAI_ADMIN_KEY": ""})
+    result = report(dead, offline_state, fmt, "--offline", now=cli_now(org), env={"OPENAI_ADMIN_KEY": ""})
     assert len(api.request_log) == requests
     CHECKS[fmt](org, result.stdout)
 
 
 def test_report_offline_and_online_csv_are_identical(api: FakeAdminAPI, offline_state: Path, tmp_path: Path) -> None:
     """The same window reads byte for byte the same from the state file as from the API."""
-    online = report(api.base_url, tmp_path / "online", "csv").stdout
-    offline = report(f"http://127.0.0.1:{free_port()}/v1", offline_state, "csv", "--offline").stdout
+    now = cli_now(api.org)
+    online = report(api.base_url, tmp_path / "online", "csv", now=now).stdout
+    offline = report(f"http://127.0.0.1:{free_port()}/v1", offline_state, "csv", "--offline", now=now).stdout
     assert online == offline
 
 

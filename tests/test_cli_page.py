@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -18,9 +18,11 @@ import pytest
 from openai_cost_exporter.clock import FrozenClock
 from openai_cost_exporter.fake.api import FakeAdminAPI
 from openai_cost_exporter.fake.org import FakeOrg
-from tests.clirun import ADMIN_KEY, clean_env, command
-from tests.stack import free_port
+from tests.clirun import ADMIN_KEY, clean_env, cli_now, command
+from tests.stack import free_port, wait_until
 from tests.test_page import DOCS_SCREENSHOT, parse, run_chromium
+
+START_TIMEOUT = 30.0  # seconds for `run --listen` to serve; about 1 s on the CI machine
 
 
 @pytest.fixture
@@ -35,17 +37,17 @@ def page_url(org: FakeOrg, tmp_path: Path) -> Iterator[str]:
     with FakeAdminAPI(org, admin_key=ADMIN_KEY) as api:
         port = free_port()
         argv = command("run", "--base-url", api.base_url, "--state-dir", str(tmp_path), "--listen", f"127.0.0.1:{port}")
-        proc = subprocess.Popen(argv, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        env = clean_env(now=cli_now(org))  # the exporter's today is the fake's, whatever the real time
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+        def ready() -> bool:
+            assert proc.poll() is None, f"the exporter exited early with {proc.returncode}"
+            with contextlib.suppress(httpx.TransportError):
+                return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+            return False
+
         try:
-            deadline = time.monotonic() + 30
-            while True:  # waiting for another process to serve, not for time to pass
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert proc.poll() is None and time.monotonic() < deadline, "exporter did not become ready"
-                time.sleep(0.05)
+            wait_until(ready, START_TIMEOUT, "the exporter's /readyz")
             yield f"http://127.0.0.1:{port}/"
         finally:
             proc.send_signal(signal.SIGTERM)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import signal
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -18,16 +20,19 @@ from openai_cost_exporter.clock import FrozenClock
 from openai_cost_exporter.fake.api import FakeAdminAPI, Faults
 from openai_cost_exporter.fake.org import FakeOrg
 from openai_cost_exporter.models import UNATTRIBUTED
-from tests.clirun import ADMIN_KEY, clean_env, command, run_once
-from tests.stack import VictoriaMetrics, free_port, require_binary
+from tests.clirun import ADMIN_KEY, clean_env, cli_now, command, frozen_now, run_once
+from tests.stack import VictoriaMetrics, free_port, require_binary, wait_until
 
 pytestmark = pytest.mark.stack
+
+START_TIMEOUT = 30.0  # seconds for `run --listen` to serve; about 1 s on the CI machine
 
 
 @pytest.fixture
 def org() -> FakeOrg:
-    # Frozen at the real current time: the exporter's "today" is the fake's, and today-so-far holds still.
-    return FakeOrg.generate(seed=11, project_count=130, clock=FrozenClock(dt.datetime.now(dt.UTC)))
+    # Frozen at about the real current time (VictoriaMetrics stamps live samples on receipt), which the CLI gets as
+    # its own (run_once(now=cli_now(org))): the exporter's "today" is the fake's, and today-so-far holds still.
+    return FakeOrg.generate(seed=11, project_count=130, clock=FrozenClock(frozen_now()))
 
 
 @pytest.fixture
@@ -62,7 +67,9 @@ def test_run_once_pushes_what_the_api_bills(
 ) -> None:
     """One cycle with >100 projects, archived ones, awkward names, string amounts and a null project_id lands in
     VictoriaMetrics with today's values and each closed day's values equal to the fake's sums."""
-    result = run_once(api.base_url, tmp_path, "--push-url", vm.import_url, "--backfill-days", "45")
+    result = run_once(
+        api.base_url, tmp_path, "--push-url", vm.import_url, "--backfill-days", "45", now=cli_now(api.org)
+    )
     assert result.returncode == 0, result.output
     assert ADMIN_KEY not in result.output and "Traceback" not in result.output
     counts = api.request_counts()
@@ -89,34 +96,39 @@ def test_run_once_pushes_what_the_api_bills(
         ]
         for item in vm.export('openai_daily_cost_usd{job="openai_cost_exporter"}')
     }
-    for pid, amount in org.daily_totals(day).items():
+    for project_id, amount in org.daily_totals(day).items():
         # VictoriaMetrics keeps ~12 significant digits per block of a series (a shared decimal exponent), so a
         # long history read back can differ in the 12th digit; far below a cent. The pushed text itself is exact
         # (tests/test_collector.py).
-        assert closed[pid or UNATTRIBUTED] == [pytest.approx(float(amount), rel=1e-11)]
+        assert closed[project_id or UNATTRIBUTED] == [pytest.approx(float(amount), rel=1e-11)]
 
 
-def test_warm_cycle_makes_one_request(api: FakeAdminAPI, tmp_path: Path) -> None:
-    """With names already in the state dir and no new project, a cycle asks for one costs page and nothing else."""
-    assert run_once(api.base_url, tmp_path).returncode == 0
-    before = sum(api.request_counts().values())
-    result = run_once(api.base_url, tmp_path)
+def test_warm_cycle_makes_one_costs_request_and_one_per_usage_endpoint(api: FakeAdminAPI, tmp_path: Path) -> None:
+    """With names and usage history in the state dir, a cycle asks for one costs page and one page of each usage
+    endpoint (the last complete hour and this one), never the history again."""
+    assert run_once(api.base_url, tmp_path, now=cli_now(api.org)).returncode == 0
+    before = api.request_counts()
+    result = run_once(api.base_url, tmp_path, now=cli_now(api.org))
     assert result.returncode == 0, result.output
-    assert sum(api.request_counts().values()) - before == 1
-    assert "1 API requests" in result.stderr
+    after = api.request_counts()
+    assert {path: after[path] - before.get(path, 0) for path in after if after[path] != before.get(path, 0)} == {
+        "/v1/organization/costs": 1,
+        "/v1/organization/usage/completions": 1,
+        "/v1/organization/usage/embeddings": 1,
+    }
+    assert "3 API requests" in result.stderr
 
 
-def _wait_http(url: str, deadline: float) -> httpx.Response:
-    while True:
-        try:
-            response = httpx.get(url, timeout=2)
-            if response.status_code == 200:
-                return response
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{url} did not become ready")
-        time.sleep(0.05)  # waiting for another process to start serving, not for time to pass
+def _wait_ready(url: str, proc: subprocess.Popen[str]) -> None:
+    """Wait (at most START_TIMEOUT) for `url` to answer 200; fail at once if the process exits."""
+
+    def ready() -> bool:
+        assert proc.poll() is None, f"the exporter exited early with {proc.returncode}"
+        with contextlib.suppress(httpx.TransportError):
+            return httpx.get(url, timeout=2).status_code == 200
+        return False
+
+    wait_until(ready, START_TIMEOUT, url)
 
 
 def test_metrics_endpoint_parses_and_passes_promtool(api: FakeAdminAPI, tmp_path: Path) -> None:
@@ -125,13 +137,13 @@ def test_metrics_endpoint_parses_and_passes_promtool(api: FakeAdminAPI, tmp_path
     port = free_port()
     proc = subprocess.Popen(
         command("run", "--base-url", api.base_url, "--state-dir", str(tmp_path), "--listen", f"127.0.0.1:{port}"),
-        env=clean_env(),
+        env=clean_env(now=cli_now(api.org)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        _wait_http(f"http://127.0.0.1:{port}/readyz", time.monotonic() + 30)
+        _wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
         families = {family.name: family for family in text_string_to_metric_families(text)}
         assert {"openai_daily_cost_usd", "openai_daily_cost_baseline_usd", "openai_month_to_date_cost_usd"} <= set(
@@ -163,19 +175,24 @@ def test_metrics_endpoint_parses_and_passes_promtool(api: FakeAdminAPI, tmp_path
     ],
     ids=["429-retry-after", "5xx", "truncated-json", "404-outage"],
 )
-def test_transient_faults_are_retried(api: FakeAdminAPI, tmp_path: Path, fault: dict[str, object]) -> None:
-    """429 with Retry-After, 5xx, a truncated page and a 404 outage are retried: the cycle still succeeds."""
+def test_transient_faults_are_retried(api: FakeAdminAPI, tmp_path: Path, fault: dict[str, int]) -> None:
+    """429 with Retry-After, 5xx, a truncated page and a 404 outage are retried: each fault fires, the request it
+    failed is asked again, and the cycle still succeeds."""
     api.faults.update(fault)
-    result = run_once(api.base_url, tmp_path)
+    result = run_once(api.base_url, tmp_path, now=cli_now(api.org))
     assert result.returncode == 0, result.output
     assert "cycle ok" in result.stderr
+    assert dict(api.faults_fired) == fault  # every failure was served, none left over
+    # The first requests of a fresh state dir are distinct, so each repeat is a retry of a failed one.
+    repeats = sum(times - 1 for times in Counter(api.request_log).values())
+    assert repeats == sum(fault.values()), api.request_log
     assert ADMIN_KEY not in result.output and "Traceback" not in result.output
 
 
 def test_wrong_key_fails_with_one_clear_line(api: FakeAdminAPI, tmp_path: Path) -> None:
     """A rejected key ends the cycle with exit 1 and one line naming the problem; no traceback, no key."""
     wrong = "sk-admin-WRONG-key-0000000000000000"
-    result = run_once(api.base_url, tmp_path, env={"OPENAI_ADMIN_KEY": wrong})
+    result = run_once(api.base_url, tmp_path, env={"OPENAI_ADMIN_KEY": wrong}, now=cli_now(api.org))
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
     assert len(errors) == 1 and "401" in errors[0] and "admin key" in errors[0]
@@ -185,7 +202,7 @@ def test_wrong_key_fails_with_one_clear_line(api: FakeAdminAPI, tmp_path: Path) 
 def test_missing_scope_is_explained(api: FakeAdminAPI, tmp_path: Path) -> None:
     """A 403 names the api.usage.read scope."""
     api.faults.update({"forbidden": True})
-    result = run_once(api.base_url, tmp_path)
+    result = run_once(api.base_url, tmp_path, now=cli_now(api.org))
     assert result.returncode == 1
     assert "api.usage.read" in result.stderr and "Traceback" not in result.output
 
@@ -196,12 +213,14 @@ def test_unreachable_victoria_metrics_is_one_line_and_retried_later(
     """A push to a closed port fails the cycle with one line; the closed days stay pending and the next cycle
     with a reachable VictoriaMetrics delivers them."""
     dead = f"http://127.0.0.1:{free_port()}/api/v1/import/prometheus"
-    result = run_once(api.base_url, tmp_path, "--push-url", dead)
+    result = run_once(api.base_url, tmp_path, "--push-url", dead, now=cli_now(api.org))
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
     assert len(errors) == 1 and "push" in errors[0]
     assert "Traceback" not in result.output
-    again = run_once(api.base_url, tmp_path, "--push-url", vm.import_url, "--push-label", "source=retry")
+    again = run_once(
+        api.base_url, tmp_path, "--push-url", vm.import_url, "--push-label", "source=retry", now=cli_now(api.org)
+    )
     assert again.returncode == 0, again.output
     assert "closed days pushed" in again.stderr and " 0 closed days pushed" not in again.stderr
     vm.force_flush()
@@ -213,3 +232,27 @@ def test_missing_key_is_a_config_error(tmp_path: Path) -> None:
     result = run_once("http://127.0.0.1:9/v1", tmp_path, env={"OPENAI_ADMIN_KEY": ""})
     assert result.returncode == 2
     assert "OPENAI_ADMIN_KEY" in result.stderr and "Traceback" not in result.output
+
+
+def test_run_once_at_a_fake_midnight_pushes_that_day(vm: VictoriaMetrics, tmp_path: Path) -> None:
+    """With the fake frozen at 23:59:30 of yesterday and the CLI's clock at 23:59:55 of that day, whatever the real
+    time, one cycle pushes that day's figures as today's and only the days before it as closed days."""
+    day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)  # not the real today: the system clock would fail
+    fake_now = dt.datetime.combine(day, dt.time(23, 59, 30), dt.UTC)
+    org = FakeOrg.generate(seed=12, project_count=15, clock=FrozenClock(fake_now))
+    with FakeAdminAPI(org, admin_key=ADMIN_KEY) as api:
+        # 5 s before midnight: the cycle starts well within them (the clock starts once the CLI has parsed its flags).
+        result = run_once(
+            api.base_url, tmp_path, "--push-url", vm.import_url, "--push-label", "run=midnight",
+            now=fake_now + dt.timedelta(seconds=25),
+        )  # fmt: skip
+    assert result.returncode == 0, result.output
+    vm.force_flush()
+    series = vm.export('openai_daily_cost_usd{run="midnight"}')
+    day_ms = int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp() * 1000)
+    live = _latest_by_project(series, day_ms + 86_400_000)  # no timestamp: stamped on receipt, after that day
+    truth = {pid or UNATTRIBUTED: float(amount) for pid, amount in org.daily_totals(day).items()}
+    assert truth and {pid: value for pid, (_, value) in live.items() if value} == pytest.approx(truth, rel=1e-11)
+    closed = {ts // 86_400_000 * 86_400_000 for item in series for ts in item["timestamps"] if ts < day_ms}
+    assert max(closed) == day_ms - 86_400_000  # the day before is the last closed day, that day is not closed
+    assert not [ts for item in series for ts in item["timestamps"] if day_ms <= ts < day_ms + 86_400_000]

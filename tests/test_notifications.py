@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from openai_cost_exporter import notifications as notifications_module
 from openai_cost_exporter.clock import FrozenClock
 from openai_cost_exporter.errors import AuthError, NotifyError, StateError
-from openai_cost_exporter.messages import MessageContext, OutboxMessage
+from openai_cost_exporter.messages import MessageContext, OutboxMessage, alert_record
 from openai_cost_exporter.notifications import Notifications
 from openai_cost_exporter.rules import Alert, build_digest
 from openai_cost_exporter.selfmetrics import SelfMetrics
@@ -179,7 +179,7 @@ def test_decision_and_outbox_are_one_transaction(
     notes: Notifications, conn: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A failure while queuing leaves neither a remembered alert nor a message, so the next cycle retries."""
-    real = notifications_module.alert_record
+    real = alert_record
 
     def flaky(alert: Alert, ctx: MessageContext) -> dict[str, Any]:
         if alert.subject_id == "proj_b":

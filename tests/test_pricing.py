@@ -47,7 +47,7 @@ def usage(model: str = "gpt-4o-2024-08-06", **fields: Any) -> UsageRow:
 )
 def test_gpt_4o_prices(tokens: dict[str, int], expected: str) -> None:
     """gpt-4o-2024-08-06 costs $2.50 per 1M uncached input, $1.25 per 1M cached input and $10 per 1M output."""
-    amount = PriceBook().estimate(usage(**tokens))
+    amount = PriceBook().estimate(usage("gpt-4o-2024-08-06", **tokens))
     assert isinstance(amount, Decimal)
     assert amount == Decimal(expected)
 

@@ -10,7 +10,15 @@ from decimal import Decimal
 
 import pytest
 
-from openai_cost_exporter.report import ReportData, format_exact, render_csv, render_json, render_table, sparkline
+from openai_cost_exporter.report import (
+    DEFAULT_WIDTH,
+    ReportData,
+    format_exact,
+    render_csv,
+    render_json,
+    render_table,
+    sparkline,
+)
 
 DAYS = [dt.date(2026, 11, 1) + dt.timedelta(days=n) for n in range(7)]
 BIG = "1.234567890123456789012345678901234567891"
@@ -134,11 +142,15 @@ def test_table_compresses_days(width: int, caption: str | None) -> None:
 
 
 def test_table_defaults_and_empty_data() -> None:
-    """Without a width the default is used; a report without days or spend renders just the TOTAL row."""
-    assert "TOTAL" in render_table(_data())
+    """Without a width the table is DEFAULT_WIDTH wide; a report without days or spend renders the header and a
+    TOTAL row with no amount and no comparison."""
+    default = render_table(_data())
+    assert default == render_table(_data(), width=DEFAULT_WIDTH) != render_table(_data(), width=DEFAULT_WIDTH - 20)
+    assert max(len(line) for line in default.splitlines()) <= DEFAULT_WIDTH
+    assert "11-01" in default  # 120 columns hold all seven days
     text = render_table(ReportData(days=[], totals={}, names={}, baseline={}))
-    assert "TOTAL" in text
-    assert "—" in text
+    rows = [line.split() for line in text.splitlines() if line.strip() and not line.strip().startswith("─")]
+    assert rows == [["Project", "Total", "vs", "base", "Trend"], ["TOTAL", "-", "—"]]
 
 
 def test_empty_name_falls_back_to_the_id_in_the_table() -> None:

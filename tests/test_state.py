@@ -7,6 +7,7 @@ import re
 import sqlite3
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ from openai_cost_exporter.errors import StateError
 from openai_cost_exporter.state import APPLICATION_ID, SCHEMA_VERSION, open_state, transaction
 
 
-def _pragma(conn: sqlite3.Connection, name: str) -> object:
+def _pragma(conn: sqlite3.Connection, name: str) -> Any:
     return conn.execute(f"PRAGMA {name}").fetchone()[0]
 
 

@@ -192,7 +192,7 @@ def with_bucket(**fields: Any) -> dict[str, Any]:
         ({**good_page(), "object": "list"}, "object is 'list', not 'page'"),
         ({"data": []}, "object is None, not 'page'"),
         ({**good_page(), "data": {}}, "`data` is dict, not a list"),
-        (page([]), "bucket 0: expected an object, got list"),
+        (page([]), "bucket 0: expected an object, got list"),  # type: ignore[arg-type]  # a list as a bucket
         (with_bucket(object="organization.costs.result"), "bucket 0: object is 'organization.costs.result'"),
         (with_bucket(start_time=None), "bucket 0: start_time is None, not a Unix time"),
         (with_bucket(start_time="1730419200"), "start_time is '1730419200', not a Unix time"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import re
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -168,9 +169,22 @@ def test_page_with_history(client: httpx.Client, state: LoopState) -> None:
 
 
 def test_page_without_any_spend(client: httpx.Client, state: LoopState) -> None:
-    """A snapshot with no spend at all still renders the page."""
+    """A snapshot with no spend renders the page with zero cards, the empty chart and table notes, no chart, no
+    table, no alarm and a fresh last-success line."""
     state.succeed({}, {})
-    assert client.get("/").status_code == 200
+    response = client.get("/")
+    assert response.status_code == 200
+    text = response.text
+    cards = re.findall(r'<div class="card"><b>([^<]*)</b><span>([^<]*)</span></div>', text)
+    assert cards == [
+        ("$0.00", "today so far"),
+        ("$0.00", "baseline (daily mean)"),
+        ("$0.00", "spend, last 30 days"),
+        ("0", "projects alerting"),
+    ]
+    assert '<p class="empty">No cost data yet' in text and '<p class="empty">No projects yet.</p>' in text
+    assert '<svg class="chart"' not in text and "<table" not in text and 'class="warn"' not in text
+    assert "last successful cycle: 2026-11-28 12:00 UTC (0 min ago)" in text
 
 
 @pytest.mark.parametrize("path", ["/nope", "/metrics/extra", "/healthz/", "/favicon.ico"])

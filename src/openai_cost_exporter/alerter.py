@@ -11,11 +11,22 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 
 from openai_cost_exporter.clock import Clock
+from openai_cost_exporter.estimates import Estimates
 from openai_cost_exporter.message_inputs import LineItems, MessageInputs
 from openai_cost_exporter.messages import MessageContext, Notifier
 from openai_cost_exporter.models import DAY, ZERO
+from openai_cost_exporter.money import usd
 from openai_cost_exporter.notifications import DeliveryReport, Notifications
-from openai_cost_exporter.rules import ORGANIZATION, Alert, AlertPolicy, SpendFigures, build_digest, evaluate
+from openai_cost_exporter.rules import (
+    ORGANIZATION,
+    Alert,
+    AlertPolicy,
+    SpendFigures,
+    build_digest,
+    evaluate,
+    evaluate_runaways,
+    fold_into_runaways,
+)
 from openai_cost_exporter.snapshot import CostSnapshot, baseline
 
 TOP_LINE_ITEMS = 3
@@ -41,9 +52,16 @@ class Alerter:
         self._digest_grace = digest_grace
         self._retention = retention
 
-    def evaluate(self, snapshot: CostSnapshot) -> list[Alert]:
-        """Every rule the snapshot breaches (pure: the rules module decides)."""
-        return evaluate(self._policy, project_figures(snapshot), organization_figures(snapshot))
+    def evaluate(self, snapshot: CostSnapshot, estimates: Estimates | None = None) -> list[Alert]:
+        """Every rule the snapshot (and the estimates, when usage is read) breaches; the rules module decides.
+
+        A project's daily spike is folded into its runaway: one incident, one message.
+        """
+        alerts = evaluate(self._policy, project_figures(snapshot), organization_figures(snapshot))
+        if estimates is None:
+            return alerts
+        runaways = evaluate_runaways(self._policy, estimates.runaway_figures(snapshot.names))
+        return fold_into_runaways([*runaways, *alerts])
 
     def due(self, alerts: Sequence[Alert], day: dt.date) -> list[Alert]:
         """The alerts that need a message now (new today, or escalated)."""
@@ -76,6 +94,7 @@ class Alerter:
             line_items=top_line_items(alert.subject_id, inputs.line_items),
             data_time=snapshot.taken_at,
             baseline_days=self._policy.baseline_days,
+            details=runaway_details(alert, inputs.models.get(alert.subject_id, ())),
         )
 
     def _queue_digest(self, snapshot: CostSnapshot, totals: Mapping[dt.date, Mapping[str, Decimal]]) -> None:
@@ -123,6 +142,18 @@ def top_line_items(subject_id: str, items: LineItems | None) -> list[tuple[str, 
     return sorted(totals.items(), key=lambda item: item[1], reverse=True)[:TOP_LINE_ITEMS]
 
 
+def runaway_details(alert: Alert, models: Sequence[tuple[str, Decimal]]) -> list[tuple[str, str]]:
+    """What a runaway message says beyond the figures: the models driving it, a day at this rate, and that all
+    of it is an estimate from token usage."""
+    if alert.rule != "runaway":
+        return []
+    lines = [("A day at this rate", f"{usd(alert.value * 24)} (estimate)")]
+    if models:
+        lines.append(("Driven by", ", ".join(f"{model} {usd(rate)}/h" for model, rate in models)))
+    lines.append(("Estimate", "from token usage priced with genai-prices; billed costs follow hours later"))
+    return lines
+
+
 def alert_states(alerts: Sequence[Alert]) -> dict[str, str]:
     """A short state per project for the spend page, e.g. `spike (4.0×)`, `daily budget`."""
     states: dict[str, str] = {}
@@ -134,6 +165,8 @@ def alert_states(alerts: Sequence[Alert]) -> dict[str, str]:
             text = f"spike ({alert.ratio:.1f}×)"
         elif alert.rule == "spike":
             text = "new spend"
+        elif alert.rule == "runaway":
+            text = "runaway (estimate)"
         elif alert.rule == "monthly_budget":
             text = f"monthly budget {alert.level}"
         states[alert.subject_id] = ", ".join(filter(None, [states.get(alert.subject_id), text]))

@@ -15,19 +15,24 @@ from types import FrameType
 import httpx
 from prometheus_client import CollectorRegistry
 
+from openai_cost_exporter import defaults
 from openai_cost_exporter.alerter import Alerter
 from openai_cost_exporter.clock import Clock, SystemClock
 from openai_cost_exporter.collector import CostCollector
 from openai_cost_exporter.config import Settings, parse_listen
+from openai_cost_exporter.estimate_metrics import EstimateCollector
 from openai_cost_exporter.ledger import Ledger
 from openai_cost_exporter.messages import Notifier
 from openai_cost_exporter.notifications import Notifications
 from openai_cost_exporter.openai_client import AdminClient, RetryPolicy, build_http_client
+from openai_cost_exporter.pricing import PriceBook
 from openai_cost_exporter.push import Pusher
 from openai_cost_exporter.selfmetrics import RequestCounter, SelfMetrics
 from openai_cost_exporter.service import CostCycle, CycleOptions, run_forever
 from openai_cost_exporter.slack import LogNotifier, SlackNotifier
 from openai_cost_exporter.state import open_state
+from openai_cost_exporter.usage_stage import UsageStage
+from openai_cost_exporter.usage_store import UsageStore
 from openai_cost_exporter.web import Health, WebServer, build_app
 
 log = logging.getLogger(__name__)
@@ -44,6 +49,7 @@ def cycle_options(settings: Settings) -> CycleOptions:
         retention_days=settings.retention_days,
         backfill_days=settings.backfill_days,
         projects_refresh=dt.timedelta(seconds=settings.projects_refresh),
+        usage=settings.usage,
     )
 
 
@@ -70,6 +76,7 @@ class Exporter:
         return Health(
             snapshot=lambda: self.cycle.snapshot,
             alert_states=lambda: self.cycle.alert_states,
+            cycle_done=lambda: self.cycle.cycles_done > 0,
             last_attempt=lambda: self.cycle.last_attempt,
             last_success=lambda: self.cycle.last_success,
             interval=self.settings.interval,
@@ -121,6 +128,16 @@ def build_alerter(settings: Settings, conn: sqlite3.Connection, clock: Clock, me
     )
 
 
+def build_usage(
+    settings: Settings, client: AdminClient, conn: sqlite3.Connection, metrics: SelfMetrics
+) -> UsageStage | None:
+    """The usage stage (estimates, runaway alert), or None with --no-usage."""
+    if not settings.usage:
+        return None
+    history = defaults.USAGE_HISTORY_DAYS
+    return UsageStage(client, UsageStore(conn), PriceBook(), metrics, history_days=history)
+
+
 def build_exporter(settings: Settings, *, clock: Clock | None = None) -> Exporter:
     """Open the state, build the clients, the collectors and the alert engine."""
     clock = clock or SystemClock()
@@ -141,8 +158,10 @@ def build_exporter(settings: Settings, *, clock: Clock | None = None) -> Exporte
             pusher=build_pusher(settings, stack),
             live_registry=registry,
             alerter=build_alerter(settings, conn, clock, metrics),
+            usage=build_usage(settings, client, conn, metrics),
         )
         registry.register(CostCollector(lambda: cycle.snapshot, settings.alerts, clock))
+        registry.register(EstimateCollector(lambda: cycle.estimates, lambda: cycle.snapshot))
     except BaseException:
         stack.close()
         raise

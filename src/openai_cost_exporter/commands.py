@@ -23,6 +23,9 @@ from openai_cost_exporter.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
+#: Most days `backfill --days` and `report --days` take: a year, leap day included.
+MAX_DAYS = 366
+
 
 def dispatch(args: argparse.Namespace) -> int:
     if args.command == "fake-api":
@@ -53,8 +56,8 @@ def run(settings: Settings, *, once: bool, clock: Clock | None = None) -> int:
 
 def backfill(settings: Settings, days: int, *, clock: Clock | None = None) -> int:
     """`backfill --days N`: the N complete UTC days before today."""
-    if not 1 <= days <= 366:
-        raise ConfigError("backfill --days must be between 1 and 366")
+    if not 1 <= days <= MAX_DAYS:
+        raise ConfigError(f"backfill --days must be between 1 and {MAX_DAYS}")
     now = (clock or SystemClock()).now()
     with contextlib.ExitStack() as stack:
         client = build_client(settings, stack)  # the key first: a missing key must not leave a state file behind
@@ -83,8 +86,8 @@ def backfill(settings: Settings, days: int, *, clock: Clock | None = None) -> in
 
 
 def report(settings: Settings, *, days: int, fmt: str, offline: bool, clock: Clock | None = None) -> int:
-    if not 1 <= days <= 366:
-        raise ConfigError("report --days must be between 1 and 366")
+    if not 1 <= days <= MAX_DAYS:
+        raise ConfigError(f"report --days must be between 1 and {MAX_DAYS}")
     with contextlib.ExitStack() as stack:
         client = None if offline else build_client(settings, stack)
         _, ledger = build_ledger(settings, stack)
@@ -134,7 +137,7 @@ def demo(args: argparse.Namespace) -> int:
     from openai_cost_exporter.fake.org import FakeOrg  # noqa: PLC0415
 
     clock = clock_from_env()
-    org = FakeOrg.generate(seed=args.seed, project_count=args.projects, clock=clock)
+    org = FakeOrg.generate(seed=args.seed, project_count=args.projects, clock=clock, runaway_project=True)
     with FakeAdminAPI(org, admin_key=DEMO_KEY) as api, tempfile.TemporaryDirectory(prefix="oce-demo-") as tmp:
         base_url = api.start()
         settings = settings_from_args(

@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     interval: float = Field(default=defaults.INTERVAL_SECONDS, gt=0)
     state_dir: Path = Field(default_factory=default_state_dir)
     line_items: bool = False
+    usage: bool = True  # estimates from the usage endpoints, and the runaway alert
     revision_days: int = Field(default=defaults.REVISION_DAYS, ge=0, le=60)
     retention_days: int = Field(default=defaults.RETENTION_DAYS, ge=31)
     backfill_days: int = Field(default=0, ge=0, le=366)

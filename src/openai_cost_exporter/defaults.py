@@ -23,6 +23,11 @@ SPIKE_RATIO = Decimal("1.5")
 MIN_USD = Decimal("1.0")
 BASELINE_DAYS = 7
 ESCALATION_FACTOR = Decimal(2)
+RUNAWAY_RATIO = Decimal(3)
+RUNAWAY_MIN_USD = Decimal(5)  # estimated USD per hour
+
+# Usage (estimates from token usage).
+USAGE_HISTORY_DAYS = 7
 
 # The demo.
 DEMO_INTERVAL_SECONDS = 30.0

@@ -72,6 +72,7 @@ SETTINGS_FLAGS: dict[str, tuple[str, Any, str]] = {
 BOOLEAN_FLAGS: dict[str, tuple[str, str]] = {
     "--line-items": ("line_items", "also group costs by line_item (openai_daily_line_item_cost_usd)"),
     "--digest": ("digest", "send a daily digest to Slack after each UTC day closes"),
+    "--usage": ("usage", "read token usage for hourly estimates and the runaway alert (default on)"),
 }
 ALERT_FLAGS: dict[str, tuple[str, Any, str]] = {
     "--spike-ratio": ("spike_ratio", str, "alert when today > ratio x baseline"),

@@ -10,10 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from openai_cost_exporter.errors import OpenAIError
+from openai_cost_exporter.estimates import Estimates
 from openai_cost_exporter.ledger import Ledger
 from openai_cost_exporter.models import DAY
 from openai_cost_exporter.rules import ORGANIZATION, Alert
@@ -29,6 +30,7 @@ LineItems = Mapping[tuple[str, str], Decimal]  # (project_id, line_item) -> toda
 class MessageInputs:
     line_items: LineItems | None = None  # None: not collected and not available
     digest_totals: DayTotals | None = None  # yesterday and its baseline window, when a digest is due
+    models: Mapping[str, Sequence[tuple[str, Decimal]]] = field(default_factory=dict)  # runaway: top models
 
 
 def gather_inputs(
@@ -39,6 +41,7 @@ def gather_inputs(
     ledger: Ledger,
     baseline_days: int,
     digest: bool,
+    estimates: Estimates | None = None,
 ) -> MessageInputs:
     """At most one request (today's line items of the subjects due) and one ledger read (the digest)."""
     line_items = snapshot.line_items
@@ -48,7 +51,8 @@ def gather_inputs(
     if digest:
         yesterday = snapshot.day - DAY
         totals = ledger.project_totals(yesterday - dt.timedelta(days=baseline_days), snapshot.day)
-    return MessageInputs(line_items=line_items, digest_totals=totals)
+    models = {} if estimates is None else {a.subject_id: estimates.models.get(a.subject_id, []) for a in due}
+    return MessageInputs(line_items=line_items, digest_totals=totals, models=models)
 
 
 def _fetch_line_items(source: CostSource, day: dt.date, subjects: set[str]) -> LineItems | None:

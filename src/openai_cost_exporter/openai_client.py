@@ -31,11 +31,14 @@ from openai_cost_exporter.openai_responses import (
     server_message,
 )
 from openai_cost_exporter.redact import redact
+from openai_cost_exporter.usage_responses import UsagePage, parse_usage_page
 
 log = logging.getLogger(__name__)
 
 COSTS_PATH = "/organization/costs"
 PROJECTS_PATH = "/organization/projects"
+USAGE_PATH = "/organization/usage"
+USAGE_HOURS_LIMIT = 168  # hourly buckets per page, the maximum (§3)
 MAX_COSTS_LIMIT = 180  # buckets per page (§1.1)
 PROJECTS_LIMIT = 100  # the maximum; the default 20 loses projects (§7.9)
 MAX_PAGES = 1024  # runaway-pagination cap, as Costroid uses (§1.3)
@@ -137,6 +140,17 @@ class AdminClient:
         query.append(("limit", limit))
         pages = self._pages("costs", COSTS_PATH, query, "page", next_page_cursor)
         return (parse_cost_page(body, f"GET {COSTS_PATH} page {n}", line_items=line_items) for n, body in pages)
+
+    def iter_usage(self, kind: str, start: int, end: int, *, limit: int = USAGE_HOURS_LIMIT) -> Iterator[UsagePage]:
+        """Hourly token usage of `/organization/usage/{kind}` in [start, end) (Unix seconds), by project and model.
+
+        Usage is seen within minutes (openai-admin-api.md §3, §9): what estimates and the runaway rule read.
+        """
+        path = f"{USAGE_PATH}/{kind}"
+        query: Query = [("start_time", start), ("end_time", end), ("bucket_width", "1h")]
+        query += [("group_by", "project_id"), ("group_by", "model"), ("limit", limit)]
+        pages = self._pages(f"usage_{kind}", path, query, "page", next_page_cursor)
+        return (parse_usage_page(body, f"GET {path} page {n}", kind=kind) for n, body in pages)
 
     def list_projects(self) -> list[Project]:
         """Every project of the organization, archived ones included (§2, §7.9)."""

@@ -132,9 +132,13 @@ def _when(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+#: Ages below this many minutes are shown in minutes, then in hours up to two days, then in days.
+_MINUTES_SHOWN = 120
+
+
 def _age(delta: dt.timedelta) -> str:
     minutes = max(0, int(delta.total_seconds() // 60))
-    if minutes < 120:
+    if minutes < _MINUTES_SHOWN:
         return f"{minutes} min ago"
     return f"{minutes // 60} h ago" if minutes < 48 * 60 else f"{minutes // 1440} days ago"
 

@@ -11,7 +11,7 @@ from openai_cost_exporter import __version__
 
 PREFIX = "openai_cost_exporter"
 #: The stages of a cycle that count their failures in `openai_cost_exporter_errors_total{stage}`.
-STAGES = ("costs", "projects", "snapshot", "push", "alerts", "notify", "cycle")
+STAGES = ("costs", "projects", "usage", "snapshot", "push", "alerts", "notify", "cycle")
 
 
 class SelfMetrics:
@@ -60,6 +60,11 @@ class SelfMetrics:
         self.notifications_pending = Gauge(
             f"{PREFIX}_notifications_pending",
             "Slack messages decided but not yet delivered.",
+            registry=registry,
+        )
+        self.unpriced_models = Gauge(
+            f"{PREFIX}_unpriced_models",
+            "Models seen in usage that genai-prices has no price for; their tokens are left out of estimates.",
             registry=registry,
         )
         self.pushed_samples = Counter(

@@ -23,6 +23,7 @@ from openai_cost_exporter import defaults
 from openai_cost_exporter.alerter import Alerter
 from openai_cost_exporter.clock import Clock
 from openai_cost_exporter.errors import ExporterError
+from openai_cost_exporter.estimates import Estimates
 from openai_cost_exporter.history import push_closed_days
 from openai_cost_exporter.ledger import Ledger
 from openai_cost_exporter.message_inputs import MessageInputs, gather_inputs
@@ -33,6 +34,7 @@ from openai_cost_exporter.rules import Alert
 from openai_cost_exporter.selfmetrics import RequestCounter, SelfMetrics
 from openai_cost_exporter.snapshot import PAGE_DAYS, CostSnapshot, build_snapshot
 from openai_cost_exporter.sources import CostSource, Window, fetch_into_ledger, refresh_names
+from openai_cost_exporter.usage_stage import UsageStage
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,8 @@ class CycleOptions:
     retention_days: int = defaults.RETENTION_DAYS
     backfill_days: int = 0
     projects_refresh: dt.timedelta = dt.timedelta(seconds=defaults.PROJECTS_REFRESH_SECONDS)
+    usage: bool = False  # estimates from token usage (the settings turn it on by default)
+    usage_history_days: int = defaults.USAGE_HISTORY_DAYS
 
 
 @dataclass
@@ -82,6 +86,7 @@ class CostCycle:
         pusher: Pusher | None = None,
         live_registry: CollectorRegistry | None = None,
         alerter: Alerter | None = None,
+        usage: UsageStage | None = None,
     ) -> None:
         self._source = source
         self._ledger = ledger
@@ -92,12 +97,15 @@ class CostCycle:
         self._pusher = pusher
         self._live_registry = live_registry
         self._alerter = alerter
+        self._usage = usage
+        self.estimates: Estimates | None = None
         self._unresolved: set[str] = set()  # ids a refresh could not name; asked again only at the next refresh
         self.snapshot: CostSnapshot | None = None
         self.alert_states: Mapping[str, str] = {}  # project_id -> alert state of the last evaluation (the page)
         self.last_attempt: dt.datetime | None = None
         self.last_success: dt.datetime | None = None
         self.last_failed_stages: list[str] = []
+        self.cycles_done = 0
 
     # -- the cycle -----------------------------------------------------------------------------------------
     def run_once(self) -> CycleReport:
@@ -109,6 +117,8 @@ class CostCycle:
         fetched = self._stage("costs", report, lambda: self._fetch(now, report))
         if fetched:
             self._stage("snapshot", report, lambda: self._snapshot(now, report))
+        if self._usage is not None:
+            self._stage("usage", report, lambda: self._estimate(now))
         if self._pusher is not None and self.snapshot is not None:
             self._stage("push", report, lambda: self._push(report))
         if self._alerter is not None:
@@ -124,6 +134,7 @@ class CostCycle:
         if pushable and "push" not in report.failed_stages:  # one line per outage, not two
             self._stage("push", report, self._push_live)
         self.last_failed_stages = list(report.failed_stages)
+        self.cycles_done += 1
         self._log(report)
         return report
 
@@ -131,8 +142,11 @@ class CostCycle:
         try:
             action()
         except (ExporterError, sqlite3.Error) as exc:  # sqlite3: a locked or failing state file, say
-            report.failed_stages.append(stage)
             self._metrics.count_error(stage)
+            if getattr(exc, "reported", False):  # said once by its stage (usage refused): billed figures go on
+                log.debug("%s failed: %s", stage, exc)
+                return False
+            report.failed_stages.append(stage)
             log.error("%s failed: %s", stage, exc)
             return False
         return True
@@ -251,13 +265,21 @@ class CostCycle:
         if judge:
             assert self.snapshot is not None
             snapshot = self.snapshot
-            alerts = self._alerter.evaluate(snapshot)
+            alerts = self._alerter.evaluate(snapshot, self._fresh_estimates(now=snapshot.taken_at))
             due = self._alerter.due(alerts, snapshot.day)
             digest = self._alerter.digest_due(snapshot.day)
             inputs = self._inputs(due, digest, snapshot)
             self._alerter.queue(snapshot, due, inputs)
             self.alert_states = self._alerter.states(alerts)
         report.pending_messages = self._alerter.deliver().pending
+
+    def _estimate(self, now: dt.datetime) -> None:
+        assert self._usage is not None
+        self.estimates = None  # never judge on estimates of an earlier cycle
+        self.estimates = self._usage.estimate(now)
+
+    def _fresh_estimates(self, *, now: dt.datetime) -> Estimates | None:
+        return self.estimates if self.estimates is not None and self.estimates.taken_at == now else None
 
     def _inputs(self, due: list[Alert], digest: bool, snapshot: CostSnapshot) -> MessageInputs:
         return gather_inputs(
@@ -267,6 +289,7 @@ class CostCycle:
             ledger=self._ledger,
             baseline_days=self._options.baseline_days,
             digest=digest,
+            estimates=self._fresh_estimates(now=snapshot.taken_at),
         )
 
 

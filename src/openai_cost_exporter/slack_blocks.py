@@ -14,11 +14,13 @@ PROJECT_USAGE_URL = "https://platform.openai.com/settings/organization/usage?pro
 _DIGEST_ROWS = 15
 _TITLES = {
     ("spike", "firing"): "Spend spike",
+    ("runaway", "firing"): "Runaway spend (estimate)",
     ("daily_budget", "firing"): "Daily budget exceeded",
     ("monthly_budget", "forecast"): "Monthly budget forecast to be exceeded",
     ("monthly_budget", "exceeded"): "Monthly budget exceeded",
 }
 _VALUE_LABELS = {"forecast": "Month-end forecast", "exceeded": "Month to date", "firing": "Today so far"}
+_RUNAWAY_VALUE = "Estimated spend, last 60 minutes"
 
 
 def render(message: OutboxMessage) -> dict[str, Any]:
@@ -76,7 +78,22 @@ def build_alert_message(alert: Alert, ctx: MessageContext) -> dict[str, Any]:
     return {"text": f"{icon} {escape(title)}: {_summary(alert, ctx)}", "blocks": blocks}
 
 
+def _runaway_fields(alert: Alert, ctx: MessageContext) -> list[dict[str, str]]:
+    usual = money(alert.baseline) + "/h"
+    fields = [
+        _field("Project", f"{escape(alert.subject_name)}\n`{escape(alert.subject_id)}`"),
+        _field(_RUNAWAY_VALUE, f"{money(alert.value)}/h (estimate)"),
+        _field("Usual for this hour", f"{usual} ({_ratio(alert.ratio)} usual)" if alert.ratio else f"{usual} (new)"),
+    ]
+    fields += [_field(label, escape(text)) for label, text in ctx.details]
+    if ctx.escalation and ctx.previous_value:
+        fields.append(_field("Escalation", f"{_ratio(alert.value / ctx.previous_value)} the rate notified earlier"))
+    return fields[:10]  # Block Kit: at most 10 fields in a section
+
+
 def _alert_fields(alert: Alert, ctx: MessageContext) -> list[dict[str, str]]:
+    if alert.rule == "runaway":
+        return _runaway_fields(alert, ctx)
     if alert.subject_id == ORGANIZATION:
         fields = [_field("Scope", "Whole organization")]
     else:
@@ -96,6 +113,9 @@ def _alert_fields(alert: Alert, ctx: MessageContext) -> list[dict[str, str]]:
 
 def _summary(alert: Alert, ctx: MessageContext) -> str:
     who = "organization" if alert.subject_id == ORGANIZATION else f"{alert.subject_name} ({alert.subject_id})"
+    if alert.rule == "runaway":
+        versus = f"{_ratio(alert.ratio)} its usual" if alert.ratio is not None else "new spend"
+        return escape(f"{who}: an estimated {money(alert.value)}/h over the last 60 minutes, {versus} (estimate)")
     what = f"{_VALUE_LABELS[alert.level].lower()} {money(alert.value)}"
     if alert.rule != "spike":
         return escape(f"{who}: {what}, budget {money(alert.threshold)}")

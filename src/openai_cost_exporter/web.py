@@ -30,6 +30,7 @@ class Health:
     interval: float
     clock: Clock
     alert_states: Callable[[], Mapping[str, str]] = dict  # project_id -> alert state, beside the snapshot
+    cycle_done: Callable[[], bool] = lambda: True  # a first cycle has run to its end (alerts judged)
 
     def live(self) -> bool:
         """Alive while the loop keeps attempting cycles (a hung loop fails the liveness probe)."""
@@ -39,8 +40,8 @@ class Health:
         return (self.clock.now() - attempt).total_seconds() <= 3 * self.interval + 120
 
     def ready(self) -> bool:
-        """Ready once a cycle has produced figures."""
-        return self.snapshot() is not None
+        """Ready once a cycle has produced figures and run to its end (so the page shows its alert states)."""
+        return self.snapshot() is not None and self.cycle_done()
 
 
 class _QuietHandler(WSGIRequestHandler):

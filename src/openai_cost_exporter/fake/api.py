@@ -79,6 +79,7 @@ class FakeAdminAPI:
         self.org = org
         self.faults = faults or Faults()
         self.request_log: list[tuple[str, str]] = []
+        self.faults_fired: Counter[str] = Counter()  # fault counter name -> times it fired
         self._admin_key = admin_key
         self._address = (host, port)
         self._lock = threading.Lock()
@@ -148,6 +149,7 @@ class FakeAdminAPI:
             left = int(getattr(self.faults, counter))
             if left > 0:
                 setattr(self.faults, counter, left - 1)
+                self.faults_fired[counter] += 1
             return left > 0
 
     def _check_access(self, authorization: str | None) -> None:
@@ -174,6 +176,8 @@ class FakeAdminAPI:
             return Response(200, CostsRenderer(self.org, self.faults.amount_format).page(query))
         if method == "GET" and path == PROJECTS_PATH:
             return json_response(200, self._listing.page(params))
+        if method == "GET" and path in USAGE_PATHS and self.faults.usage_forbidden:
+            raise Reply(403, MISSING_SCOPES)  # a key that reads costs but not usage
         if method == "GET" and path in USAGE_PATHS:
             usage = parse_usage_query(USAGE_PATHS[path], params, int(self.org.clock.now().timestamp()))
             return Response(200, UsageRenderer(self.org).page(usage))
@@ -218,6 +222,7 @@ class FakeAdminAPI:
                 return {"counts": dict(counts), "log": [list(entry) for entry in self.request_log]}
             if action == ("POST", "/_fake/reset"):
                 self.request_log.clear()
+                self.faults_fired.clear()
                 self.faults.update(asdict(Faults()))
                 return asdict(self.faults)
             return self._control_org(action, params, payload)

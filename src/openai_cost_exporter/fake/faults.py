@@ -21,6 +21,7 @@ class Faults:
     not_found_next: int = 0  # 404, like the costs outage of 2025-11-09
     truncate_next: int = 0  # 200 with valid headers, the JSON body cut in half
     forbidden: bool = False  # 403 missing api.usage.read
+    usage_forbidden: bool = False  # 403 on the usage endpoints only
     error_as_string: bool = False  # {"error": "..."} instead of the error object
     latency_seconds: float = 0.0  # added to every API response
 

@@ -21,7 +21,7 @@ from openai_cost_exporter.fake.plan import (
     relabel_candidates,
 )
 from openai_cost_exporter.fake.prices import EMBEDDING_MODEL, UNPRICED_MODEL
-from openai_cost_exporter.fake.traffic import BUSINESS, FLAT, Profile, batch_profile
+from openai_cost_exporter.fake.traffic import FLAT, Profile, batch_profile
 
 NIGHTLY_BATCH = "Nightly Batch"
 STEADY_SEARCH = "Steady Search"
@@ -92,5 +92,5 @@ def _named(rhythm: bool, batch_peak_hour: int, runaway: bool) -> dict[str, tuple
         named["steady_search"] = (STEADY_SEARCH, "gpt-4.1-2025-04-14", Decimal(2000), FLAT)
         named["tiny_tool"] = (TINY_TOOL, "gpt-4o-mini-2024-07-18", Decimal(2), FLAT)
     if runaway:
-        named["agent_loop"] = (AGENT_LOOP, "o3-2025-04-16", Decimal(50), BUSINESS)
+        named["agent_loop"] = (AGENT_LOOP, "o3-2025-04-16", Decimal(120), FLAT)  # flat: a runaway at any hour
     return named

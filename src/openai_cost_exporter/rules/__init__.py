@@ -7,6 +7,8 @@ against tests/alert_cases.yaml so the two engines cannot drift:
 - daily_budget:   today > daily budget
 - monthly_budget: month_to_date > budget -> "exceeded" (critical);
                   else forecast > budget -> "forecast" (warning)
+- runaway:        estimated spend of the last 60 minutes > runaway_ratio x its usual for that hour AND >= the
+                  hourly floor (rules/runaway.py; estimates from token usage, not billed figures)
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from openai_cost_exporter import defaults
+from openai_cost_exporter.rules.runaway import RunawayFigures, is_runaway
 
-Rule = Literal["spike", "daily_budget", "monthly_budget"]
+Rule = Literal["spike", "daily_budget", "monthly_budget", "runaway"]
 Severity = Literal["warning", "critical"]
 Level = Literal["firing", "forecast", "exceeded"]
 
@@ -41,6 +44,8 @@ class ProjectPolicy(BaseModel):
     min_usd: Decimal | None = Field(default=None, ge=0)
     daily_budget_usd: Decimal | None = Field(default=None, gt=0)
     monthly_budget_usd: Decimal | None = Field(default=None, gt=0)
+    runaway_ratio: Decimal | None = Field(default=None, gt=0)
+    runaway_min_usd: Decimal | None = Field(default=None, ge=0)
     mute: bool = False
 
 
@@ -56,6 +61,8 @@ class AlertPolicy(BaseModel):
     escalation_factor: Decimal = Field(default=defaults.ESCALATION_FACTOR, gt=1)
     daily_budget_usd: Decimal | None = Field(default=None, gt=0)  # organization total
     monthly_budget_usd: Decimal | None = Field(default=None, gt=0)  # organization total
+    runaway_ratio: Decimal = Field(default=defaults.RUNAWAY_RATIO, gt=0)
+    runaway_min_usd: Decimal = Field(default=defaults.RUNAWAY_MIN_USD, ge=0)  # estimated USD per hour
     organization: bool = True  # spike rule on the organization total too
     include: list[str] = Field(default_factory=list)  # fnmatch globs on project id or name; empty = all
     exclude: list[str] = Field(default_factory=list)
@@ -97,6 +104,8 @@ class Limits:
     min_usd: Decimal
     daily_budget_usd: Decimal | None
     monthly_budget_usd: Decimal | None
+    runaway_ratio: Decimal = defaults.RUNAWAY_RATIO
+    runaway_min_usd: Decimal = defaults.RUNAWAY_MIN_USD
 
 
 def month_forecast(month_to_date: Decimal, now: dt.datetime) -> Decimal:
@@ -132,6 +141,35 @@ def evaluate(policy: AlertPolicy, projects: Sequence[SpendFigures], organization
     return alerts
 
 
+def evaluate_runaways(policy: AlertPolicy, projects: Sequence[RunawayFigures]) -> list[Alert]:
+    """A runaway alert for every watched project whose estimated hourly rate breaches its limits."""
+    alerts = []
+    for figures in projects:
+        limits = project_limits(policy, figures.subject_id, figures.subject_name)
+        if limits is None or not is_runaway(figures, limits.runaway_ratio, limits.runaway_min_usd):
+            continue
+        alerts.append(
+            Alert(
+                rule="runaway",
+                subject_id=figures.subject_id,
+                subject_name=figures.subject_name,
+                severity="critical",
+                value=figures.rate,
+                threshold=limits.runaway_ratio * figures.usual,
+                baseline=figures.usual,
+                ratio=figures.rate / figures.usual if figures.usual > _ZERO else None,
+                level="firing",
+            )
+        )
+    return alerts
+
+
+def fold_into_runaways(alerts: Sequence[Alert]) -> list[Alert]:
+    """One incident, one message: a project's daily spike is left out while it has a runaway alert."""
+    running = {alert.subject_id for alert in alerts if alert.rule == "runaway"}
+    return [alert for alert in alerts if not (alert.rule == "spike" and alert.subject_id in running)]
+
+
 def project_limits(policy: AlertPolicy, project_id: str, name: str) -> Limits | None:
     """The limits that apply to a project, or None when it is muted or filtered out."""
     if not is_watched(policy, project_id, name):
@@ -144,6 +182,8 @@ def project_limits(policy: AlertPolicy, project_id: str, name: str) -> Limits | 
         min_usd=_first(override.min_usd, policy.min_usd),
         daily_budget_usd=override.daily_budget_usd,
         monthly_budget_usd=override.monthly_budget_usd,
+        runaway_ratio=_first(override.runaway_ratio, policy.runaway_ratio),
+        runaway_min_usd=_first(override.runaway_min_usd, policy.runaway_min_usd),
     )
 
 

@@ -1,0 +1,79 @@
+"""Exposition of the estimates: their own metric names, never mixed into the billed series.
+
+Every family here says "estimated" in its name and its help; the billed `openai_daily_cost_usd` stays the costs
+endpoint's exact sum.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from openai_cost_exporter.estimates import Estimates
+from openai_cost_exporter.money import ZERO, to_float
+from openai_cost_exporter.snapshot import CostSnapshot
+
+PROJECT = ["project_id", "project"]
+
+
+class EstimateCollector(Collector):
+    """Estimated spend per hour, today's estimate per model, and today's tokens and requests."""
+
+    def __init__(self, estimates: Callable[[], Estimates | None], snapshot: Callable[[], CostSnapshot | None]) -> None:
+        self._estimates = estimates
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        est = self._estimates()
+        if est is None:
+            return
+        snap = self._snapshot()
+
+        def name(pid: str) -> str:
+            return snap.name(pid) if snap is not None else pid
+
+        rate = GaugeMetricFamily(
+            "openai_estimated_cost_usd_per_hour",
+            "ESTIMATE from token usage priced with genai-prices: spend of the last 60 minutes.",
+            labels=PROJECT,
+        )
+        usual = GaugeMetricFamily(
+            "openai_estimated_usual_cost_usd_per_hour",
+            "ESTIMATE: median spend of the same 60 minutes of the clock over the usage history window.",
+            labels=PROJECT,
+        )
+        for pid in sorted(est.rate):
+            rate.add_metric([pid, name(pid)], to_float(est.rate[pid]))
+            usual.add_metric([pid, name(pid)], to_float(est.usual.get(pid, ZERO)))
+        yield rate
+        yield usual
+        yield from self._today(est, name)
+
+    @staticmethod
+    def _today(est: Estimates, name: Callable[[str], str]) -> Iterator[Metric]:
+        today = GaugeMetricFamily(
+            "openai_estimated_daily_cost_usd",
+            "ESTIMATE from token usage: the current UTC day so far, per model (not billed).",
+            labels=[*PROJECT, "model"],
+        )
+        for (pid, model), amount in sorted(est.today.items()):
+            today.add_metric([pid, name(pid), model], to_float(amount))
+        yield today
+        tokens = GaugeMetricFamily(
+            "openai_usage_tokens",
+            "Tokens used in the current UTC day so far (usage endpoints), by direction.",
+            labels=[*PROJECT, "model", "direction"],
+        )
+        for (pid, model, direction), count in sorted(est.tokens.items()):
+            tokens.add_metric([pid, name(pid), model, direction], count)
+        yield tokens
+        requests = GaugeMetricFamily(
+            "openai_usage_requests",
+            "Model requests in the current UTC day so far (usage endpoints).",
+            labels=[*PROJECT, "model"],
+        )
+        for (pid, model), count in sorted(est.requests.items()):
+            requests.add_metric([pid, name(pid), model], count)
+        yield requests

@@ -1,0 +1,144 @@
+"""Estimated spend from token usage: near-real-time, priced with genai-prices, never mixed with billed costs.
+
+Usage arrives within minutes in hourly buckets (openai-admin-api.md §3, §9); the costs endpoint only in daily
+buckets, hours late. `fetch_usage` brings the buckets into the usage store (a cold start reads the history
+window, a warm cycle only the last complete hour and the current one: one request per usage endpoint), and
+`build_estimates` prices them: the rate of the last 60 minutes per project, the usual rate of the same 60 minutes
+of the clock on the earlier days (their median), and today's estimate per project and model.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from openai_cost_exporter.models import UsageRow, day_start
+from openai_cost_exporter.money import ZERO, exact_sum
+from openai_cost_exporter.openai_client import AdminClient
+from openai_cost_exporter.pricing import PriceBook
+from openai_cost_exporter.rules.runaway import RunawayFigures, median
+from openai_cost_exporter.usage_store import UsageStore
+
+HOUR = 3600
+#: The usage endpoints read (moderations, images and audio are priced per unit, not per token: left out).
+USAGE_KINDS = ("completions", "embeddings")
+TOP_MODELS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Estimates:
+    """Priced usage of one moment; every figure is an estimate in USD."""
+
+    taken_at: dt.datetime
+    rate: Mapping[str, Decimal]  # project_id -> estimated spend of the last 60 minutes
+    usual: Mapping[str, Decimal]  # project_id -> median of the same 60 minutes on the earlier days
+    models: Mapping[str, list[tuple[str, Decimal]]]  # project_id -> models of the last 60 minutes, largest first
+    today: Mapping[tuple[str, str], Decimal]  # (project_id, model) -> today's estimate so far
+    tokens: Mapping[tuple[str, str, str], int]  # (project_id, model, direction) -> today's tokens
+    requests: Mapping[tuple[str, str], int]  # (project_id, model) -> today's requests
+    unpriced: frozenset[str] = field(default_factory=frozenset)
+
+    def runaway_figures(self, names: Mapping[str, str]) -> list[RunawayFigures]:
+        return [
+            RunawayFigures(pid, names.get(pid, pid), self.rate[pid], self.usual.get(pid, ZERO), self.models[pid])
+            for pid in sorted(self.rate)
+        ]
+
+
+def hour_of(moment: dt.datetime) -> int:
+    """Unix seconds of the start of the hour `moment` falls in."""
+    return int(moment.timestamp()) // HOUR * HOUR
+
+
+def fetch_usage(client: AdminClient, store: UsageStore, now: dt.datetime, *, history_days: int) -> int:
+    """Bring usage into the store: the history window on a cold start, else from the last complete hour on.
+
+    Returns the pages read. Each page is stored as it comes, so a failure later loses nothing already read.
+    """
+    current = hour_of(now)
+    since = store.fetched_until()
+    oldest = current - history_days * 24 * HOUR
+    start = oldest if since is None else max(oldest, min(since, current) - HOUR)
+    end = int(now.timestamp()) + 1
+    pages = 0
+    for kind in USAGE_KINDS:
+        for page in client.iter_usage(kind, start, end):
+            store.replace_hours(kind, page.buckets, page.rows)
+            pages += 1
+    store.mark_fetched(current)
+    store.prune(oldest - HOUR)
+    return pages
+
+
+def build_estimates(store: UsageStore, book: PriceBook, now: dt.datetime, *, history_days: int) -> Estimates:
+    """Price the stored usage of the history window as of `now`."""
+    current = hour_of(now)
+    hourly: dict[str, dict[int, list[Decimal]]] = defaultdict(lambda: defaultdict(list))
+    recent: dict[str, dict[str, list[Decimal]]] = defaultdict(lambda: defaultdict(list))
+    today_start = day_start(now.date())
+    today: dict[tuple[str, str], list[Decimal]] = defaultdict(list)
+    tokens: dict[tuple[str, str, str], int] = defaultdict(int)
+    requests: dict[tuple[str, str], int] = defaultdict(int)
+    for row in store.rows(current - history_days * 24 * HOUR - HOUR, current + HOUR):
+        amount = book.estimate(row)
+        if row.start >= today_start:
+            _count_today(row, tokens, requests)
+        if amount is None:
+            continue  # no price: left out, and named once in the log (pricing.py)
+        hourly[row.project_id][row.start].append(amount)
+        if row.start >= current - HOUR:
+            recent[row.project_id][row.model].append(amount * _weight(row.start, current, now))
+        if row.start >= today_start:
+            today[(row.project_id, row.model)].append(amount)
+    fraction = Decimal((now - dt.datetime.fromtimestamp(current, dt.UTC)).total_seconds()) / HOUR
+    return Estimates(
+        taken_at=now,
+        rate={pid: _window(hours, current, fraction) for pid, hours in hourly.items() if pid in recent},
+        usual={pid: _usual(hours, current, fraction, history_days) for pid, hours in hourly.items()},
+        models={pid: _top(models) for pid, models in recent.items()},
+        today={key: exact_sum(values) for key, values in today.items()},
+        tokens=dict(tokens),
+        requests=dict(requests),
+        unpriced=book.unpriced_models(),
+    )
+
+
+def _window(hours: Mapping[int, list[Decimal]], current: int, fraction: Decimal) -> Decimal:
+    """Spend of the 60 minutes ending `fraction` into the hour `current`: all of that hour so far, and the
+    matching tail of the hour before."""
+    this_hour = exact_sum(hours.get(current, ()))
+    previous = exact_sum(hours.get(current - HOUR, ()))
+    return this_hour + previous * (1 - fraction)
+
+
+def _usual(hours: Mapping[int, list[Decimal]], current: int, fraction: Decimal, days: int) -> Decimal:
+    """Median over the earlier days of the same 60 minutes of the clock (complete hours, so prorated)."""
+    windows = []
+    for n in range(1, days + 1):
+        hour = current - n * 24 * HOUR
+        windows.append(
+            exact_sum(hours.get(hour, ())) * fraction + exact_sum(hours.get(hour - HOUR, ())) * (1 - fraction)
+        )
+    return median(windows)
+
+
+def _weight(start: int, current: int, now: dt.datetime) -> Decimal:
+    if start == current:
+        return Decimal(1)
+    return 1 - Decimal((now - dt.datetime.fromtimestamp(current, dt.UTC)).total_seconds()) / HOUR
+
+
+def _top(models: Mapping[str, list[Decimal]]) -> list[tuple[str, Decimal]]:
+    totals = [(model, exact_sum(values)) for model, values in models.items()]
+    return sorted(totals, key=lambda item: item[1], reverse=True)[:TOP_MODELS]
+
+
+def _count_today(row: UsageRow, tokens: dict[tuple[str, str, str], int], requests: dict[tuple[str, str], int]) -> None:
+    key = (row.project_id, row.model)
+    tokens[(*key, "input")] += row.input_tokens - row.cached_input_tokens
+    tokens[(*key, "cached_input")] += row.cached_input_tokens
+    tokens[(*key, "output")] += row.output_tokens
+    requests[key] += row.requests

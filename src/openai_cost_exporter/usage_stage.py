@@ -1,0 +1,56 @@
+"""The usage stage of a cycle: fetch token usage, price it, and say once when usage cannot be read.
+
+A key or organization without access to the usage endpoints degrades to billed figures only: one clear log line
+(not one per cycle), `openai_cost_exporter_errors_total{stage="usage"}` counting, and every billed figure keeps
+working. A model without a price is named once in the log (pricing.py) and counted here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from openai_cost_exporter.errors import AuthError
+from openai_cost_exporter.estimates import Estimates, build_estimates, fetch_usage
+from openai_cost_exporter.openai_client import AdminClient
+from openai_cost_exporter.pricing import PriceBook
+from openai_cost_exporter.selfmetrics import SelfMetrics
+from openai_cost_exporter.usage_store import UsageStore
+
+log = logging.getLogger(__name__)
+
+
+class UsageStage:
+    """Fetches and prices usage for the cycle."""
+
+    def __init__(
+        self, client: AdminClient, store: UsageStore, book: PriceBook, metrics: SelfMetrics, *, history_days: int
+    ) -> None:
+        self._client = client
+        self._store = store
+        self._book = book
+        self._metrics = metrics
+        self._history_days = history_days
+        self._denied = False
+
+    def estimate(self, now: dt.datetime) -> Estimates:
+        """Fetch what is new, then price the history window. AuthError is said once, then only counted."""
+        try:
+            fetch_usage(self._client, self._store, now, history_days=self._history_days)
+        except AuthError as exc:
+            if not self._denied:
+                log.warning(
+                    "usage endpoints refused (%s): estimates and the runaway alert are off, billed figures go on", exc
+                )
+            self._denied = True
+            raise _Quiet(str(exc)) from None
+        self._denied = False
+        estimates = build_estimates(self._store, self._book, now, history_days=self._history_days)
+        self._metrics.unpriced_models.set(len(estimates.unpriced))
+        return estimates
+
+
+class _Quiet(AuthError):
+    """Raised after the one log line: the cycle's stage counts it, and logs it at debug level only."""
+
+    reported = True
