@@ -14,6 +14,7 @@ from pathlib import Path
 
 from openai_cost_exporter.clock import TEST_NOW_ENV, OffsetClock
 from openai_cost_exporter.fake.org import FakeOrg
+from openai_cost_exporter.rules.runaway import median
 
 ADMIN_KEY = "sk-admin-TESTKEY-never-printed-0123456789"
 
@@ -105,9 +106,12 @@ def late_today() -> dt.datetime:
 
 
 def baseline_of(org: FakeOrg, project_id: str) -> Decimal:
-    """The exporter's baseline: mean of the 7 complete UTC days before the fake's today (no spend counts as 0)."""
+    """The exporter's usual full day (without usage, the spike's baseline): the median of the same kind of day
+    (weekday or weekend) among the 7 complete UTC days before the fake's today; no spend counts as 0."""
     today = org.clock.now().date()
-    return sum((org.daily_total(today - dt.timedelta(days=n), project_id) for n in range(1, 8)), Decimal(0)) / 7
+    days = [today - dt.timedelta(days=n) for n in range(1, 8)]
+    alike = [day for day in days if (day.weekday() >= 5) == (today.weekday() >= 5)] or days
+    return median([org.daily_total(day, project_id) for day in alike])
 
 
 def set_today(org: FakeOrg, project_id: str, amount: Decimal) -> None:

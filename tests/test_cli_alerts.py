@@ -65,6 +65,7 @@ def _cycle(api: FakeAdminAPI, state: Path, config: Path, slack: FakeSlack, *extr
         str(config),
         "--notify-backoff",
         "0",
+        "--no-usage",  # the billed spike path, as for a key without usage access (the runaway has its own tests)
         *extra,
         env={"SLACK_WEBHOOK_URL": slack.url},
         now=cli_now(api.org),
@@ -90,7 +91,7 @@ def test_spike_is_announced_once_then_on_escalation(
     _cycle(api, state, config, slack)  # same day, new process: a restart too
     _cycle(api, state, config, slack)
     assert len(slack.posts) == 1
-    set_today(org, scenario.spiking.id, 8 * baseline_of(org, scenario.spiking.id))
+    set_today(org, scenario.spiking.id, 9 * baseline_of(org, scenario.spiking.id))  # over 2x (set_today rounds)
     _cycle(api, state, config, slack)
     assert len(slack.posts) == 2
     assert "Escalation" in str(slack.posts[1].body)

@@ -43,7 +43,9 @@ def snapshot(
     totals: Mapping[dt.date, Mapping[str, Decimal]] | None = None,
     line_items: Mapping[tuple[str, str], Decimal] | None = None,
 ) -> CostSnapshot:
-    totals = totals if totals is not None else {TODAY: {"proj_a": D("1.25")}, YESTERDAY: {"proj_a": D("7")}}
+    # Saturday: the usual day is the median of last weekend's two days (Nov 21 and 22).
+    weekend = {TODAY - dt.timedelta(days=n): {"proj_a": D("1")} for n in (6, 7)}
+    totals = totals if totals is not None else {TODAY: {"proj_a": D("1.25")}, YESTERDAY: {"proj_a": D("7")}, **weekend}
     return build_snapshot(NOW, names or {"proj_a": "Alpha"}, totals, baseline_days=7, line_items=line_items)
 
 
@@ -77,7 +79,7 @@ def test_live_gauges() -> None:
     labels = {"project_id": "proj_a", "project": "Alpha"}
     assert registry.get_sample_value(DAILY_COST, labels) == 1.25
     assert registry.get_sample_value("openai_daily_cost_baseline_usd", labels) == 1.0
-    assert registry.get_sample_value("openai_month_to_date_cost_usd", labels) == 8.25
+    assert registry.get_sample_value("openai_month_to_date_cost_usd", labels) == 10.25
     assert registry.get_sample_value("openai_month_forecast_cost_usd", labels) == float(snap.forecast["proj_a"])
 
 

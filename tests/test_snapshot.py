@@ -21,9 +21,12 @@ def day(offset: int) -> dt.date:
 
 
 def test_baseline_counts_missing_days_as_zero() -> None:
-    """A project with spend on 2 of 7 days has a baseline of its sum divided by 7, not by 2."""
-    totals = {day(1): {"a": D("7")}, day(5): {"a": D("7")}}
-    assert baseline(totals, TODAY, 7) == {"a": D(2)}
+    """Days without spend count as 0 in the median: a project that spent on one of the two weekend days before a
+    Saturday has half that day as its usual day; one on no weekend day has none."""
+    totals = {day(1): {"a": D("7")}, day(5): {"b": D("7")}}  # Friday (a weekday) and Monday
+    assert baseline(totals, TODAY, 7) == {}
+    totals = {day(6): {"a": D("7")}, day(5): {"b": D("7")}}  # last Sunday, and Monday
+    assert baseline(totals, TODAY, 7) == {"a": D("3.5")}
 
 
 def test_baseline_excludes_today_and_days_outside_window() -> None:
@@ -35,7 +38,8 @@ def test_baseline_excludes_today_and_days_outside_window() -> None:
         day(4): {"a": D("999"), "c": D("1")},
         TODAY + dt.timedelta(days=1): {"a": D("500")},
     }
-    assert baseline(totals, TODAY, 3) == {"a": D(2), "b": D(2)}
+    # Saturday, 3 days back: Friday, Thursday, Wednesday are all weekdays, so the median of all three counts.
+    assert baseline(totals, TODAY, 3) == {"a": D(3)}
 
 
 def test_baseline_of_zero_days_is_empty() -> None:
@@ -73,13 +77,13 @@ def test_build_snapshot_figures() -> None:
     assert snap.day == TODAY
     assert snap.taken_at == NOW
     assert snap.today == {"a": D("4")}
-    assert snap.baseline == {"a": D("1"), "b": D("1")}
+    assert snap.baseline == {"a": D("1"), "b": D("1")}  # no weekend day in the window: the median of both days
     assert snap.month_to_date == {"a": D("6"), "b": D("2")}
     assert snap.line_items is None
 
 
-def test_forecast_uses_month_forecast() -> None:
-    """The forecast of each project is rules.month_forecast of its month to date at the snapshot time."""
+def test_forecast_without_a_recent_pace_uses_month_forecast() -> None:
+    """A project without spend in the last 7 closed days is projected linearly from its month to date."""
     totals = {TODAY: {"a": D("3.3")}, dt.date(2026, 11, 2): {"b": D("1.1")}}
     snap = build_snapshot(NOW, {}, totals, baseline_days=7)
     assert snap.forecast == {"a": month_forecast(D("3.3"), NOW), "b": month_forecast(D("1.1"), NOW)}
@@ -92,10 +96,11 @@ def test_project_ids_union_sorted() -> None:
     totals = {
         TODAY: {"today-only": D(1), "both": D(1)},
         day(1): {"both": D(1)},
-        dt.date(2026, 10, 30): {"baseline-only": D(1)},  # last month but inside a 30-day baseline
+        dt.date(2026, 11, 1): {"baseline-only": D(1)},  # inside a 2-day weekend baseline (Nov 1 is a Sunday)
         dt.date(2026, 11, 3): {"month-only": D(1)},
     }
-    snap = build_snapshot(NOW, {}, totals, baseline_days=30)
+    totals[dt.date(2026, 11, 22)] = {"baseline-only": D(1)}  # the Sunday before: a median of 2 of 2 weekend days
+    snap = build_snapshot(NOW, {}, totals, baseline_days=7)
     assert snap.project_ids == ["baseline-only", "both", "month-only", "today-only"]
 
 

@@ -56,7 +56,8 @@ class CostCollector(Collector):
         yield _project_family(DAILY_COST, "Cost of the current UTC day so far.", snap, snap.today, ids)
         yield _project_family(
             "openai_daily_cost_baseline_usd",
-            "Mean daily cost over the complete UTC days before today (no spend counts as 0).",
+            "What the project usually has spent by this time of the UTC day: the median of its kind of day (weekday"
+            " or weekend) over the baseline window, times its usual share of the day by now (whole day without usage).",
             snap,
             snap.baseline,
             ids,
@@ -70,7 +71,7 @@ class CostCollector(Collector):
         )
         yield _project_family(
             "openai_month_forecast_cost_usd",
-            "Month-to-date cost projected linearly to the end of the UTC month.",
+            "Month to date plus the mean of the last 7 closed days for each day left in the UTC month.",
             snap,
             snap.forecast,
             ids,

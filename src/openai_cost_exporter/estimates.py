@@ -23,6 +23,7 @@ from openai_cost_exporter.rules.runaway import RunawayFigures, median
 from openai_cost_exporter.usage_store import UsageStore
 
 HOUR = 3600
+DAY_SECONDS = 86400
 #: The usage endpoints read (moderations, images and audio are priced per unit, not per token: left out).
 USAGE_KINDS = ("completions", "embeddings")
 TOP_MODELS = 3
@@ -40,6 +41,7 @@ class Estimates:
     tokens: Mapping[tuple[str, str, str], int]  # (project_id, model, direction) -> today's tokens
     requests: Mapping[tuple[str, str], int]  # (project_id, model) -> today's requests
     unpriced: frozenset[str] = field(default_factory=frozenset)
+    shares: Mapping[str, Decimal] = field(default_factory=dict)  # project_id -> usual share of a day done by now
 
     def runaway_figures(self, names: Mapping[str, str]) -> list[RunawayFigures]:
         return [
@@ -82,7 +84,7 @@ def build_estimates(store: UsageStore, book: PriceBook, now: dt.datetime, *, his
     today: dict[tuple[str, str], list[Decimal]] = defaultdict(list)
     tokens: dict[tuple[str, str, str], int] = defaultdict(int)
     requests: dict[tuple[str, str], int] = defaultdict(int)
-    for row in store.rows(current - history_days * 24 * HOUR - HOUR, current + HOUR):
+    for row in store.rows(today_start - history_days * DAY_SECONDS, current + HOUR):
         amount = book.estimate(row)
         if row.start >= today_start:
             _count_today(row, tokens, requests)
@@ -103,6 +105,7 @@ def build_estimates(store: UsageStore, book: PriceBook, now: dt.datetime, *, his
         tokens=dict(tokens),
         requests=dict(requests),
         unpriced=book.unpriced_models(),
+        shares={pid: share for pid, hours in hourly.items() if (share := _share(hours, now, history_days)) is not None},
     )
 
 
@@ -123,6 +126,22 @@ def _usual(hours: Mapping[int, list[Decimal]], current: int, fraction: Decimal, 
             exact_sum(hours.get(hour, ())) * fraction + exact_sum(hours.get(hour - HOUR, ())) * (1 - fraction)
         )
     return median(windows)
+
+
+def _share(hours: Mapping[int, list[Decimal]], now: dt.datetime, days: int) -> Decimal | None:
+    """The median, over the earlier days with spend, of the share of the day's spend done by this time of day."""
+    current = hour_of(now)
+    fraction = Decimal((now - dt.datetime.fromtimestamp(current, dt.UTC)).total_seconds()) / HOUR
+    midnight = day_start(now.date())
+    shares = []
+    for n in range(1, days + 1):
+        start, hour = midnight - n * DAY_SECONDS, current - n * DAY_SECONDS
+        spent = [exact_sum(hours.get(start + h * HOUR, ())) for h in range(24)]
+        total = exact_sum(spent)
+        if total > 0:
+            done = exact_sum(spent[: (hour - start) // HOUR]) + spent[(hour - start) // HOUR] * fraction
+            shares.append(done / total)
+    return median(shares) if shares else None
 
 
 def _weight(start: int, current: int, now: dt.datetime) -> Decimal:

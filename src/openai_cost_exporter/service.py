@@ -115,10 +115,10 @@ class CostCycle:
         self.last_attempt = now
         report = CycleReport()
         fetched = self._stage("costs", report, lambda: self._fetch(now, report))
+        if self._usage is not None:  # before the snapshot: its baselines use the usual shape of the day
+            self._stage("usage", report, lambda: self._estimate(now))
         if fetched:
             self._stage("snapshot", report, lambda: self._snapshot(now, report))
-        if self._usage is not None:
-            self._stage("usage", report, lambda: self._estimate(now))
         if self._pusher is not None and self.snapshot is not None:
             self._stage("push", report, lambda: self._push(report))
         if self._alerter is not None:
@@ -238,7 +238,15 @@ class CostCycle:
         line_items = None
         if self._options.line_items:
             line_items = self._ledger.line_item_totals(today, today + DAY).get(today, {})
-        snapshot = build_snapshot(now, names, totals, baseline_days=self._options.baseline_days, line_items=line_items)
+        estimates = self._fresh_estimates(now=now)
+        snapshot = build_snapshot(
+            now,
+            names,
+            totals,
+            baseline_days=self._options.baseline_days,
+            line_items=line_items,
+            day_shares=estimates.shares if estimates is not None else None,
+        )
         self.snapshot = snapshot
         report.projects = len(snapshot.project_ids)
         report.today_usd = snapshot.total(snapshot.today)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
+from openai_cost_exporter.baselines import by_this_hour, pace_forecast, usual_day
 from openai_cost_exporter.models import ZERO
-from openai_cost_exporter.rules import month_forecast
 
 DayTotals = Mapping[dt.date, Mapping[str, Decimal]]
 
@@ -28,10 +28,11 @@ class CostSnapshot:
     day: dt.date
     names: Mapping[str, str]
     today: Mapping[str, Decimal]
-    baseline: Mapping[str, Decimal]
+    baseline: Mapping[str, Decimal]  # what the project usually has spent by now (baselines.py): the spike's measure
     month_to_date: Mapping[str, Decimal]
     forecast: Mapping[str, Decimal]
     history: DayTotals  # the last PAGE_DAYS days, today included
+    usual: Mapping[str, Decimal] = field(default_factory=dict)  # the usual full day (median of its kind)
     line_items: Mapping[tuple[str, str], Decimal] | None = None  # today, when line items are collected
 
     @property
@@ -47,13 +48,8 @@ class CostSnapshot:
 
 
 def baseline(totals: DayTotals, today: dt.date, days: int) -> dict[str, Decimal]:
-    """Mean daily cost of each project over the `days` complete UTC days before `today`; no spend counts as 0."""
-    window = [today - dt.timedelta(days=n) for n in range(1, days + 1)]
-    sums: dict[str, Decimal] = {}
-    for day in window:
-        for project_id, amount in totals.get(day, {}).items():
-            sums[project_id] = sums.get(project_id, ZERO) + amount
-    return {project_id: amount / days for project_id, amount in sums.items()} if days else {}
+    """The usual full day of each project before `today` (baselines.usual_day: the median of its kind of day)."""
+    return usual_day(totals, today, days)
 
 
 def month_to_date(totals: DayTotals, today: dt.date) -> dict[str, Decimal]:
@@ -73,21 +69,25 @@ def build_snapshot(
     *,
     baseline_days: int,
     line_items: Mapping[tuple[str, str], Decimal] | None = None,
+    day_shares: Mapping[str, Decimal] | None = None,
 ) -> CostSnapshot:
-    """Compute every figure of `now`'s UTC day from daily totals (which must cover month start and baseline)."""
+    """Compute every figure of `now`'s UTC day from daily totals (which must cover month start and baseline);
+    `day_shares` (from hourly usage) scale the usual day to what is usually spent by now."""
     # An aware time in another zone would otherwise pick that zone's calendar day; naive means UTC.
     now = now.replace(tzinfo=dt.UTC) if now.tzinfo is None else now.astimezone(dt.UTC)
     today = now.date()
     mtd = month_to_date(totals, today)
+    usual = usual_day(totals, today, baseline_days)
     first_page_day = today - dt.timedelta(days=PAGE_DAYS - 1)
     return CostSnapshot(
         taken_at=now,
         day=today,
         names=dict(names),
         today=dict(totals.get(today, {})),
-        baseline=baseline(totals, today, baseline_days),
+        baseline=by_this_hour(usual, day_shares),
+        usual=usual,
         month_to_date=mtd,
-        forecast={project_id: month_forecast(amount, now) for project_id, amount in mtd.items()},
+        forecast=pace_forecast(totals, now, mtd),
         history={day: dict(projects) for day, projects in totals.items() if day >= first_page_day},
         line_items=dict(line_items) if line_items is not None else None,
     )
