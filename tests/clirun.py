@@ -106,12 +106,15 @@ def late_today() -> dt.datetime:
 
 
 def baseline_of(org: FakeOrg, project_id: str) -> Decimal:
-    """The exporter's usual full day (without usage, the spike's baseline): the median of the same kind of day
-    (weekday or weekend) among the 7 complete UTC days before the fake's today; no spend counts as 0."""
-    today = org.clock.now().date()
-    days = [today - dt.timedelta(days=n) for n in range(1, 8)]
-    alike = [day for day in days if (day.weekday() >= 5) == (today.weekday() >= 5)] or days
-    return median([org.daily_total(day, project_id) for day in alike])
+    """The exporter's usual full day (without usage, the spike's baseline): the median of the 7 most recent days of
+    the same kind (weekdays, or weekend days up to four weeks back) before the fake's today; no spend counts as 0."""
+    return median([org.daily_total(day, project_id) for day in days_of_its_kind(org.clock.now().date())])
+
+
+def days_of_its_kind(today: dt.date, count: int = 7, lookback: int = 28) -> list[dt.date]:
+    """The `count` most recent days before `today` of its kind (weekdays, or weekend days), within `lookback`."""
+    days = [today - dt.timedelta(days=n) for n in range(1, lookback + 1)]
+    return [day for day in days if (day.weekday() >= 5) == (today.weekday() >= 5)][:count]
 
 
 def set_today(org: FakeOrg, project_id: str, amount: Decimal) -> None:

@@ -29,7 +29,7 @@ from openai_cost_exporter.models import UNATTRIBUTED, CostRow, day_start
 from openai_cost_exporter.report import SPARK_BARS
 from openai_cost_exporter.rules.runaway import median
 from openai_cost_exporter.state import open_state
-from tests.clirun import ADMIN_KEY, Result, cli_now, frozen_now, run_cli, run_once
+from tests.clirun import ADMIN_KEY, Result, cli_now, days_of_its_kind, frozen_now, run_cli, run_once
 from tests.stack import VictoriaMetrics, free_port
 
 pytestmark = pytest.mark.stack
@@ -80,10 +80,7 @@ def truth(org: FakeOrg, day: dt.date, project_id: str) -> Decimal:
 
 def baseline_truth(org: FakeOrg, project_id: str) -> Decimal:
     """The usual full day: the median of the same kind of day (weekday or weekend) among the last 7 closed days."""
-    today = today_of(org)
-    days = [today - n * DAY for n in range(1, 8)]
-    alike = [day for day in days if (day.weekday() >= 5) == (today.weekday() >= 5)] or days
-    return median([truth(org, day, project_id) for day in alike])
+    return median([truth(org, day, project_id) for day in days_of_its_kind(today_of(org))])
 
 
 def closed_days(org: FakeOrg, count: int) -> list[dt.date]:

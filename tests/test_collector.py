@@ -43,8 +43,8 @@ def snapshot(
     totals: Mapping[dt.date, Mapping[str, Decimal]] | None = None,
     line_items: Mapping[tuple[str, str], Decimal] | None = None,
 ) -> CostSnapshot:
-    # Saturday: the usual day is the median of last weekend's two days (Nov 21 and 22).
-    weekend = {TODAY - dt.timedelta(days=n): {"proj_a": D("1")} for n in (6, 7)}
+    # Saturday: the usual day is the median of the last seven weekend days (four weeks back).
+    weekend = {TODAY - dt.timedelta(days=n): {"proj_a": D("1")} for n in (6, 7, 13, 14, 20, 21, 27)}
     totals = totals if totals is not None else {TODAY: {"proj_a": D("1.25")}, YESTERDAY: {"proj_a": D("7")}, **weekend}
     return build_snapshot(NOW, names or {"proj_a": "Alpha"}, totals, baseline_days=7, line_items=line_items)
 
@@ -79,7 +79,7 @@ def test_live_gauges() -> None:
     labels = {"project_id": "proj_a", "project": "Alpha"}
     assert registry.get_sample_value(DAILY_COST, labels) == 1.25
     assert registry.get_sample_value("openai_daily_cost_baseline_usd", labels) == 1.0
-    assert registry.get_sample_value("openai_month_to_date_cost_usd", labels) == 10.25
+    assert registry.get_sample_value("openai_month_to_date_cost_usd", labels) == 15.25
     assert registry.get_sample_value("openai_month_forecast_cost_usd", labels) == float(snap.forecast["proj_a"])
 
 
@@ -311,6 +311,7 @@ def test_sample_names_match_families() -> None:
     assert names == {
         DAILY_COST,
         "openai_daily_cost_baseline_usd",
+        "openai_daily_cost_spread_usd",
         "openai_month_to_date_cost_usd",
         "openai_month_forecast_cost_usd",
         LINE_ITEM_COST,

@@ -789,6 +789,17 @@ def test_start_twice_returns_the_same_server_and_repr_hides_the_key(org: FakeOrg
         api.stop()
 
 
+def test_base_url_before_start_and_after_stop_is_an_error(org: FakeOrg) -> None:
+    """base_url names no address while nothing listens: before start() and after stop()."""
+    api = FakeAdminAPI(org, admin_key=KEY)
+    with pytest.raises(RuntimeError, match="not started"):
+        _ = api.base_url
+    api.start()
+    api.stop()
+    with pytest.raises(RuntimeError, match="not started"):
+        _ = api.base_url
+
+
 def test_serve_forever_until_stopped(org: FakeOrg) -> None:
     """serve_forever reports its URL, serves, and returns once the stop event is set."""
     stop = threading.Event()

@@ -191,8 +191,20 @@ def test_dashboard_covers_the_required_panels() -> None:
 def test_per_project_queries_filter_by_the_project_variable() -> None:
     """Every query of a per-project cost metric honours the `$project` selection."""
     for title, target in targets():
-        for metric in re.findall(r"openai_(?:daily|month)\w*_usd\{[^}]*\}", target["expr"]):
+        for metric in re.findall(r"openai_(?:daily|month|estimated)\w*_usd\w*\{[^}]*\}", target["expr"]):
             assert 'project=~"$project"' in metric, f"{title}: {metric}"
+
+
+def test_estimates_are_titled_as_estimates_and_kept_apart_from_billed_costs() -> None:
+    """The estimated hourly rate and its usual are on the dashboard; every panel showing an estimate says so in its
+    title and queries no billed series (estimates are never mixed into billed figures)."""
+    estimated = [p for p in panels() if any("openai_estimated_" in t["expr"] for t in p["targets"])]
+    metrics = {m for p in estimated for t in p["targets"] for m in re.findall(r"openai_\w+", t["expr"])}
+    assert {"openai_estimated_cost_usd_per_hour", "openai_estimated_usual_cost_usd_per_hour"} <= metrics
+    for panel in estimated:
+        assert "ESTIMATE" in panel["title"], panel["title"]
+        used = {m for t in panel["targets"] for m in re.findall(r"openai_\w+", t["expr"])}
+        assert all(m.startswith(("openai_estimated_", "openai_usage_")) for m in used), panel["title"]
 
 
 def test_provisioning_points_at_the_dashboard() -> None:

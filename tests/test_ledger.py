@@ -10,8 +10,9 @@ from decimal import Decimal
 
 import pytest
 
-from openai_cost_exporter.ledger import Ledger, exact_sum
+from openai_cost_exporter.ledger import Ledger
 from openai_cost_exporter.models import UNATTRIBUTED, CostRow, Project
+from openai_cost_exporter.money import exact_sum
 from openai_cost_exporter.state import open_state
 
 D1 = dt.date(2026, 11, 1)

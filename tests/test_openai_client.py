@@ -16,7 +16,7 @@ import stamina
 from prometheus_client import CollectorRegistry
 from stamina.instrumentation import RetryDetails, get_on_retry_hooks, set_on_retry_hooks
 
-from openai_cost_exporter import openai_client
+from openai_cost_exporter import __version__, openai_client
 from openai_cost_exporter.errors import APIUnavailable, AuthError, MalformedResponse, OpenAIError
 from openai_cost_exporter.models import UNATTRIBUTED, CostPage, CostRow, Project, day_start
 from openai_cost_exporter.openai_client import AdminClient, RetryPolicy, build_http_client
@@ -125,7 +125,7 @@ def test_build_http_client_sends_auth_user_agent_and_joins_paths(base_url: str) 
     request = script.requests[0]
     assert request.url.path == COSTS
     assert request.headers["Authorization"] == f"Bearer {KEY}"
-    assert request.headers["User-Agent"] == f"openai-cost-exporter/{openai_client.__version__}"
+    assert request.headers["User-Agent"] == f"openai-cost-exporter/{__version__}"
 
 
 @pytest.mark.parametrize(("line_items", "group_by"), [(False, ["project_id"]), (True, ["project_id", "line_item"])])
@@ -321,7 +321,7 @@ def test_rows_carry_day_project_and_line_item_and_ignore_unknown_fields(
 ) -> None:
     """Rows take the UTC day of start_time, keep line items when grouped and ignore undocumented keys."""
     extra = {"organization_id": "org_x", "project_name": "Alpha", "user_email": "a@b.c", "quantity": 3}
-    item = result("0.25", line_item="gpt-4o-mini-2024-07-18, input", **extra)
+    item = {**result("0.25", line_item="gpt-4o-mini-2024-07-18, input"), **extra}
     raw_bucket = {**bucket(DAY, item), "start_time_iso": "2026-11-01T00:00:00"}
     [row] = rows(make_client(Script(costs_page(raw_bucket))), line_items=True)
     assert row == CostRow(DAY, "proj_a", "gpt-4o-mini-2024-07-18, input", Decimal("0.25"))
@@ -576,8 +576,12 @@ def test_retry_after_beyond_the_budget_gives_up(make_client: Callable[..., Admin
 def test_retry_policy_attempts_apply_outside_test_mode(make_client: Callable[..., AdminClient]) -> None:
     """Outside test mode the policy's attempt count is the budget."""
     records: list[RetryDetails] = []
+
+    def record(details: RetryDetails) -> None:  # not `records.append`: a RetryHook takes `details` by name
+        records.append(details)
+
     old_hooks = get_on_retry_hooks()
-    set_on_retry_hooks([records.append])
+    set_on_retry_hooks([record])
     policy = RetryPolicy(attempts=2, timeout=5.0, wait_initial=0.001, wait_max=0.001)
     script = Script(fail(500, "x"), fail(500, "x"))
     try:
@@ -724,14 +728,15 @@ def test_costs_and_projects_can_run_concurrently(make_client: Callable[..., Admi
         return costs_page(bucket(DAY, result(1)), next_page=follow)
 
     client = make_client(handler)
-    found: dict[str, object] = {}
+    found_costs: list[CostRow] = []
+    found_projects: list[Project] = []
     threads = [
-        threading.Thread(target=lambda: found.update(costs=rows(client))),
-        threading.Thread(target=lambda: found.update(projects=client.list_projects())),
+        threading.Thread(target=lambda: found_costs.extend(rows(client))),
+        threading.Thread(target=lambda: found_projects.extend(client.list_projects())),
     ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=10)
-    assert len(found["costs"]) == 6  # type: ignore[arg-type]
-    assert [p.id for p in found["projects"]] == ["1", "2", "3", "4", "5"]  # type: ignore[attr-defined]
+    assert len(found_costs) == 6
+    assert [p.id for p in found_projects] == ["1", "2", "3", "4", "5"]

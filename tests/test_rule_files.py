@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "deploy" / "rules" / "openai-cost-exporter.rules.yml"
 ALERTMANAGER_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 CASES = yaml.safe_load((Path(__file__).parent / "alert_cases.yaml").read_text(encoding="utf-8"))
-RUNBOOK = next(r["annotations"]["runbook"] for r in yaml.safe_load(RULES.read_text())["groups"][0]["rules"])
+RUNBOOKS = {r["alert"]: r["annotations"]["runbook"] for r in yaml.safe_load(RULES.read_text())["groups"][0]["rules"]}
+RUNBOOK = RUNBOOKS["OpenAICostSpike"]  # shared by the billed cost rules and self-monitoring
 VALUES = "{v} {v} {v}"  # three samples one minute apart; every alert is checked at 1m
 Case = dict[str, Any]
 Alert = dict[str, Any]
@@ -54,14 +55,16 @@ def yaml_quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def project_alert(severity: str, project: dict[str, str], summary: str, desc: str, **notes: str) -> Alert:
+def project_alert(
+    severity: str, project: dict[str, str], summary: str, desc: str, runbook: str = RUNBOOK, **notes: str
+) -> Alert:
     """An expected per-project alert with its rendered annotations."""
     name, pid = project["project"], project["project_id"]
     annotations = {
         "summary": f"{summary} in project {name}",
         "description": desc.format(who=f"{name} ({pid})"),
         **notes,
-        "runbook": RUNBOOK,
+        "runbook": runbook,
     }
     return {
         "exp_labels": {**project, "severity": severity, "scope": "project"},
@@ -89,19 +92,49 @@ def spike_test(case: Case) -> dict[str, Any]:
     """promtool test group: one project's today and baseline; the org sums equal the project's."""
     project, today, baseline = project_of(case), case["today"], case["baseline"]
     notes = {"value": usd(today), "reference": f"baseline {usd(baseline)}"}
-    desc = f"Today (UTC) so far {{who}} spent {usd(today)}, more than 1.5x its mean daily cost of the last 7 days."
+    usual = (
+        "what it usually spends by this hour (the median of the same kind of day) and more than three spreads above it"
+    )
+    desc = f"Today (UTC) so far {{who}} spent {usd(today)}, more than 1.5x {usual}."
+    org_desc = (
+        f"Today (UTC) so far the organization spent {usd(today)}, more than 1.5x what its projects usually spend"
+        " by this hour."
+    )
     summary = "OpenAI cost spike"
     fires = bool(case["fires"])
+    org_fires = bool(case.get("org_fires", fires))  # the organization's rule has no spread
     return {
         "interval": "1m",
         "input_series": [
             series("openai_daily_cost_usd", project, today),
             series("openai_daily_cost_baseline_usd", project, baseline),
+            series("openai_daily_cost_spread_usd", project, case.get("spread", "0")),
         ],
         "alert_rule_test": [
             check("OpenAICostSpike", [project_alert("warning", project, summary, desc, **notes)] * fires),
-            check("OpenAIOrganizationCostSpike", [org_alert("warning", summary, desc, **notes)] * fires),
+            check("OpenAIOrganizationCostSpike", [org_alert("warning", summary, org_desc, **notes)] * org_fires),
         ],
+    }
+
+
+def runaway_test(case: Case) -> dict[str, Any]:
+    """promtool test group: one project's estimated hourly rate and usual; never an organization-wide alert."""
+    project, rate, usual = project_of(case), case["rate"], case["usual"]
+    notes = {"value": f"{usd(rate)}/h estimated", "reference": f"usual {usd(usual)}/h"}
+    desc = (
+        "ESTIMATE from token usage, not billed costs: over the last 60 minutes {who} spent about "
+        f"{usd(rate)} per hour, more than 3x its usual for this hour of the day (median of the last 7 days) "
+        f"and at least $5.00 per hour. A day at this rate would cost about {usd(str(24 * Decimal(rate)))}."
+    )
+    summary, runbook = "Estimated runaway OpenAI spend", RUNBOOKS["OpenAIRunawaySpend"]
+    alert = project_alert("critical", project, summary, desc, runbook, **notes)
+    return {
+        "interval": "1m",
+        "input_series": [
+            series("openai_estimated_cost_usd_per_hour", project, rate),
+            series("openai_estimated_usual_cost_usd_per_hour", project, usual),
+        ],
+        "alert_rule_test": [check("OpenAIRunawaySpend", [alert] * bool(case["fires"]))],
     }
 
 
@@ -215,6 +248,7 @@ def write_promtool_tests(rules: Path, dest: Path) -> Path:
     """A promtool rule-test file for `rules`: every case of alert_cases.yaml, then self-monitoring."""
     tests = [
         *(spike_test(case) for case in CASES["spike"]),
+        *(runaway_test(case) for case in CASES["runaway"]),
         *(daily_budget_test(case) for case in CASES["daily_budget"]),
         *(monthly_budget_test(case) for case in CASES["monthly_budget"]),
         *self_monitoring_tests(),
@@ -228,7 +262,7 @@ def test_promtool_accepts_the_rule_file() -> None:
     """promtool check rules accepts the shipped rule file."""
     result = run("promtool", "check", "rules", str(RULES))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 10 rules found" in result.stdout
+    assert "SUCCESS: 11 rules found" in result.stdout
 
 
 def test_vmalert_dry_run_accepts_the_rule_file() -> None:
@@ -250,7 +284,7 @@ def test_amtool_accepts_the_alertmanager_config() -> None:
     """amtool check-config accepts the shipped Alertmanager configuration and its Slack templates."""
     result = run("amtool", "check-config", str(ALERTMANAGER_CONFIG))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "1 inhibit rules" in result.stdout
+    assert "2 inhibit rules" in result.stdout
 
 
 def test_alertmanager_config_ships_no_webhook_url() -> None:
@@ -286,8 +320,38 @@ def test_rules_pass_the_promtool_tests_generated_from_alert_cases(tmp_path: Path
             "OpenAIMonthlyBudgetExceeded",
         ),
         ("> 900", "> 1800", "OpenAICostExporterStale"),
+        (
+            "> 3 * openai_estimated_usual_cost_usd_per_hour",
+            ">= 3 * openai_estimated_usual_cost_usd_per_hour",
+            "OpenAIRunawaySpend",
+        ),
+        (
+            "and openai_estimated_cost_usd_per_hour >= 5",
+            "and openai_estimated_cost_usd_per_hour >= 6",
+            "OpenAIRunawaySpend",
+        ),
+        (
+            "and openai_estimated_cost_usd_per_hour >= 5",
+            "and openai_estimated_cost_usd_per_hour > 5",
+            "OpenAIRunawaySpend",
+        ),
+        (
+            "and openai_estimated_cost_usd_per_hour >= 5",
+            "and openai_estimated_cost_usd_per_hour >= 0",
+            "OpenAIRunawaySpend",
+        ),
     ],
-    ids=["spike-ratio-2", "spike-floor-strict", "daily-budget-not-strict", "monthly-uses-forecast", "stale-30m"],
+    ids=[
+        "spike-ratio-2",
+        "spike-floor-strict",
+        "daily-budget-not-strict",
+        "monthly-uses-forecast",
+        "stale-30m",
+        "runaway-ratio-not-strict",
+        "runaway-floor-6",
+        "runaway-floor-strict",
+        "runaway-no-floor",
+    ],
 )
 def test_generated_promtool_tests_catch_a_wrong_rule(
     tmp_path: Path, original: str, mutant: str, alertname: str

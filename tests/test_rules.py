@@ -18,8 +18,10 @@ from openai_cost_exporter.rules import (
     SpendFigures,
     build_digest,
     evaluate,
+    evaluate_runaways,
     month_forecast,
 )
+from openai_cost_exporter.rules.runaway import RunawayFigures
 
 CASES = yaml.safe_load((Path(__file__).parent / "alert_cases.yaml").read_text())
 D = Decimal
@@ -33,8 +35,9 @@ def figures(
     baseline: str = "0",
     month_to_date: str = "0",
     forecast: str = "0",
+    spread: str = "0",
 ) -> SpendFigures:
-    return SpendFigures(subject_id, name, D(today), D(baseline), D(month_to_date), D(forecast))
+    return SpendFigures(subject_id, name, D(today), D(baseline), D(month_to_date), D(forecast), D(spread))
 
 
 def rules_of(alerts: list[Any]) -> list[tuple[str, str, str]]:
@@ -44,7 +47,7 @@ def rules_of(alerts: list[Any]) -> list[tuple[str, str, str]]:
 @pytest.mark.parametrize("case", CASES["spike"], ids=lambda c: c["name"])
 def test_spike_cases(case: dict[str, Any]) -> None:
     """The spike rule fires exactly on the shared cases of alert_cases.yaml."""
-    project = figures(today=case["today"], baseline=case["baseline"])
+    project = figures(today=case["today"], baseline=case["baseline"], spread=case.get("spread", "0"))
     alerts = evaluate(AlertPolicy(), [project], None)
     assert rules_of(alerts) == ([("spike", "proj_a", "firing")] if case["fires"] else [])
 
@@ -82,6 +85,17 @@ def test_monthly_budget_cases(case: dict[str, Any]) -> None:
     assert alert.severity == ("critical" if case["level"] == "exceeded" else "warning")
     expected_value = case["month_to_date"] if case["level"] == "exceeded" else case["forecast"]
     assert alert.value == D(expected_value)
+
+
+@pytest.mark.parametrize("case", CASES["runaway"], ids=lambda c: c["name"])
+def test_runaway_cases(case: dict[str, Any]) -> None:
+    """The runaway rule fires exactly on the shared cases, critical, with the estimated rate against 3x usual."""
+    project = RunawayFigures("proj_a", "Alpha", rate=D(case["rate"]), usual=D(case["usual"]))
+    alerts = evaluate_runaways(AlertPolicy(), [project])
+    assert rules_of(alerts) == ([("runaway", "proj_a", "firing")] if case["fires"] else [])
+    for alert in alerts:
+        assert (alert.severity, alert.value, alert.baseline) == ("critical", D(case["rate"]), D(case["usual"]))
+        assert alert.threshold == 3 * D(case["usual"])
 
 
 def test_spike_alert_carries_figures() -> None:
@@ -212,7 +226,7 @@ def test_policy_is_frozen_and_parses_strings() -> None:
     policy = AlertPolicy.model_validate({"spike_ratio": "2.5", "daily_budget_usd": 10.1})
     assert (policy.spike_ratio, policy.daily_budget_usd) == (D("2.5"), D("10.1"))
     with pytest.raises(ValidationError):
-        policy.spike_ratio = D(3)  # type: ignore[misc]
+        policy.spike_ratio = D(3)
 
 
 @pytest.mark.parametrize(

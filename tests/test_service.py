@@ -18,10 +18,11 @@ from openai_cost_exporter.errors import PushError
 from openai_cost_exporter.fake.api import FakeAdminAPI
 from openai_cost_exporter.fake.org import FakeOrg
 from openai_cost_exporter.ledger import Ledger
+from openai_cost_exporter.loop import run_forever, seconds_until_next
 from openai_cost_exporter.openai_client import AdminClient, build_http_client
 from openai_cost_exporter.rules.runaway import median
 from openai_cost_exporter.selfmetrics import RequestCounter, SelfMetrics
-from openai_cost_exporter.service import CostCycle, CycleOptions, run_forever, seconds_until_next
+from openai_cost_exporter.service import CostCycle, CycleOptions
 from openai_cost_exporter.state import open_state
 
 KEY = "sk-admin-service-test"
@@ -130,8 +131,8 @@ def test_a_revision_is_pushed_again_and_moves_the_baseline(harness: Harness) -> 
     assert report.pushed_days == 1
     after = harness.cycle.snapshot
     assert after is not None
-    # The usual day follows the revision: the median of the weekdays in the window, as the fake now bills them.
-    weekdays = [d for d in (dt.date(2026, 11, 18) - dt.timedelta(days=n) for n in range(1, 8)) if d.weekday() < 5]
+    # The usual day follows the revision: the median of the last seven weekdays, as the fake now bills them.
+    weekdays = [dt.date(2026, 11, d) for d in (17, 16, 13, 12, 11, 10, 9)]  # the seven weekdays before Wednesday
     assert after.usual[project.id] == median([harness.org.daily_total(d, project.id) for d in weekdays])
     assert old != new
     # The second push of the day lands a millisecond after the first (the newest sample wins in any dedup mode).

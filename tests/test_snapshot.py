@@ -21,25 +21,27 @@ def day(offset: int) -> dt.date:
 
 
 def test_baseline_counts_missing_days_as_zero() -> None:
-    """Days without spend count as 0 in the median: a project that spent on one of the two weekend days before a
-    Saturday has half that day as its usual day; one on no weekend day has none."""
-    totals = {day(1): {"a": D("7")}, day(5): {"b": D("7")}}  # Friday (a weekday) and Monday
-    assert baseline(totals, TODAY, 7) == {}
-    totals = {day(6): {"a": D("7")}, day(5): {"b": D("7")}}  # last Sunday, and Monday
-    assert baseline(totals, TODAY, 7) == {"a": D("3.5")}
+    """Days without spend count as 0 in the median: a project that spent on 3 of the 7 weekdays before a Wednesday
+    has no usual day, one on 4 of them has its median."""
+    wednesday = dt.date(2026, 11, 25)
+    weekdays = [dt.date(2026, 11, d) for d in (24, 23, 20, 19, 18, 17, 16)]
+    rare = {d: {"a": D("7")} for d in weekdays[:3]}
+    assert baseline(rare, wednesday, 7) == {}
+    common = {d: {"a": D(n)} for n, d in enumerate(weekdays[:4], start=4)}  # 4, 5, 6, 7 and three zeros
+    assert baseline(common, wednesday, 7) == {"a": D(4)}
 
 
-def test_baseline_excludes_today_and_days_outside_window() -> None:
-    """Today's partial spend and days older than the window are left out."""
-    totals = {
-        TODAY: {"a": D("1000")},
-        day(1): {"a": D("3")},
-        day(3): {"a": D("3"), "b": D("6")},
-        day(4): {"a": D("999"), "c": D("1")},
-        TODAY + dt.timedelta(days=1): {"a": D("500")},
-    }
-    # Saturday, 3 days back: Friday, Thursday, Wednesday are all weekdays, so the median of all three counts.
-    assert baseline(totals, TODAY, 3) == {"a": D(3)}
+def test_baseline_is_the_same_kind_of_day() -> None:
+    """A weekday's baseline is the median of the last weekdays (a quiet weekend does not lower it); a weekend
+    day's is the median of the last weekend days, four weeks back; today and later days are left out."""
+    tuesday = dt.date(2026, 11, 24)
+    totals = {tuesday - dt.timedelta(days=n): {"a": D(10)} for n in range(1, 29)}
+    for weekend in (dt.date(2026, 11, 22), dt.date(2026, 11, 21)):
+        totals[weekend] = {"a": D(2)}
+    totals[tuesday] = {"a": D(1000)}
+    totals[tuesday + dt.timedelta(days=1)] = {"a": D(500)}
+    assert baseline(totals, tuesday, 7) == {"a": D(10)}
+    assert baseline(totals, dt.date(2026, 11, 28), 7) == {"a": D(10)}  # Saturday: 2 of its 7 weekend days are 2
 
 
 def test_baseline_of_zero_days_is_empty() -> None:
@@ -77,7 +79,11 @@ def test_build_snapshot_figures() -> None:
     assert snap.day == TODAY
     assert snap.taken_at == NOW
     assert snap.today == {"a": D("4")}
-    assert snap.baseline == {"a": D("1"), "b": D("1")}  # no weekend day in the window: the median of both days
+    assert snap.baseline == {}  # Saturday: its two weekend days (Nov 22, 21) had no spend
+    weekday = build_snapshot(
+        NOW - dt.timedelta(days=3), {}, {d - dt.timedelta(days=3): v for d, v in totals.items()}, baseline_days=2
+    )
+    assert weekday.baseline == {"a": D("1"), "b": D("1")}  # Wednesday: the median of Tuesday and Monday
     assert snap.month_to_date == {"a": D("6"), "b": D("2")}
     assert snap.line_items is None
 

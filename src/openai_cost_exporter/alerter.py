@@ -117,6 +117,7 @@ def project_figures(snapshot: CostSnapshot) -> list[SpendFigures]:
             baseline=snapshot.baseline.get(pid, ZERO),
             month_to_date=snapshot.month_to_date.get(pid, ZERO),
             forecast=snapshot.forecast.get(pid, ZERO),
+            spread=snapshot.spread.get(pid, ZERO),
         )
         for pid in snapshot.project_ids
     ]

@@ -22,13 +22,14 @@ from openai_cost_exporter.collector import CostCollector
 from openai_cost_exporter.config import Settings, parse_listen
 from openai_cost_exporter.estimate_metrics import EstimateCollector
 from openai_cost_exporter.ledger import Ledger
+from openai_cost_exporter.loop import run_forever
 from openai_cost_exporter.messages import Notifier
 from openai_cost_exporter.notifications import Notifications
 from openai_cost_exporter.openai_client import AdminClient, RetryPolicy, build_http_client
 from openai_cost_exporter.pricing import PriceBook
 from openai_cost_exporter.push import Pusher
 from openai_cost_exporter.selfmetrics import RequestCounter, SelfMetrics
-from openai_cost_exporter.service import CostCycle, CycleOptions, run_forever
+from openai_cost_exporter.service import CostCycle, CycleOptions
 from openai_cost_exporter.slack import LogNotifier, SlackNotifier
 from openai_cost_exporter.state import open_state
 from openai_cost_exporter.usage_stage import UsageStage

@@ -1,9 +1,11 @@
 """What a project usually spends: the baselines the spike rule and the forecast stand on (pure).
 
-- The usual day is the median of the project's daily totals over the baseline window, taken over the days of
-  the same kind as the day judged (weekdays for a weekday, weekend days for a weekend day; all days when the
-  window has none of that kind). A median of the same kind of day keeps a quiet weekend out of a Tuesday's
-  baseline: with a 7-day mean, an ordinary weekday after a quiet weekend looked like a 1.6x spike.
+- The usual day is the median of the project's daily totals over the last `baseline_days` days of the same kind
+  as the day judged (weekdays for a weekday, weekend days for a weekend day, up to four weeks back). A median of
+  the same kind of day keeps a quiet weekend out of a Tuesday's baseline: with a 7-day mean, an ordinary weekday
+  after a quiet weekend looked like a 1.6x spike. Its spread (a robust standard deviation) says how much the
+  project's day usually varies: the spike rule also wants today above the usual day plus three spreads, so a
+  noisy project's ordinary day is not a spike.
 - By this hour: with hourly usage history, the usual day times the share of its spend the project usually has
   done by this time of the day (estimates.py `day_shares`), so a morning spike is seen in the morning; without
   usage access, the whole day (the comparison is then with a full day).
@@ -25,17 +27,39 @@ from openai_cost_exporter.rules.runaway import median
 DayTotals = Mapping[dt.date, Mapping[str, Decimal]]
 #: Closed days whose mean is the recent pace of the forecast.
 PACE_DAYS = 7
+#: How far back a baseline looks for days of its kind (four weeks: seven weekend days for a 7-day baseline).
+LOOKBACK_DAYS = 28
+MAD_TO_SIGMA = Decimal("1.4826")
 _WEEKEND = 5  # date.weekday() of Saturday
 
 
+def same_kind_days(today: dt.date, days: int) -> list[dt.date]:
+    """The `days` most recent complete days of the same kind as `today` (weekdays, or weekend days), looking back
+    at most max(days, LOOKBACK_DAYS) days: a weekend day's baseline then holds several weekends, not one."""
+    window = [today - dt.timedelta(days=n) for n in range(1, max(days, LOOKBACK_DAYS) + 1)]
+    alike = [day for day in window if (day.weekday() >= _WEEKEND) == (today.weekday() >= _WEEKEND)]
+    return alike[:days] or window[:days]
+
+
 def usual_day(totals: DayTotals, today: dt.date, days: int) -> dict[str, Decimal]:
-    """Median daily cost of each project over the same kind of day (weekday/weekend) among the `days` complete
-    UTC days before `today`; a day without spend counts as 0."""
-    window = [today - dt.timedelta(days=n) for n in range(1, days + 1)]
-    alike = [day for day in window if (day.weekday() >= _WEEKEND) == (today.weekday() >= _WEEKEND)] or window
-    projects = {pid for day in window for pid in totals.get(day, {})}
+    """Median daily cost of each project over `same_kind_days`; a day without spend counts as 0."""
+    alike = same_kind_days(today, days)
+    projects = {pid for day in alike for pid in totals.get(day, {})}
     usual = {pid: median([totals.get(day, {}).get(pid, ZERO) for day in alike]) for pid in projects}
     return {pid: amount for pid, amount in usual.items() if amount}
+
+
+def spread(totals: DayTotals, today: dt.date, days: int) -> dict[str, Decimal]:
+    """How much each project's day usually varies: 1.4826 x the median absolute deviation from its usual day
+    over the same days (the standard deviation, for normal noise, without one odd day pulling it up)."""
+    alike = same_kind_days(today, days)
+    usual = usual_day(totals, today, days)
+    result = {}
+    for pid, middle in usual.items():
+        deviation = median([abs(totals.get(day, {}).get(pid, ZERO) - middle) for day in alike])
+        if deviation:
+            result[pid] = deviation * MAD_TO_SIGMA
+    return result
 
 
 def by_this_hour(usual: Mapping[str, Decimal], shares: Mapping[str, Decimal] | None) -> dict[str, Decimal]:

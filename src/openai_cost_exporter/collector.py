@@ -63,6 +63,13 @@ class CostCollector(Collector):
             ids,
         )
         yield _project_family(
+            "openai_daily_cost_spread_usd",
+            "How much the project's day usually varies by this time (a robust standard deviation of its kind of day).",
+            snap,
+            snap.spread,
+            ids,
+        )
+        yield _project_family(
             "openai_month_to_date_cost_usd",
             "Cost of the current UTC month so far.",
             snap,

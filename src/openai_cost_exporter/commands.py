@@ -12,14 +12,17 @@ import tempfile
 from pathlib import Path
 
 from openai_cost_exporter import backfill as backfilling
+from openai_cost_exporter import backtest as backtesting
 from openai_cost_exporter import defaults
 from openai_cost_exporter import report as reporting
 from openai_cost_exporter.app import build_client, build_exporter, build_ledger, build_pusher, serve, stop_on_signals
 from openai_cost_exporter.clock import Clock, SystemClock, clock_from_env
 from openai_cost_exporter.config import Settings
-from openai_cost_exporter.errors import ConfigError
+from openai_cost_exporter.errors import ConfigError, StateError
 from openai_cost_exporter.flags import settings_from_args
 from openai_cost_exporter.logs import setup_logging
+from openai_cost_exporter.pricing import PriceBook
+from openai_cost_exporter.usage_store import UsageStore
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return run(settings, once=args.once, clock=clock)
     if args.command == "backfill":
         return backfill(settings, args.days, clock=clock)
+    if args.command == "backtest":
+        return backtest(settings, days=args.days, fmt=args.format, clock=clock)
     return report(settings, days=args.days, fmt=args.format, offline=args.offline, clock=clock)
 
 
@@ -105,6 +110,31 @@ def report(settings: Settings, *, days: int, fmt: str, offline: bool, clock: Clo
     else:
         text = {"csv": reporting.render_csv, "json": reporting.render_json}[fmt](data)
     # Names are written exactly as OpenAI returns them; whatever the terminal cannot encode is escaped.
+    sys.stdout.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+    sys.stdout.write(text)
+    return 0
+
+
+def backtest(settings: Settings, *, days: int, fmt: str, clock: Clock | None = None) -> int:
+    """`backtest --days N`: what the current alert policy would have sent; the state file only, never the API."""
+    if not 1 <= days <= MAX_DAYS:
+        raise ConfigError(f"backtest --days must be between 1 and {MAX_DAYS}")
+    # Opening the state would create it: an empty history would judge nothing and look like "no alerts".
+    if not settings.state_dir.is_dir():
+        raise StateError(
+            f"state dir {settings.state_dir} does not exist (backtest reads what `run` or `backfill` stored)"
+        )
+    if not settings.state_file.is_file():
+        raise StateError(f"no state file in {settings.state_dir}; fill it with `backfill --days {days}` first")
+    with contextlib.ExitStack() as stack:
+        conn, ledger = build_ledger(settings, stack)
+        usage = UsageStore(conn) if settings.usage else None  # with --no-usage a cycle has no runaway rule either
+        now = (clock or SystemClock()).now()
+        result = backtesting.run_backtest(ledger, usage, PriceBook(), settings.alerts, days=days, now=now)
+    if fmt == "table":
+        text = backtesting.render_table(result, width=shutil.get_terminal_size().columns)
+    else:
+        text = backtesting.render_json(result)
     sys.stdout.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
     sys.stdout.write(text)
     return 0

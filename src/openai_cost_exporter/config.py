@@ -29,6 +29,7 @@ from openai_cost_exporter.errors import ConfigError
 from openai_cost_exporter.rules import AlertPolicy
 
 ENV_PREFIX = "OPENAI_COST_EXPORTER_"
+MAX_PORT = 65535  # TCP ports are 16-bit
 
 
 def default_state_dir() -> Path:
@@ -144,10 +145,10 @@ class Settings(BaseSettings):
     def _labels_from_text(cls, value: Any) -> Any:
         # From the environment: "team=ml,env=prod".
         if isinstance(value, str):
-            pairs = [part.split("=", 1) for part in value.split(",") if part.strip()]
-            if any(len(pair) != 2 for pair in pairs):
+            parts = [part for part in value.split(",") if part.strip()]
+            if any("=" not in part for part in parts):
                 raise ValueError("expected name=value pairs separated by commas")
-            return {name.strip(): val.strip() for name, val in pairs}
+            return {name.strip(): val.strip() for name, val in (part.split("=", 1) for part in parts)}
         return value
 
     @classmethod
@@ -228,7 +229,7 @@ def _file_source(settings_cls: type[BaseSettings], path: Path) -> PydanticBaseSe
 def parse_listen(value: str) -> tuple[str, int]:
     """`HOST:PORT` (or `:PORT`, meaning every interface) as a (host, port) pair."""
     host, sep, port = value.rpartition(":")
-    if not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= MAX_PORT:
         # The value is not echoed: a secret pasted into the wrong setting must not reach the error text.
         raise ValueError("expected HOST:PORT, e.g. :9876 or 127.0.0.1:9876")
     return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - ":PORT" means every interface

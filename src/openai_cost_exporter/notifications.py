@@ -11,18 +11,17 @@ idempotency key).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from openai_cost_exporter import defaults
-from openai_cost_exporter.errors import ExporterError, NotifyError, StateError
+from openai_cost_exporter.errors import ExporterError, NotifyError
 from openai_cost_exporter.messages import MessageContext, Notifier, OutboxMessage, Record, alert_record, digest_record
+from openai_cost_exporter.outbox_store import Key, OutboxStore
 from openai_cost_exporter.rules import ORGANIZATION, Alert, Digest
 
 if TYPE_CHECKING:
@@ -32,20 +31,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DIGEST = "digest"
-
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS alert_notified (
-        rule TEXT NOT NULL, subject_id TEXT NOT NULL, day TEXT NOT NULL, level TEXT NOT NULL,
-        value TEXT NOT NULL, notified_at REAL NOT NULL,
-        PRIMARY KEY (rule, subject_id, day, level))""",
-    """CREATE TABLE IF NOT EXISTS outbox (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        rule TEXT NOT NULL, subject_id TEXT NOT NULL, day TEXT NOT NULL, level TEXT NOT NULL,
-        escalation INTEGER NOT NULL, payload TEXT NOT NULL, created_at REAL NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, next_attempt_at REAL, delivered_at REAL)""",
-    "CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (delivered_at, id)",
-)
-_OUTBOX_COLUMNS = "id, rule, subject_id, day, level, escalation, payload, created_at, attempts, next_attempt_at"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,15 +62,12 @@ class Notifications:
         backoff_seconds: float = defaults.NOTIFY_BACKOFF_SECONDS,
         max_backoff_seconds: float = defaults.NOTIFY_MAX_BACKOFF_SECONDS,
     ) -> None:
-        self._conn = conn
+        self._store = OutboxStore(conn)
         self._clock = clock
         self._metrics = metrics
         self._factor = escalation_factor
         self._backoff = backoff_seconds
         self._max_backoff = max_backoff_seconds
-        with self._atomic():
-            for statement in _SCHEMA:
-                self._execute(statement)
 
     # --- deciding ---------------------------------------------------------------------------------
 
@@ -96,7 +78,7 @@ class Notifications:
         planned = self.undecided(alerts, day)
         contexts = [self._context(context, alert) for alert in planned]
         messages: list[OutboxMessage] = []
-        with self._atomic():
+        with self._store.atomic():
             for alert, ctx in zip(planned, contexts, strict=True):
                 decision = self._decision(alert, day)  # again, inside the transaction: never twice
                 if decision is not None:
@@ -112,20 +94,20 @@ class Notifications:
 
     def digest_queued(self, day: dt.date) -> bool:
         """Whether the digest of `day` was already queued."""
-        return self._last_value(DIGEST, ORGANIZATION, day, DIGEST) is not None
+        return self._store.last_value(_digest_key(day)) is not None
 
     def decide_digest(self, digest: Digest, day: dt.date) -> OutboxMessage | None:
         """Queue the digest unless one was already queued for `day`."""
-        with self._atomic():
-            if self._last_value(DIGEST, ORGANIZATION, day, DIGEST) is not None:
+        key = _digest_key(day)
+        with self._store.atomic():
+            if self._store.last_value(key) is not None:
                 return None
-            self._remember(DIGEST, ORGANIZATION, day, DIGEST, digest.total)
-            message = self._insert(DIGEST, ORGANIZATION, day, DIGEST, escalation=False, record=digest_record(digest))
+            message = self._queue(key, digest.total, escalation=False, record=digest_record(digest))
         self._update_pending()
         return message
 
     def _decision(self, alert: Alert, day: dt.date) -> _Decision | None:
-        last = self._last_value(alert.rule, alert.subject_id, day, alert.level)
+        last = self._store.last_value(_alert_key(alert, day))
         if last is None:
             return _Decision(escalation=False, previous=None)
         if last > 0 and alert.value >= self._factor * last:
@@ -142,72 +124,23 @@ class Notifications:
 
     def _queue_alert(self, alert: Alert, day: dt.date, ctx: MessageContext, decision: _Decision) -> OutboxMessage:
         ctx = replace(ctx, escalation=decision.escalation, previous_value=decision.previous)
-        self._remember(alert.rule, alert.subject_id, day, alert.level, alert.value)
-        return self._insert(
-            alert.rule,
-            alert.subject_id,
-            day,
-            alert.level,
-            escalation=decision.escalation,
-            record=alert_record(alert, ctx),
-        )
+        record = alert_record(alert, ctx)
+        return self._queue(_alert_key(alert, day), alert.value, escalation=decision.escalation, record=record)
 
-    def _last_value(self, rule: str, subject_id: str, day: dt.date, level: str) -> Decimal | None:
-        row = self._execute(
-            "SELECT value FROM alert_notified WHERE rule = ? AND subject_id = ? AND day = ? AND level = ?",
-            (rule, subject_id, day.isoformat(), level),
-        ).fetchone()
-        return None if row is None else Decimal(row[0])
-
-    def _remember(self, rule: str, subject_id: str, day: dt.date, level: str, value: Decimal) -> None:
-        self._execute(
-            "INSERT INTO alert_notified (rule, subject_id, day, level, value, notified_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (rule, subject_id, day, level) DO UPDATE SET value = excluded.value,"
-            " notified_at = excluded.notified_at",
-            (rule, subject_id, day.isoformat(), level, str(value), self._now()),
-        )
-
-    def _insert(
-        self,
-        rule: str,
-        subject_id: str,
-        day: dt.date,
-        level: str,
-        *,
-        escalation: bool,
-        record: Record,
-    ) -> OutboxMessage:
-        created = self._now()
-        cursor = self._execute(
-            "INSERT INTO outbox (rule, subject_id, day, level, escalation, payload, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (rule, subject_id, day.isoformat(), level, int(escalation), json.dumps(record), created),
-        )
-        assert cursor.lastrowid is not None  # an INSERT into a rowid table always sets it
-        return OutboxMessage(
-            id=cursor.lastrowid,
-            rule=rule,
-            subject_id=subject_id,
-            day=day,
-            level=level,
-            escalation=escalation,
-            record=record,
-            created_at=_from_epoch(created),
-        )
+    def _queue(self, key: Key, value: Decimal, *, escalation: bool, record: Record) -> OutboxMessage:
+        now = self._now()
+        self._store.remember(key, value, now)
+        return self._store.insert(key, escalation=escalation, record=record, now=now)
 
     def prune(self, before: dt.date) -> None:
         """Forget what was said about days before `before`, and delivered messages of those days (retention)."""
-        with self._atomic():
-            self._execute("DELETE FROM alert_notified WHERE day < ?", (before.isoformat(),))
-            self._execute("DELETE FROM outbox WHERE day < ? AND delivered_at IS NOT NULL", (before.isoformat(),))
+        self._store.prune(before)
 
     # --- delivering -------------------------------------------------------------------------------
 
     def pending(self) -> list[OutboxMessage]:
         """Messages not delivered yet, oldest first."""
-        rows = self._execute(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE delivered_at IS NULL ORDER BY id").fetchall()
-        return [_message(row) for row in rows]
+        return self._store.pending()
 
     def deliver(self, notifier: Notifier) -> DeliveryReport:
         """Send pending messages oldest first; stop at the first failure (the target looks down)."""
@@ -231,22 +164,14 @@ class Notifications:
         return DeliveryReport(sent=sent, failed=failed, deferred=deferred, pending=pending)
 
     def _delivered(self, message: OutboxMessage) -> None:
-        with self._atomic():
-            self._execute(
-                "UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?",
-                (self._now(), message.id),
-            )
+        self._store.mark_delivered(message.id, self._now())
         if self._metrics is not None:
             self._metrics.notifications_sent.labels(rule=message.rule).inc()
 
     def _failed(self, message: OutboxMessage, err: NotifyError) -> None:
         attempts = message.attempts + 1
         delay = self.backoff(attempts, getattr(err, "retry_after", None))
-        with self._atomic():
-            self._execute(
-                "UPDATE outbox SET attempts = ?, last_error = ?, next_attempt_at = ? WHERE id = ?",
-                (attempts, str(err)[:500], self._now() + delay, message.id),
-            )
+        self._store.mark_failed(message.id, attempts=attempts, error=str(err), next_attempt_at=self._now() + delay)
         logger.warning(
             "%s message %d not delivered (attempt %d, next in %.0f s): %s",
             message.rule,
@@ -265,51 +190,18 @@ class Notifications:
         return float(min(self._backoff * 2 ** (attempts - 1), self._max_backoff))
 
     def _update_pending(self) -> int:
-        (count,) = self._execute("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL").fetchone()
+        count = self._store.count_pending()
         if self._metrics is not None:
             self._metrics.notifications_pending.set(count)
-        return int(count)
-
-    # --- plumbing ---------------------------------------------------------------------------------
-
-    def _execute(self, sql: str, parameters: Sequence[Any] = ()) -> sqlite3.Cursor:
-        try:
-            return self._conn.execute(sql, parameters)
-        except sqlite3.Error as err:
-            raise StateError(f"notification state: {err}") from err
+        return count
 
     def _now(self) -> float:
         return self._clock.now().timestamp()
 
-    @contextmanager
-    def _atomic(self) -> Iterator[None]:
-        # A SAVEPOINT works whatever the connection's isolation_level (the state module owns the connection):
-        # it starts a transaction when none is open, and nests inside one that is.
-        self._execute("SAVEPOINT notifications")
-        try:
-            yield
-        except BaseException:
-            self._execute("ROLLBACK TO notifications")
-            self._execute("RELEASE notifications")
-            raise
-        self._execute("RELEASE notifications")
+
+def _alert_key(alert: Alert, day: dt.date) -> Key:
+    return Key(alert.rule, alert.subject_id, day, alert.level)
 
 
-def _from_epoch(seconds: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(seconds, dt.UTC)
-
-
-def _message(row: tuple[Any, ...]) -> OutboxMessage:
-    msg_id, rule, subject_id, day, level, escalation, payload, created, attempts, next_at = row
-    return OutboxMessage(
-        id=msg_id,
-        rule=rule,
-        subject_id=subject_id,
-        day=dt.date.fromisoformat(day),
-        level=level,
-        escalation=bool(escalation),
-        record=json.loads(payload),
-        created_at=_from_epoch(created),
-        attempts=attempts,
-        next_attempt_at=None if next_at is None else _from_epoch(next_at),
-    )
+def _digest_key(day: dt.date) -> Key:
+    return Key(DIGEST, ORGANIZATION, day, DIGEST)

@@ -38,7 +38,9 @@ log = logging.getLogger(__name__)
 COSTS_PATH = "/organization/costs"
 PROJECTS_PATH = "/organization/projects"
 USAGE_PATH = "/organization/usage"
-USAGE_HOURS_LIMIT = 168  # hourly buckets per page, the maximum (§3)
+#: Hourly buckets per usage page: a day (the API allows 168); a page is parsed whole, and a week of a 2,000-project
+#: organization in one page would be a million results.
+USAGE_HOURS_LIMIT = 24
 MAX_COSTS_LIMIT = 180  # buckets per page (§1.1)
 PROJECTS_LIMIT = 100  # the maximum; the default 20 loses projects (§7.9)
 MAX_PAGES = 1024  # runaway-pagination cap, as Costroid uses (§1.3)

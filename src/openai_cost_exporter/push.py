@@ -63,7 +63,7 @@ class Pusher:
         except httpx.HTTPError as exc:
             detail = _one_line(str(exc))
             raise PushError(f"push to {safe_url(self._url)} failed: {type(exc).__name__}: {detail}") from None
-        if response.status_code >= 300:
+        if not response.is_success:  # 2xx: VictoriaMetrics answers 204
             detail = _one_line(response.text)
             raise PushError(f"push to {safe_url(self._url)} failed: HTTP {response.status_code}: {detail}")
         log.debug("pushed %d bytes to %s", len(body), safe_url(self._url))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info
 
@@ -12,72 +12,60 @@ from openai_cost_exporter import __version__
 PREFIX = "openai_cost_exporter"
 #: The stages of a cycle that count their failures in `openai_cost_exporter_errors_total{stage}`.
 STAGES = ("costs", "projects", "usage", "snapshot", "push", "alerts", "notify", "cycle")
+#: The results of a cycle in `openai_cost_exporter_cycles_total{result}`.
+CYCLE_RESULTS = ("success", "failure")
+
+
+def _counter(registry: CollectorRegistry, name: str, documentation: str, labels: Sequence[str] = ()) -> Counter:
+    return Counter(f"{PREFIX}_{name}", documentation, labels, registry=registry)
+
+
+def _gauge(registry: CollectorRegistry, name: str, documentation: str) -> Gauge:
+    return Gauge(f"{PREFIX}_{name}", documentation, registry=registry)
 
 
 class SelfMetrics:
     """Counters and gauges about cycles, API requests, pushes and notifications."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.api_requests = Counter(
-            f"{PREFIX}_api_requests",
+        self.api_requests = _counter(
+            registry,
+            "api_requests",
             "Requests sent to the OpenAI Admin API, by endpoint and HTTP status (or error kind).",
-            ["endpoint", "status"],
-            registry=registry,
+            ("endpoint", "status"),
         )
-        self.errors = Counter(
-            f"{PREFIX}_errors",
+        self.errors = _counter(
+            registry,
+            "errors",
             "Failures by stage (costs, projects, snapshot, push, alerts, notify, cycle); the loop carries on.",
-            ["stage"],
-            registry=registry,
+            ("stage",),
         )
-        self.cycles = Counter(
-            f"{PREFIX}_cycles",
-            "Collection cycles, by result (success, failure).",
-            ["result"],
-            registry=registry,
+        self.cycles = _counter(registry, "cycles", "Collection cycles, by result (success, failure).", ("result",))
+        self.last_success = _gauge(
+            registry, "last_success_timestamp_seconds", "Unix time of the end of the last fully successful cycle."
         )
-        self.last_success = Gauge(
-            f"{PREFIX}_last_success_timestamp_seconds",
-            "Unix time of the end of the last fully successful cycle.",
-            registry=registry,
+        self.cycle_duration = _gauge(registry, "cycle_duration_seconds", "Wall time of the last cycle.")
+        self.projects = _gauge(registry, "projects", "Projects known by name (archived ones included).")
+        self.notifications_sent = _counter(
+            registry, "notifications_sent", "Slack messages delivered, by rule.", ("rule",)
         )
-        self.cycle_duration = Gauge(
-            f"{PREFIX}_cycle_duration_seconds",
-            "Wall time of the last cycle.",
-            registry=registry,
+        self.notifications_pending = _gauge(
+            registry, "notifications_pending", "Slack messages decided but not yet delivered."
         )
-        self.projects = Gauge(
-            f"{PREFIX}_projects",
-            "Projects known by name (archived ones included).",
-            registry=registry,
-        )
-        self.notifications_sent = Counter(
-            f"{PREFIX}_notifications_sent",
-            "Slack messages delivered, by rule.",
-            ["rule"],
-            registry=registry,
-        )
-        self.notifications_pending = Gauge(
-            f"{PREFIX}_notifications_pending",
-            "Slack messages decided but not yet delivered.",
-            registry=registry,
-        )
-        self.unpriced_models = Gauge(
-            f"{PREFIX}_unpriced_models",
+        self.unpriced_models = _gauge(
+            registry,
+            "unpriced_models",
             "Models seen in usage that genai-prices has no price for; their tokens are left out of estimates.",
-            registry=registry,
         )
-        self.pushed_samples = Counter(
-            f"{PREFIX}_pushed_samples",
-            "Samples accepted by the push target.",
-            registry=registry,
-        )
+        self.pushed_samples = _counter(registry, "pushed_samples", "Samples accepted by the push target.")
         Info(f"{PREFIX}_build", "Version of the exporter.", registry=registry).info({"version": __version__})
+        self._start_known_series()
 
+    def _start_known_series(self) -> None:
         # Known label values start at 0, so rate()/increase() see the first failure (no missing series).
         for stage in STAGES:
             self.errors.labels(stage=stage)
-        for result in ("success", "failure"):
+        for result in CYCLE_RESULTS:
             self.cycles.labels(result=result)
 
     def count_error(self, stage: str) -> None:

@@ -1,4 +1,4 @@
-"""The collection cycle and the loop that runs it.
+"""The collection cycle (loop.py runs it again and again).
 
 One cycle: fetch the days that need it (the trailing revision window, plus any day of the baseline window or of the
 month that was never fetched after it closed) into the ledger, refresh project names when stale, build a new
@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -37,9 +36,6 @@ from openai_cost_exporter.sources import CostSource, Window, fetch_into_ledger, 
 from openai_cost_exporter.usage_stage import UsageStage
 
 log = logging.getLogger(__name__)
-
-#: Wake this long after UTC midnight, so the first cycle of a day asks for the new day.
-MIDNIGHT_MARGIN = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,24 +111,25 @@ class CostCycle:
         self.last_attempt = now
         report = CycleReport()
         fetched = self._stage("costs", report, lambda: self._fetch(now, report))
-        if self._usage is not None:  # before the snapshot: its baselines use the usual shape of the day
-            self._stage("usage", report, lambda: self._estimate(now))
+        usage, pusher, alerter, live = self._usage, self._pusher, self._alerter, self._live_registry
+        if usage is not None:  # before the snapshot: its baselines use the usual shape of the day
+            self._stage("usage", report, lambda: self._estimate(usage, now))
         if fetched:
             self._stage("snapshot", report, lambda: self._snapshot(now, report))
-        if self._pusher is not None and self.snapshot is not None:
-            self._stage("push", report, lambda: self._push(report))
-        if self._alerter is not None:
+        snapshot = self.snapshot
+        if pusher is not None and snapshot is not None:
+            self._stage("push", report, lambda: self._push(pusher, snapshot, report))
+        if alerter is not None:
             # Without fresh figures nothing new is judged, but what was decided still goes out.
-            judge = fetched and self.snapshot is not None
-            self._stage("alerts", report, lambda: self._alert(report, judge=judge))
+            judged = snapshot if fetched else None
+            self._stage("alerts", report, lambda: self._alert(alerter, judged, report))
         report.duration = time.perf_counter() - started
         report.requests = self._requests.total - requests_before
         self._record(report)
         # Last, so the pushed self-metrics describe this very cycle (a `run --once` from cron would otherwise
         # always push a last-success time of 0). A failure here still fails the cycle and is counted.
-        pushable = self._pusher is not None and self._live_registry is not None and self.snapshot is not None
-        if pushable and "push" not in report.failed_stages:  # one line per outage, not two
-            self._stage("push", report, self._push_live)
+        if pusher is not None and live is not None and snapshot is not None and "push" not in report.failed_stages:
+            self._stage("push", report, lambda: pusher.push(live))  # one line per outage, not two
         self.last_failed_stages = list(report.failed_stages)
         self.cycles_done += 1
         self._log(report)
@@ -251,40 +248,30 @@ class CostCycle:
         report.projects = len(snapshot.project_ids)
         report.today_usd = snapshot.total(snapshot.today)
 
-    def _push(self, report: CycleReport) -> None:
-        assert self._pusher is not None and self.snapshot is not None
+    def _push(self, pusher: Pusher, snapshot: CostSnapshot, report: CycleReport) -> None:
         pushed = push_closed_days(
-            self._pusher,
+            pusher,
             self._ledger,
-            before=self.snapshot.day,
-            names=self.snapshot.names,
-            also_projects=self.snapshot.project_ids,
+            before=snapshot.day,
+            names=snapshot.names,
+            also_projects=snapshot.project_ids,
             line_items=self._options.line_items,
             on_samples=self._metrics.pushed_samples.inc,
         )
         report.pushed_days += pushed.days
 
-    def _push_live(self) -> None:
-        assert self._pusher is not None and self._live_registry is not None
-        self._pusher.push(self._live_registry)
+    def _alert(self, alerter: Alerter, snapshot: CostSnapshot | None, report: CycleReport) -> None:
+        if snapshot is not None:
+            alerts = alerter.evaluate(snapshot, self._fresh_estimates(now=snapshot.taken_at))
+            due = alerter.due(alerts, snapshot.day)
+            digest = alerter.digest_due(snapshot.day)
+            alerter.queue(snapshot, due, self._inputs(due, digest, snapshot))
+            self.alert_states = alerter.states(alerts)
+        report.pending_messages = alerter.deliver().pending
 
-    def _alert(self, report: CycleReport, *, judge: bool) -> None:
-        assert self._alerter is not None
-        if judge:
-            assert self.snapshot is not None
-            snapshot = self.snapshot
-            alerts = self._alerter.evaluate(snapshot, self._fresh_estimates(now=snapshot.taken_at))
-            due = self._alerter.due(alerts, snapshot.day)
-            digest = self._alerter.digest_due(snapshot.day)
-            inputs = self._inputs(due, digest, snapshot)
-            self._alerter.queue(snapshot, due, inputs)
-            self.alert_states = self._alerter.states(alerts)
-        report.pending_messages = self._alerter.deliver().pending
-
-    def _estimate(self, now: dt.datetime) -> None:
-        assert self._usage is not None
+    def _estimate(self, usage: UsageStage, now: dt.datetime) -> None:
         self.estimates = None  # never judge on estimates of an earlier cycle
-        self.estimates = self._usage.estimate(now)
+        self.estimates = usage.estimate(now)
 
     def _fresh_estimates(self, *, now: dt.datetime) -> Estimates | None:
         return self.estimates if self.estimates is not None and self.estimates.taken_at == now else None
@@ -299,20 +286,3 @@ class CostCycle:
             digest=digest,
             estimates=self._fresh_estimates(now=snapshot.taken_at),
         )
-
-
-def seconds_until_next(now: dt.datetime, interval: float) -> float:
-    """Sleep until the next interval, or until just after UTC midnight when that comes first (days never mix)."""
-    midnight = end_of(now.date())
-    return max(0.0, min(interval, (midnight - now).total_seconds() + MIDNIGHT_MARGIN))
-
-
-def run_forever(cycle: CostCycle, clock: Clock, interval: float, stop: threading.Event) -> None:
-    """Run cycles until `stop` is set; a cycle's failure never ends the loop."""
-    while not stop.is_set():
-        try:
-            cycle.run_once()
-        except Exception:  # a bug must not silently end the loop of a process that keeps serving /metrics
-            log.exception("cycle crashed; the next one runs as scheduled")
-            cycle.count_crash()
-        stop.wait(seconds_until_next(clock.now(), interval))

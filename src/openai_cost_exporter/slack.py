@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from http import HTTPStatus
 from http.client import HTTPException
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -93,11 +94,12 @@ class SlackNotifier:
         except (OSError, HTTPException, SlackClientError, ValueError) as err:
             detail = self._mask(f"{type(err).__name__}: {err}")
             raise DeliveryFailed(f"Slack webhook {self._mask.shown} unreachable: {detail}") from None
-        if response.status_code != 200:
+        if response.status_code != HTTPStatus.OK:
             body = self._mask(str(response.body))[:200]
+            limited = response.status_code == HTTPStatus.TOO_MANY_REQUESTS
             raise DeliveryFailed(
                 f"Slack webhook {self._mask.shown} answered {response.status_code}: {body}",
-                retry_after=_retry_after(response.headers) if response.status_code == 429 else None,
+                retry_after=_retry_after(response.headers) if limited else None,
             )
 
 
@@ -156,7 +158,7 @@ class _ShortRateLimitHandler(RateLimitErrorRetryHandler):
         response: HttpResponse | None = None,
         error: Exception | None = None,
     ) -> bool:
-        if response is None or response.status_code != 429:
+        if response is None or response.status_code != HTTPStatus.TOO_MANY_REQUESTS:
             return False
         wait = _retry_after(response.headers)
         return wait is not None and wait <= self._max

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from openai_cost_exporter.baselines import by_this_hour, pace_forecast, usual_day
+from openai_cost_exporter.baselines import by_this_hour, pace_forecast, spread, usual_day
 from openai_cost_exporter.models import ZERO
 
 DayTotals = Mapping[dt.date, Mapping[str, Decimal]]
@@ -33,6 +33,7 @@ class CostSnapshot:
     forecast: Mapping[str, Decimal]
     history: DayTotals  # the last PAGE_DAYS days, today included
     usual: Mapping[str, Decimal] = field(default_factory=dict)  # the usual full day (median of its kind)
+    spread: Mapping[str, Decimal] = field(default_factory=dict)  # how much the day usually varies, by now
     line_items: Mapping[tuple[str, str], Decimal] | None = None  # today, when line items are collected
 
     @property
@@ -86,6 +87,7 @@ def build_snapshot(
         today=dict(totals.get(today, {})),
         baseline=by_this_hour(usual, day_shares),
         usual=usual,
+        spread=by_this_hour(spread(totals, today, baseline_days), day_shares),
         month_to_date=mtd,
         forecast=pace_forecast(totals, now, mtd),
         history={day: dict(projects) for day, projects in totals.items() if day >= first_page_day},

@@ -7,7 +7,7 @@ bounds it. Counts are integers; no money is stored here (prices change, tokens d
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from openai_cost_exporter.models import UsageRow
 from openai_cost_exporter.state import transaction
@@ -45,10 +45,10 @@ class UsageStore:
                 [_values(kind, row) for row in rows],
             )
 
-    def rows(self, start: int, end: int) -> list[UsageRow]:
-        """Every stored row of the hours in [start, end)."""
+    def rows(self, start: int, end: int) -> Iterator[UsageRow]:
+        """Every stored row of the hours in [start, end), streamed (a 2,000-project week is a million rows)."""
         cursor = self._conn.execute("SELECT * FROM usage_hours WHERE hour >= ? AND hour < ?", (start, end))
-        return [
+        return (
             UsageRow(
                 start=hour,
                 project_id=pid,
@@ -62,7 +62,7 @@ class UsageStore:
                 service_tier=tier or None,
             )
             for hour, pid, model, kind, batch, tier, inp, cached, out, requests in cursor
-        ]
+        )
 
     def fetched_until(self) -> int | None:
         """The end (Unix seconds) of the last complete fetch, or None before the first."""

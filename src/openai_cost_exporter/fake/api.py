@@ -1,28 +1,16 @@
 """A fake OpenAI Admin API over HTTP on 127.0.0.1, serving a `FakeOrg`, with switchable faults.
 
-This module owns the server: routing, bearer auth, applying `Faults` (fake/faults.py), error envelopes and the
-control endpoints. The pages themselves come from fake/costs.py, fake/usage.py and fake/projects.py.
+This module owns the server: routing, bearer auth, applying `Faults` (fake/faults.py) and error envelopes. The
+pages themselves come from fake/costs.py, fake/usage.py and fake/projects.py; the `/_fake/` control endpoints,
+for tests that run the fake in another process, from fake/control.py.
 
 Endpoints (openai-admin-openapi.yaml): `GET /v1/organization/costs`, `GET /v1/organization/projects`,
 `GET /v1/organization/usage/completions` and `GET /v1/organization/usage/embeddings`, bearer auth with the
-admin key. Control endpoints (no auth, no faults, not logged), for tests that run the
-fake in another process:
-
-    GET  /_fake/faults        current `Faults` as JSON; POST the same shape (any subset of fields) to change
-    GET  /_fake/requests      {"counts": {path: n}, "log": [[path, query], ...]} of the API requests so far
-    POST /_fake/reset         clear the request log and every fault
-    POST /_fake/spend         {"day": "YYYY-MM-DD", "project_id": str|null, "line_item": str, "amount": "1.5"}
-    POST /_fake/scale_today   {"project_id": str|null, "factor": "4"}
-    POST /_fake/runaway       {"project_id": str|null, "factor": "10", "minutes_ago": 40}: the project spends
-                              `factor` times as fast since then (usage at once, billed costs after the lag);
-                              {"project_id": ..., "stop": true} ends it now
-    GET  /_fake/totals?day=YYYY-MM-DD   {"day": ..., "totals": {project_id: "12.3", ...}}: amounts are
-                              decimal strings; the unattributed total (null project_id) is under key "null"
+admin key.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import hmac
 import json
 import logging
@@ -30,12 +18,13 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict
-from decimal import Decimal, InvalidOperation
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from openai_cost_exporter.fake.control import PREFIX as CONTROL_PREFIX
+from openai_cost_exporter.fake.control import Control
 from openai_cost_exporter.fake.costs import CostsRenderer, parse_costs_query
 from openai_cost_exporter.fake.faults import Faults as Faults  # noqa: PLC0414 (explicit re-export for the CLI, tests)
 from openai_cost_exporter.fake.http import Params, Reply, Response, json_response, truncate
@@ -56,12 +45,13 @@ MISSING_SCOPES = (
     "have the correct role in your organization (Owner), and if you're using a restricted API key, that it "
     "has the necessary scopes."
 )
-_SERVER_ERRORS = (500, 502, 503)
+_SERVER_ERRORS = (HTTPStatus.INTERNAL_SERVER_ERROR, HTTPStatus.BAD_GATEWAY, HTTPStatus.SERVICE_UNAVAILABLE)
+_MASK_MIN_LENGTH = 20  # shorter keys would show too much of themselves in 10 characters
 
 
 def mask_key(key: str) -> str:
     """What an error message may show of a presented key: never the whole of it."""
-    return f"{key[:6]}***...{key[-4:]}" if len(key) >= 20 else "***"
+    return f"{key[:6]}***...{key[-4:]}" if len(key) >= _MASK_MIN_LENGTH else "***"
 
 
 class FakeAdminAPI:
@@ -87,6 +77,9 @@ class FakeAdminAPI:
         self._listing = ProjectsListing(org.projects)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._control = Control(
+            org, self.faults, request_log=self.request_log, faults_fired=self.faults_fired, lock=self._lock
+        )
 
     def __repr__(self) -> str:
         return f"FakeAdminAPI(projects={len(self.org.projects)}, address={self._address})"
@@ -109,7 +102,8 @@ class FakeAdminAPI:
 
     @property
     def base_url(self) -> str:
-        assert self._server is not None, "not started"
+        if self._server is None:
+            raise RuntimeError("the fake Admin API is not started")
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}/v1"
 
@@ -131,8 +125,8 @@ class FakeAdminAPI:
     def handle(self, method: str, target: str, authorization: str | None, body: bytes) -> Response:
         """Answer one HTTP request (the socket-free core of the server)."""
         url = urlsplit(target)
-        if url.path.startswith("/_fake/"):
-            return self._control(method, url.path, url.query, body)
+        if url.path.startswith(CONTROL_PREFIX):
+            return self._control.handle(method, url.path, url.query, body)
         with self._lock:
             self.request_log.append((url.path, url.query))
         if self.faults.latency_seconds > 0:
@@ -184,8 +178,8 @@ class FakeAdminAPI:
         raise Reply(404, f"Invalid URL ({method} {path})")
 
     def _error(self, reply: Reply) -> Response:
-        headers = {"Retry-After": "1"} if reply.status == 429 else {}
-        if reply.status == 502:  # a proxy in front answers, not the API: HTML, not JSON
+        headers = {"Retry-After": "1"} if reply.status == HTTPStatus.TOO_MANY_REQUESTS else {}
+        if reply.status == HTTPStatus.BAD_GATEWAY:  # a proxy in front answers, not the API: HTML, not JSON
             return Response(502, b"<html><body><h1>502 Bad Gateway</h1></body></html>", headers, "text/html")
         error: object = {
             "message": reply.message,
@@ -196,65 +190,6 @@ class FakeAdminAPI:
         if self.faults.error_as_string:
             error = reply.message
         return Response(reply.status, json.dumps({"error": error}).encode(), headers)
-
-    def _control(self, method: str, path: str, query: str, body: bytes) -> Response:
-        try:
-            payload = json.loads(body) if body else {}
-            if not isinstance(payload, dict):
-                raise ValueError("the body must be a JSON object")
-            result = self._control_action(method, path, parse_qs(query), payload)
-        except Reply as reply:
-            return json_response(reply.status, {"error": {"message": reply.message, "type": reply.type}})
-        except (ValueError, KeyError, TypeError, InvalidOperation) as exc:
-            return json_response(400, {"error": {"message": f"bad control request: {exc!r}"}})
-        return json_response(200, result)
-
-    def _control_action(self, method: str, path: str, params: Params, payload: Any) -> object:
-        action = (method, path)
-        with self._lock:
-            if action == ("GET", "/_fake/faults"):
-                return asdict(self.faults)
-            if action == ("POST", "/_fake/faults"):
-                self.faults.update(payload)
-                return asdict(self.faults)
-            if action == ("GET", "/_fake/requests"):
-                counts = Counter(p for p, _ in self.request_log)
-                return {"counts": dict(counts), "log": [list(entry) for entry in self.request_log]}
-            if action == ("POST", "/_fake/reset"):
-                self.request_log.clear()
-                self.faults_fired.clear()
-                self.faults.update(asdict(Faults()))
-                return asdict(self.faults)
-            return self._control_org(action, params, payload)
-
-    def _control_org(self, action: tuple[str, str], params: Params, payload: Any) -> object:
-        if action == ("POST", "/_fake/spend"):
-            day = dt.date.fromisoformat(payload["day"])
-            amount = Decimal(str(payload["amount"]))
-            self.org.set_cost(day, payload["project_id"], str(payload["line_item"]), amount)
-            return {"ok": True}
-        if action == ("POST", "/_fake/scale_today"):
-            self.org.scale_today(payload["project_id"], Decimal(str(payload["factor"])))
-            return {"ok": True}
-        if action == ("POST", "/_fake/runaway"):
-            self._runaway(payload)
-            return {"ok": True}
-        if action == ("GET", "/_fake/totals"):
-            day = dt.date.fromisoformat(params["day"][0])
-            totals = {str(p) if p else "null": str(v) for p, v in self.org.daily_totals(day).items()}
-            return {"day": day.isoformat(), "totals": totals}
-        raise Reply(404, f"no control endpoint {action[0]} {action[1]}")
-
-    def _runaway(self, payload: Any) -> None:
-        project_id = payload["project_id"]
-        if payload.get("stop") is True:
-            self.org.stop_runaway(project_id)
-            return
-        minutes = payload.get("minutes_ago", 0)
-        if type(minutes) not in (int, float) or minutes < 0:
-            raise ValueError("minutes_ago must be a non-negative number")
-        started = self.org.clock.now() - dt.timedelta(minutes=minutes)
-        self.org.start_runaway(project_id, Decimal(str(payload["factor"])), started)
 
 
 class _Server(ThreadingHTTPServer):

@@ -22,6 +22,8 @@ from openai_cost_exporter.fake.http import Params, bad_request, int_param, limit
 from openai_cost_exporter.fake.org import NANOS, FakeOrg
 
 _DAY_SECONDS = 86400
+#: The string forms of a non-zero amount, in the order rows rotate through them (§7.1).
+_STRING_SHAPES = ("plain", "padded", "exponent")
 _Cell = tuple[str | None, str | None, int]
 
 
@@ -106,10 +108,10 @@ def wire_amount(nanos: int, amount_format: str, row: int) -> str:
         return plain
     if nanos == 0:
         return '"0E-6176"'
-    shape = row % 3
-    if shape == 1:  # 39 significant digits, same value
+    shape = _STRING_SHAPES[row % len(_STRING_SHAPES)]
+    if shape == "padded":  # 39 significant digits, same value
         return f'"{plain}{"0" * (39 - len(plain.replace("-", "").replace(".", "")))}"'
-    if shape == 2:
+    if shape == "exponent":
         return f'"{nanos}E-9"'
     return f'"{plain}"'
 

@@ -1,10 +1,8 @@
-"""A simulated OpenAI organization: projects and their spend over time, computed on demand.
+"""A simulated OpenAI organization: its projects, and their spend as billed costs and usage, computed on demand.
 
-Nothing is stored per day: a day amount (project, line item, UTC day) is a pure function of the seed, built
-from per-project base levels, a weekday rhythm and a noise table indexed by `key(project, line item) ^
-key(day)`. That keeps 2,000 projects x 3 line items x 400 days cheap. Within the day the amount follows the
-project's hourly profile, linear within each hour (fake/traffic.py). Amounts are integer nanodollars inside
-(9 decimal places, like the long decimals OpenAI sends) and `Decimal` outside.
+Nothing is stored per day: the spend is a pure function of the seed (fake/spend.py), which keeps 2,000 projects
+x 3 line items x 400 days cheap. Amounts are integer nanodollars inside (9 decimal places, like the long
+decimals OpenAI sends) and `Decimal` outside.
 
 Billed costs lag usage (openai-admin-api.md §4, §9): today's cost cell is what was spent up to
 `now - cost_lag`; closed days are complete. Usage (fake/usage.py) shows spend up to `now - usage_lag`, as
@@ -18,13 +16,11 @@ from `daily_total`, `daily_totals`, `line_item_totals`, `spend_between` and `usa
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import random
 import string
-import zlib
 from collections.abc import Collection
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 
 from openai_cost_exporter.clock import Clock, SystemClock
 from openai_cost_exporter.fake.plan import (
@@ -43,15 +39,8 @@ from openai_cost_exporter.fake.plan import (
 )
 from openai_cost_exporter.fake.prices import PRICES, UsageGroups, usage_groups
 from openai_cost_exporter.fake.roster import Roster, build_roster
-from openai_cost_exporter.fake.traffic import (
-    DAY_SECONDS,
-    Runaway,
-    day_origin,
-    day_second,
-    runaway_extra,
-    runaway_touches,
-    spent_by,
-)
+from openai_cost_exporter.fake.spend import NOISE_TABLE_SIZE, SPIKE_FACTOR, Cell, SpendModel
+from openai_cost_exporter.fake.traffic import Runaway, day_second
 
 __all__ = [
     "AWKWARD_NAMES", "DEFAULT_NAME", "DIRECTIONS", "MODELS", "NANOS", "SPIKE_FACTOR", "SPIKE_MIN_PARTIAL",
@@ -59,15 +48,10 @@ __all__ = [
 ]  # fmt: skip
 
 NANOS = 10**9
-SPIKE_FACTOR = 4
 SPIKE_MIN_PARTIAL = 43_200  # seconds: the spike project's billed today never looks younger than noon
 DEFAULT_COST_LAG = dt.timedelta(hours=3)
 DEFAULT_USAGE_LAG = dt.timedelta(seconds=60)
-#: Per-mille spend by weekday, Monday first: weekends are quieter.
-_WEEKDAY = (1040, 1080, 1100, 1060, 980, 560, 480)
-_TABLE_MASK = 4095
 _ALNUM = string.ascii_letters + string.digits
-_Cell = tuple[str | None, str, int]
 
 
 class FakeOrg:
@@ -91,13 +75,9 @@ class FakeOrg:
         self.agent_loop_project_id = roster.ids.get("agent_loop")
         self.organization_id = "org-" + "".join(random.Random(f"org:{seed}").choices(_ALNUM, k=24))  # noqa: S311 fake data, not secrets
         self.usage_groups: list[UsageGroups] = [usage_groups([li for li, _, _ in s.items]) for s in self.spenders]
+        self.spend = SpendModel(seed, self.spenders, noise)
         self._by_id = {p.id: p for p in self.projects}
         self._spender = {s.project_id: i for i, s in enumerate(self.spenders)}
-        self._noise, self._steady_noise = noise
-        self._day_keys: dict[int, int] = {}
-        self._overrides: dict[int, dict[tuple[str | None, str], int]] = {}
-        self._scales: dict[tuple[int, str | None], Decimal] = {}
-        self._runaways: dict[str | None, list[Runaway]] = {}
 
     @classmethod
     def generate(
@@ -127,7 +107,7 @@ class FakeOrg:
             plan, project_count, archived_count, spike=spike_project, unattributed=unattributed,
             rhythm=rhythm_projects, batch_peak_hour=batch_peak_hour, runaway=runaway_project,
         )  # fmt: skip
-        org = cls(seed=seed, clock=clock, roster=roster, noise=plan.noise_tables(_TABLE_MASK + 1))
+        org = cls(seed=seed, clock=clock, roster=roster, noise=plan.noise_tables(NOISE_TABLE_SIZE))
         if org.agent_loop_project_id is not None:
             org.start_runaway(org.agent_loop_project_id, Decimal(10), now - dt.timedelta(minutes=40))
         return org
@@ -140,12 +120,12 @@ class FakeOrg:
 
     def cells(
         self, day: dt.date, project_ids: Collection[str | None] | None = None, *, include_zero: bool = False
-    ) -> list[_Cell]:
+    ) -> list[Cell]:
         """Every billed (project_id, line_item, nanodollars) of a UTC day as of the clock's now, non-zero ones
         only unless `include_zero` (then zero cells of projects alive that day are kept too)."""
         o = day.toordinal()
         today, second = day_second(int(self.clock.now().timestamp()))
-        out: list[_Cell] = []
+        out: list[Cell] = []
         if o <= today:
             spenders = self.spenders
             if project_ids is not None:
@@ -153,97 +133,20 @@ class FakeOrg:
             if o == today:
                 self._today_cells(spenders, o, second, include_zero, out)
             else:
-                self._day_cells(spenders, o, include_zero, out)
-        extra = self._overrides.get(o)
-        if extra:
-            out = _apply_overrides(out, dict(extra), project_ids, include_zero)
-        return out
+                self.spend.day_cells(spenders, o, include_zero, out)
+        return self.spend.apply_overrides(o, out, project_ids, include_zero)
 
-    def _day_cells(self, spenders: list[Spender], o: int, include_zero: bool, out: list[_Cell]) -> None:
-        # The hot loop of a big page (2,000 projects x 180 days): locals only, no calls per ordinary cell.
-        dk = self._day_key(o)
-        rhythm = _WEEKDAY[(o + 6) % 7]
-        noise = self._noise
-        append = out.append
-        for s in spenders:
-            if o < s.first_day or (s.stop_day is not None and o >= s.stop_day):
-                continue
-            if s.sparse_key is not None and (s.sparse_key ^ dk) & 7:
-                continue
-            if s.steady or self._is_special(s, o):
-                self._billed_cells(s, o, o + 1, DAY_SECONDS, include_zero, out)
-                continue
-            pid = s.project_id
-            for line_item, base, key in s.items:
-                n = base * rhythm * noise[(key ^ dk) & _TABLE_MASK] // 1_000_000
-                if n or include_zero:
-                    append((pid, line_item, n))
-
-    def _today_cells(self, spenders: list[Spender], o: int, second: int, include_zero: bool, out: list[_Cell]) -> None:
+    def _today_cells(self, spenders: list[Spender], o: int, second: int, include_zero: bool, out: list[Cell]) -> None:
         lagged = max(0, second - int(self.cost_lag.total_seconds()))
         for s in spenders:
             # The spike began overnight: by any hour its bill shows at least half a day at 4x (2x its baseline).
-            self._billed_cells(s, o, o, max(second, SPIKE_MIN_PARTIAL) if s.spike else lagged, include_zero, out)
-
-    def _billed_cells(self, s: Spender, o: int, today: int, second: int, include_zero: bool, out: list[_Cell]) -> None:
-        for (line_item, _, _), day_nanos in zip(s.items, self.day_amounts(s, o, today), strict=False):
-            n = self.spent(s, o, day_nanos, second)
-            if n or include_zero:
-                out.append((s.project_id, line_item, n))
-
-    def _is_special(self, s: Spender, o: int) -> bool:
-        runs = self._runaways.get(s.project_id)
-        return (o, s.project_id) in self._scales or bool(runs and runaway_touches(runs, day_origin(o)))
-
-    def _day_key(self, o: int) -> int:
-        key = self._day_keys.get(o)
-        if key is None:
-            key = self._day_keys[o] = zlib.crc32(f"{self.seed}:{o}".encode())
-        return key
-
-    # ---- the shape of a day ------------------------------------------------------------------------------
-
-    def day_amounts(self, s: Spender, o: int, today: int) -> tuple[int, ...]:
-        """Full-day nanodollars of each of the spender's items on day ordinal `o` (empty: no spend that day);
-        `today` is the clock's day ordinal, when the spike project runs at SPIKE_FACTOR."""
-        if o < s.first_day or (s.stop_day is not None and o >= s.stop_day):
-            return ()
-        dk = self._day_key(o)
-        if s.sparse_key is not None and (s.sparse_key ^ dk) & 7:
-            return ()
-        table, rhythm = (self._steady_noise, 1000) if s.steady else (self._noise, _WEEKDAY[(o + 6) % 7])
-        mult = SPIKE_FACTOR if s.spike and o == today else 1
-        return tuple(base * rhythm * table[(key ^ dk) & _TABLE_MASK] // 1_000_000 * mult for _, base, key in s.items)
-
-    def spent(self, s: Spender, o: int, day_nanos: int, second: int) -> int:
-        """Nanodollars of one item (day amount `day_nanos`) spent on day `o` from 00:00 up to `second`, with the
-        project's runaways and `scale_today` factor."""
-        cumulative = s.profile.cumulative
-        n = spent_by(day_nanos, cumulative, second)
-        runs = self._runaways.get(s.project_id)
-        if runs:
-            n += runaway_extra(runs, day_nanos, cumulative, day_origin(o), second)
-        factor = self._scales.get((o, s.project_id))
-        if factor is not None:
-            n = int((n * factor).to_integral_value(ROUND_HALF_EVEN))
-        return n
+            partial = max(second, SPIKE_MIN_PARTIAL) if s.spike else lagged
+            self.spend.billed_cells(s, o, o, partial, include_zero, out)
 
     def item_spend(self, index: int, start: int, end: int) -> list[int]:
         """Nanodollars spent per item of spender `index` in [start, end) (Unix seconds, cut at nothing)."""
-        s, today = self.spenders[index], day_second(int(self.clock.now().timestamp()))[0]
-        totals = [0] * len(s.items)
-        if end <= start:
-            return totals
-        for o in range(day_second(start)[0], day_second(end - 1)[0] + 1):
-            day0 = day_origin(o)
-            low, high = max(start - day0, 0), min(end - day0, DAY_SECONDS)
-            for i, day_nanos in enumerate(self.day_amounts(s, o, today)):
-                totals[i] += self.spent(s, o, day_nanos, high) - self.spent(s, o, day_nanos, low)
-        return totals
-
-    def is_plain(self, index: int, o: int) -> bool:
-        """Whether spender `index` spends on day `o` by its profile alone (no runaway, no scale factor)."""
-        return not self._is_special(self.spenders[index], o)
+        today = day_second(int(self.clock.now().timestamp()))[0]
+        return self.spend.item_spend(self.spenders[index], start, end, today)
 
     def usage_end(self) -> int:
         """Unix seconds up to which usage is visible: the clock's now minus `usage_lag`."""
@@ -300,45 +203,24 @@ class FakeOrg:
     def set_cost(self, day: dt.date, project_id: str | None, line_item: str, amount: Decimal) -> None:
         """Override one billed cell with an exact amount (not cut by the time of day; usage is unchanged)."""
         self._check_project(project_id)
-        self._overrides.setdefault(day.toordinal(), {})[(project_id, line_item)] = to_nanos(amount)
+        self.spend.set_cost(day.toordinal(), project_id, line_item, to_nanos(amount))
 
     def scale_today(self, project_id: str | None, factor: Decimal) -> None:
         """A spend jump: multiply the project's spend on the clock's current day by `factor`."""
         self._check_project(project_id)
         if not factor.is_finite():
             raise ValueError("factor must be finite")
-        self._scales[(self.clock.now().date().toordinal(), project_id)] = factor
+        self.spend.scale(self.clock.now().date().toordinal(), project_id, factor)
 
     def start_runaway(self, project_id: str | None, factor: Decimal, started_at: dt.datetime) -> None:
         """Multiply the project's spend rate by `factor` from `started_at` on (replacing a running runaway)."""
         self._check_project(project_id)
-        runaway = Runaway.from_factor(factor, int(started_at.timestamp()))
-        kept = [r for r in self._runaways.get(project_id, []) if r.end is not None]
-        self._runaways[project_id] = [*kept, runaway]
+        self.spend.start_runaway(project_id, Runaway.from_factor(factor, int(started_at.timestamp())))
 
     def stop_runaway(self, project_id: str | None, stopped_at: dt.datetime | None = None) -> None:
         """End the project's running runaway at `stopped_at` (default: the clock's now); spend before stays."""
-        end = int((stopped_at or self.clock.now()).timestamp())
-        runs = self._runaways.get(project_id, [])
-        self._runaways[project_id] = [dataclasses.replace(r, end=end) if r.end is None else r for r in runs]
+        self.spend.stop_runaway(project_id, int((stopped_at or self.clock.now()).timestamp()))
 
     def _check_project(self, project_id: str | None) -> None:
         if project_id is not None and project_id not in self._by_id:
             raise ValueError("unknown project_id")
-
-
-def _apply_overrides(
-    cells: list[_Cell],
-    overrides: dict[tuple[str | None, str], int],
-    project_ids: Collection[str | None] | None,
-    include_zero: bool,
-) -> list[_Cell]:
-    out: list[_Cell] = []
-    for p, li, n in cells:
-        value = overrides.pop((p, li), n)
-        if value or include_zero:
-            out.append((p, li, value))
-    for (p, li), value in overrides.items():
-        if value and (project_ids is None or p in project_ids):
-            out.append((p, li, value))
-    return out

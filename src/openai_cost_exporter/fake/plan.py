@@ -41,6 +41,8 @@ TOOL_ITEMS = ("web search tool calls", "file search tool calls", "code interpret
 _DIRECTION_WEIGHT = {"input": 35, "output": 55, "cached input": 10}
 _ALNUM = string.ascii_letters + string.digits
 _DAY = dt.timedelta(days=1)
+_IDLE_SHARE = 0.1  # of the generated team projects spend nothing at all
+_QUIET_DAY_SHARE = 0.04  # of the noise table's days are zero-spend days
 _FIXED = len(AWKWARD_NAMES) + 2  # the default project, the spike project and the awkward names come first
 
 
@@ -137,7 +139,7 @@ class Plan:
         old = index < _FIXED  # the fixed projects predate the history window
         days_back = rng.randint(410, 700) if old else rng.randint(14, 500)
         created = day_start(self.today - days_back * _DAY) + rng.randint(0, 86399)
-        spends = old or rng.random() > 0.1
+        spends = old or rng.random() > _IDLE_SHARE
         usd = Decimal(f"{10 ** rng.uniform(-1.3, 2.5):.4f}") if spends else Decimal(0)
         if name == SPIKE_NAME:
             usd = Decimal(20)
@@ -198,6 +200,6 @@ class Plan:
 
     def noise_tables(self, size: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
         rng = random.Random(self.seed * 7919 + 1)  # noqa: S311 deterministic fake data
-        noise = tuple(0 if rng.random() < 0.04 else rng.randint(600, 1400) for _ in range(size))
+        noise = tuple(0 if rng.random() < _QUIET_DAY_SHARE else rng.randint(600, 1400) for _ in range(size))
         steady = tuple(rng.randint(920, 1080) for _ in range(size))
         return noise, steady

@@ -27,6 +27,7 @@ NIGHTLY_BATCH = "Nightly Batch"
 STEADY_SEARCH = "Steady Search"
 TINY_TOOL = "Tiny Tool"
 AGENT_LOOP = "Agent Loop"
+_RELABELLED = 2  # projects given other models: the unpriced one and the embeddings one
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +74,7 @@ def build_roster(
 def _relabel_models(projects: list[FakeProject], spenders: list[Spender], spike_index: int | None) -> dict[str, str]:
     """The cheapest team project bills an unpriced model; a mid-priced one's last item becomes embeddings."""
     candidates = relabel_candidates(projects, spike_index)
-    if len(candidates) < 2:
+    if len(candidates) < _RELABELLED:
         return {}
     cheap, middle = candidates[0], candidates[len(candidates) // 2]
     model = projects[cheap].line_items[0].rpartition(", ")[0]

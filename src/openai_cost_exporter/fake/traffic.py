@@ -21,6 +21,8 @@ from decimal import Decimal
 HOURS = 24
 DAY_SECONDS = 86_400
 PERMILLE = 1000
+_BATCH_PERCENT = 5  # of generated projects run one nightly batch job
+_FLAT_PERCENT = 20  # spend evenly round the clock; the rest follow business hours
 EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 #: Relative spend per UTC hour of a "business hours" project: quiet at night, a plateau 13-18 UTC.
 _BUSINESS_WEIGHTS = (12, 10, 9, 8, 8, 9, 12, 18, 28, 40, 52, 62, 72, 80, 84, 86, 86, 84, 78, 64, 48, 34, 24, 16)
@@ -85,9 +87,9 @@ def profile_for(project_id: str | None) -> Profile:
         return FLAT
     key = zlib.crc32(f"profile:{project_id}".encode())
     pick = key % 100
-    if pick < 5:
+    if pick < _BATCH_PERCENT:
         return batch_profile((key >> 8) % HOURS, 400 + (key >> 16) % 201)
-    return FLAT if pick < 25 else BUSINESS
+    return FLAT if pick < _BATCH_PERCENT + _FLAT_PERCENT else BUSINESS
 
 
 def spent_by(day_nanos: int, cumulative: tuple[int, ...], second: int) -> int:

@@ -156,8 +156,8 @@ class UsageRenderer:
         day = self._days.get(o)
         if day is None:
             org, today = self._org, day_second(int(self._org.clock.now().timestamp()))[0]
-            amounts = [org.day_amounts(org.spenders[index], o, today) for index, _ in self._plan]
-            plain = [org.is_plain(index, o) for index, _ in self._plan]
+            amounts = [org.spend.day_amounts(org.spenders[index], o, today) for index, _ in self._plan]
+            plain = [not org.spend.is_special(org.spenders[index], o) for index, _ in self._plan]
             day = self._days[o] = (amounts, plain)
         return day
 
@@ -172,7 +172,7 @@ class UsageRenderer:
 
     def _sums(self, query: UsageQuery, o: int, low: int, high: int) -> dict[tuple[str | None, str | None], _Counts]:
         # The hot loop of a 7-day hourly page over 2,000 projects: locals, few calls per (project, model).
-        org, spenders = self._org, self._org.spenders
+        spend_model, spenders = self._org.spend, self._org.spenders
         amounts, plain = self._day(o)
         sums: dict[tuple[str | None, str | None], _Counts] = {}
         for (index, groups), day, simple in zip(self._plan, amounts, plain, strict=True):
@@ -187,7 +187,7 @@ class UsageRenderer:
                     if simple:
                         spend[direction] += spent_by(n, cumulative, high) - spent_by(n, cumulative, low)
                     else:
-                        spend[direction] += org.spent(s, o, n, high) - org.spent(s, o, n, low)
+                        spend[direction] += spend_model.spent(s, o, n, high) - spend_model.spent(s, o, n, low)
                 counts = _counts(spend, price, PRICES[model].tokens_per_request)
                 if counts is None:
                     continue

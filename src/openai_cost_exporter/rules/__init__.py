@@ -3,7 +3,8 @@
 The same semantics are written as PromQL in deploy/rules/openai-cost-exporter.rules.yml; both are tested
 against tests/alert_cases.yaml so the two engines cannot drift:
 
-- spike:          today > spike_ratio x baseline AND today >= min_usd (baseline 0: new spend over the floor)
+- spike:          today > spike_ratio x baseline AND today > baseline + 3 x spread AND today >= min_usd
+                  (baseline 0: new spend over the floor; baseline and spread: baselines.py)
 - daily_budget:   today > daily budget
 - monthly_budget: month_to_date > budget -> "exceeded" (critical);
                   else forecast > budget -> "forecast" (warning)
@@ -36,6 +37,8 @@ Level = Literal["firing", "forecast", "exceeded"]
 ORGANIZATION = "organization"
 
 _ZERO = Decimal(0)
+#: Spreads above the usual day a spike must also be (baselines.spread).
+SPREADS = Decimal(3)
 
 
 class ProjectPolicy(BaseModel):
@@ -79,9 +82,10 @@ class SpendFigures:
     subject_id: str
     subject_name: str
     today: Decimal  # today so far (UTC day)
-    baseline: Decimal  # mean of the previous `baseline_days` closed days
+    baseline: Decimal  # what is usually spent by now (baselines.py: median of the same kind of day, by this hour)
     month_to_date: Decimal
-    forecast: Decimal  # month_forecast(month_to_date, now)
+    forecast: Decimal  # month to date plus the recent pace (baselines.pace_forecast)
+    spread: Decimal = _ZERO  # how much the day usually varies by now (a robust standard deviation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,8 +219,9 @@ def _check(figures: SpendFigures, limits: Limits, *, spike: bool = True) -> list
 
 
 def spike_alert(figures: SpendFigures, ratio: Decimal, min_usd: Decimal) -> Alert | None:
-    """today > ratio x baseline and today >= min_usd (a zero baseline alerts on new spend over the floor)."""
-    threshold = ratio * figures.baseline
+    """today > ratio x baseline, today > baseline + 3 spreads, and today >= min_usd (a zero baseline alerts on new
+    spend over the floor). The spread keeps a noisy project's ordinary day from being a spike."""
+    threshold = max(ratio * figures.baseline, figures.baseline + SPREADS * figures.spread)
     if not (figures.today > threshold and figures.today >= min_usd):
         return None
     return _alert(

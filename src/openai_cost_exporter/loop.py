@@ -1,0 +1,33 @@
+"""The loop that runs cycles: every interval, and just after UTC midnight so two days never mix."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+
+from openai_cost_exporter.clock import Clock
+from openai_cost_exporter.models import end_of
+from openai_cost_exporter.service import CostCycle
+
+log = logging.getLogger(__name__)
+
+#: Wake this long after UTC midnight, so the first cycle of a day asks for the new day.
+MIDNIGHT_MARGIN = 1.0
+
+
+def seconds_until_next(now: dt.datetime, interval: float) -> float:
+    """Sleep until the next interval, or until just after UTC midnight when that comes first (days never mix)."""
+    midnight = end_of(now.date())
+    return max(0.0, min(interval, (midnight - now).total_seconds() + MIDNIGHT_MARGIN))
+
+
+def run_forever(cycle: CostCycle, clock: Clock, interval: float, stop: threading.Event) -> None:
+    """Run cycles until `stop` is set; a cycle's failure never ends the loop."""
+    while not stop.is_set():
+        try:
+            cycle.run_once()
+        except Exception:  # a bug must not silently end the loop of a process that keeps serving /metrics
+            log.exception("cycle crashed; the next one runs as scheduled")
+            cycle.count_crash()
+        stop.wait(seconds_until_next(clock.now(), interval))

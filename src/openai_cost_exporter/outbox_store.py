@@ -1,0 +1,165 @@
+"""The SQL side of notification state: the `alert_notified` and `outbox` tables and their rows.
+
+`Notifications` decides and delivers; this module only reads and writes rows, so the schema, the mapping
+from rows to `OutboxMessage` and the transaction plumbing live in one place.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from openai_cost_exporter.errors import StateError
+from openai_cost_exporter.messages import OutboxMessage, Record
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS alert_notified (
+        rule TEXT NOT NULL, subject_id TEXT NOT NULL, day TEXT NOT NULL, level TEXT NOT NULL,
+        value TEXT NOT NULL, notified_at REAL NOT NULL,
+        PRIMARY KEY (rule, subject_id, day, level))""",
+    """CREATE TABLE IF NOT EXISTS outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        rule TEXT NOT NULL, subject_id TEXT NOT NULL, day TEXT NOT NULL, level TEXT NOT NULL,
+        escalation INTEGER NOT NULL, payload TEXT NOT NULL, created_at REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, next_attempt_at REAL, delivered_at REAL)""",
+    "CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (delivered_at, id)",
+)
+_OUTBOX_COLUMNS = "id, rule, subject_id, day, level, escalation, payload, created_at, attempts, next_attempt_at"
+#: Longest delivery error kept in `outbox.last_error` (a whole HTML error page is of no use there).
+MAX_ERROR_CHARS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """What a notification is about: one (rule, subject, UTC day, level)."""
+
+    rule: str
+    subject_id: str
+    day: dt.date
+    level: str
+
+    def params(self) -> tuple[str, str, str, str]:
+        return (self.rule, self.subject_id, self.day.isoformat(), self.level)
+
+
+class OutboxStore:
+    """Rows of what was notified and of the messages still to deliver, in the shared state file."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        with self.atomic():
+            for statement in _SCHEMA:
+                self._execute(statement)
+
+    def last_value(self, key: Key) -> Decimal | None:
+        """The value last notified for `key`, or None when nothing was."""
+        row = self._execute(
+            "SELECT value FROM alert_notified WHERE rule = ? AND subject_id = ? AND day = ? AND level = ?",
+            key.params(),
+        ).fetchone()
+        return None if row is None else Decimal(row[0])
+
+    def remember(self, key: Key, value: Decimal, now: float) -> None:
+        """Record that `key` was notified at `value`."""
+        self._execute(
+            "INSERT INTO alert_notified (rule, subject_id, day, level, value, notified_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (rule, subject_id, day, level) DO UPDATE SET value = excluded.value,"
+            " notified_at = excluded.notified_at",
+            (*key.params(), str(value), now),
+        )
+
+    def insert(self, key: Key, *, escalation: bool, record: Record, now: float) -> OutboxMessage:
+        """Queue a message in the outbox."""
+        cursor = self._execute(
+            "INSERT INTO outbox (rule, subject_id, day, level, escalation, payload, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (*key.params(), int(escalation), json.dumps(record), now),
+        )
+        # Narrows `int | None` for mypy: an INSERT into a rowid table always sets lastrowid (sqlite3 docs).
+        assert cursor.lastrowid is not None  # noqa: S101 - an invariant, not input validation
+        return OutboxMessage(
+            id=cursor.lastrowid,
+            rule=key.rule,
+            subject_id=key.subject_id,
+            day=key.day,
+            level=key.level,
+            escalation=escalation,
+            record=record,
+            created_at=_from_epoch(now),
+        )
+
+    def prune(self, before: dt.date) -> None:
+        """Forget notified values of days before `before`, and delivered messages of those days."""
+        with self.atomic():
+            self._execute("DELETE FROM alert_notified WHERE day < ?", (before.isoformat(),))
+            self._execute("DELETE FROM outbox WHERE day < ? AND delivered_at IS NOT NULL", (before.isoformat(),))
+
+    def pending(self) -> list[OutboxMessage]:
+        """Messages not delivered yet, oldest first."""
+        rows = self._execute(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE delivered_at IS NULL ORDER BY id").fetchall()
+        return [_message(row) for row in rows]
+
+    def count_pending(self) -> int:
+        (count,) = self._execute("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL").fetchone()
+        return int(count)
+
+    def mark_delivered(self, message_id: int, now: float) -> None:
+        with self.atomic():
+            self._execute(
+                "UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?",
+                (now, message_id),
+            )
+
+    def mark_failed(self, message_id: int, *, attempts: int, error: str, next_attempt_at: float) -> None:
+        with self.atomic():
+            self._execute(
+                "UPDATE outbox SET attempts = ?, last_error = ?, next_attempt_at = ? WHERE id = ?",
+                (attempts, error[:MAX_ERROR_CHARS], next_attempt_at, message_id),
+            )
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Run the block as one transaction (nested in the caller's, if one is open)."""
+        # A SAVEPOINT works whatever the connection's isolation_level (the state module owns the connection):
+        # it starts a transaction when none is open, and nests inside one that is.
+        self._execute("SAVEPOINT notifications")
+        try:
+            yield
+        except BaseException:
+            self._execute("ROLLBACK TO notifications")
+            self._execute("RELEASE notifications")
+            raise
+        self._execute("RELEASE notifications")
+
+    def _execute(self, sql: str, parameters: Sequence[Any] = ()) -> sqlite3.Cursor:
+        try:
+            return self._conn.execute(sql, parameters)
+        except sqlite3.Error as err:
+            raise StateError(f"notification state: {err}") from err
+
+
+def _from_epoch(seconds: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC)
+
+
+def _message(row: tuple[Any, ...]) -> OutboxMessage:
+    msg_id, rule, subject_id, day, level, escalation, payload, created, attempts, next_at = row
+    return OutboxMessage(
+        id=msg_id,
+        rule=rule,
+        subject_id=subject_id,
+        day=dt.date.fromisoformat(day),
+        level=level,
+        escalation=bool(escalation),
+        record=json.loads(payload),
+        created_at=_from_epoch(created),
+        attempts=attempts,
+        next_attempt_at=None if next_at is None else _from_epoch(next_at),
+    )
