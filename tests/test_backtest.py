@@ -53,11 +53,11 @@ def fill_usage(usage: UsageStore, output_tokens: Mapping[int, int], days: int = 
     first = day_start(TODAY) - days * 86_400
     hours = list(range(first, day_start(TODAY), HOUR))
     rows = [UsageRow(h, "proj_a", MODEL, "completions", 0, 0, output_tokens.get(h, 1_000_000), 10) for h in hours]
-    usage.replace_hours("completions", hours, rows)
+    usage.replace_hours("completions", hours, rows, PriceBook().estimate)
 
 
 def backtest(ledger: Ledger, policy: AlertPolicy, usage: UsageStore | None = None, days: int = 14) -> Backtest:
-    return run_backtest(ledger, usage, PriceBook(), policy, days=days, now=NOW)
+    return run_backtest(ledger, usage, policy, days=days, now=NOW)
 
 
 def found(result: Backtest) -> set[tuple[dt.date, int | None, str, str]]:

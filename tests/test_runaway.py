@@ -70,8 +70,8 @@ def test_rate_and_usual_use_the_same_sixty_minutes_of_the_clock(tmp_path: object
     rows = [row(current, 4 * million), row(current - HOUR, 2 * million)]
     for day in range(1, 8):
         rows += [row(current - day * 24 * HOUR, 2 * million), row(current - day * 24 * HOUR - HOUR, 2 * million)]
-    store.replace_hours("completions", [], rows)
-    est = build_estimates(store, PriceBook(), NOW, history_days=7)
+    store.replace_hours("completions", [], rows, PriceBook().estimate)
+    est = build_estimates(store, NOW, history_days=7)
     assert est.rate["proj_a"] == D("10.00") + D("5.00") * D("0.5")
     assert est.usual["proj_a"] == D("5.00") * D("0.5") + D("5.00") * D("0.5")
     assert est.models["proj_a"][0][0] == "gpt-4o-2024-08-06"

@@ -38,7 +38,6 @@ from openai_cost_exporter.estimates import HOUR, build_estimates
 from openai_cost_exporter.ledger import Ledger
 from openai_cost_exporter.models import DAY, day_start, days_between
 from openai_cost_exporter.money import usd
-from openai_cost_exporter.pricing import PriceBook
 from openai_cost_exporter.report import DEFAULT_WIDTH, NAME_MAX, format_exact
 from openai_cost_exporter.report import _safe as safe_name  # report.py's escaping of names; private there for now
 from openai_cost_exporter.rules import Alert, AlertPolicy, evaluate, evaluate_runaways, fold_into_runaways
@@ -80,7 +79,6 @@ class _History:
     totals: DayTotals
     names: dict[str, str]
     usage: UsageStore | None
-    book: PriceBook
     hours: dict[int, int]  # start (Unix seconds) of each hour the runaway rule judges -> its days of history
 
 
@@ -104,7 +102,6 @@ class _Outbox:
 def run_backtest(
     ledger: Ledger,
     usage: UsageStore | None,
-    book: PriceBook,
     policy: AlertPolicy,
     *,
     days: int,
@@ -120,7 +117,7 @@ def run_backtest(
     judged = {day for day in days_between(first, today) if _covered(day, fetched, policy.baseline_days)}
     hours = _usage_hours(usage, first, today, history_days) if usage is not None else {}
     names = {pid: project.name for pid, project in ledger.projects().items()}
-    history = _History(policy, ledger.project_totals(start, today), names, usage, book, hours)
+    history = _History(policy, ledger.project_totals(start, today), names, usage, hours)
     outbox = _Outbox(policy.escalation_factor)
     sent = []
     for day in days_between(first, today):
@@ -140,7 +137,7 @@ def _covered(day: dt.date, fetched: dict[dt.date, dt.datetime], baseline_days: i
 def _usage_hours(usage: UsageStore, first: dt.date, end: dt.date, history_days: int) -> dict[int, int]:
     """The hours of [first, end) with usage, each with the whole days of usage stored before it (up to
     `history_days`), leaving out those with fewer than MIN_HISTORY_DAYS."""
-    starts = {row.start for row in usage.rows(day_start(first) - history_days * DAY_SECONDS - HOUR, day_start(end))}
+    starts = set(usage.hours(day_start(first) - history_days * DAY_SECONDS - HOUR, day_start(end)))
     if not starts:
         return {}
     earliest = min(starts)
@@ -172,7 +169,7 @@ def _day_alerts(history: _History, day: dt.date, *, daily: bool) -> list[tuple[i
 
 
 def _runaways(history: _History, usage: UsageStore, at: dt.datetime, days: int) -> list[Alert]:
-    estimates = build_estimates(usage, history.book, at, history_days=days)
+    estimates = build_estimates(usage, at, history_days=days)
     return evaluate_runaways(history.policy, estimates.runaway_figures(history.names))
 
 

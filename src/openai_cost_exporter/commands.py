@@ -21,7 +21,6 @@ from openai_cost_exporter.config import Settings
 from openai_cost_exporter.errors import ConfigError, StateError
 from openai_cost_exporter.flags import settings_from_args
 from openai_cost_exporter.logs import setup_logging
-from openai_cost_exporter.pricing import PriceBook
 from openai_cost_exporter.usage_store import UsageStore
 
 log = logging.getLogger(__name__)
@@ -130,7 +129,7 @@ def backtest(settings: Settings, *, days: int, fmt: str, clock: Clock | None = N
         conn, ledger = build_ledger(settings, stack)
         usage = UsageStore(conn) if settings.usage else None  # with --no-usage a cycle has no runaway rule either
         now = (clock or SystemClock()).now()
-        result = backtesting.run_backtest(ledger, usage, PriceBook(), settings.alerts, days=days, now=now)
+        result = backtesting.run_backtest(ledger, usage, settings.alerts, days=days, now=now)
     if fmt == "table":
         text = backtesting.render_table(result, width=shutil.get_terminal_size().columns)
     else:

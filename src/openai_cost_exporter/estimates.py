@@ -2,9 +2,10 @@
 
 Usage arrives within minutes in hourly buckets (openai-admin-api.md §3, §9); the costs endpoint only in daily
 buckets, hours late. `fetch_usage` brings the buckets into the usage store (a cold start reads the history
-window, a warm cycle only the last complete hour and the current one: one request per usage endpoint), and
-`build_estimates` prices them: the rate of the last 60 minutes per project, the usual rate of the same 60 minutes
-of the clock on the earlier days (their median), and today's estimate per project and model.
+window, a warm cycle only the last complete hour and the current one: one request per usage endpoint), priced
+as they are stored, and `build_estimates` reads the priced sums: the rate of the last 60 minutes per project, the
+usual rate of the same 60 minutes of the clock on the earlier days (their median), the usual share of a day done
+by now, and today's estimate per project and model.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from openai_cost_exporter.models import UsageRow, day_start
+from openai_cost_exporter.models import day_start
 from openai_cost_exporter.money import ZERO, exact_sum
 from openai_cost_exporter.openai_client import AdminClient
 from openai_cost_exporter.pricing import PriceBook
@@ -27,6 +28,7 @@ DAY_SECONDS = 86400
 #: The usage endpoints read (moderations, images and audio are priced per unit, not per token: left out).
 USAGE_KINDS = ("completions", "embeddings")
 TOP_MODELS = 3
+DIRECTIONS = ("input", "cached_input", "output")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +57,8 @@ def hour_of(moment: dt.datetime) -> int:
     return int(moment.timestamp()) // HOUR * HOUR
 
 
-def fetch_usage(client: AdminClient, store: UsageStore, now: dt.datetime, *, history_days: int) -> int:
-    """Bring usage into the store: the history window on a cold start, else from the last complete hour on.
+def fetch_usage(client: AdminClient, store: UsageStore, book: PriceBook, now: dt.datetime, *, history_days: int) -> int:
+    """Bring usage into the store, priced: the history window on a cold start, else from the last complete hour.
 
     Returns the pages read. Each page is stored as it comes, so a failure later loses nothing already read.
     """
@@ -68,67 +70,57 @@ def fetch_usage(client: AdminClient, store: UsageStore, now: dt.datetime, *, his
     pages = 0
     for kind in USAGE_KINDS:
         for page in client.iter_usage(kind, start, end):
-            store.replace_hours(kind, page.buckets, page.rows)
+            store.replace_hours(kind, page.buckets, page.rows, book.estimate)
             pages += 1
     store.mark_fetched(current)
-    store.prune(oldest - HOUR)
+    store.prune(oldest - DAY_SECONDS)  # the share of the day reads whole days of the history window
     return pages
 
 
-def build_estimates(store: UsageStore, book: PriceBook, now: dt.datetime, *, history_days: int) -> Estimates:
-    """Price the stored usage of the history window as of `now`."""
+def build_estimates(store: UsageStore, now: dt.datetime, *, history_days: int) -> Estimates:
+    """The figures of `now` from the stored, priced usage of the history window."""
     current = hour_of(now)
-    hourly: dict[str, dict[int, list[Decimal]]] = defaultdict(lambda: defaultdict(list))
-    recent: dict[str, dict[str, list[Decimal]]] = defaultdict(lambda: defaultdict(list))
     today_start = day_start(now.date())
-    today: dict[tuple[str, str], list[Decimal]] = defaultdict(list)
-    tokens: dict[tuple[str, str, str], int] = defaultdict(int)
-    requests: dict[tuple[str, str], int] = defaultdict(int)
-    for row in store.rows(today_start - history_days * DAY_SECONDS, current + HOUR):
-        amount = book.estimate(row)
-        if row.start >= today_start:
-            _count_today(row, tokens, requests)
-        if amount is None:
-            continue  # no price: left out, and named once in the log (pricing.py)
-        hourly[row.project_id][row.start].append(amount)
-        if row.start >= current - HOUR:
-            recent[row.project_id][row.model].append(amount * _weight(row.start, current, now))
-        if row.start >= today_start:
-            today[(row.project_id, row.model)].append(amount)
     fraction = Decimal((now - dt.datetime.fromtimestamp(current, dt.UTC)).total_seconds()) / HOUR
+    hourly = store.hourly(today_start - history_days * DAY_SECONDS, current + HOUR)
+    recent: dict[str, dict[str, Decimal]] = defaultdict(dict)
+    today: dict[tuple[str, str], Decimal] = defaultdict(lambda: ZERO)
+    for (pid, model, hour), amount in store.by_model(today_start - HOUR, current + HOUR).items():
+        if hour >= current - HOUR:
+            weight = Decimal(1) if hour == current else 1 - fraction
+            recent[pid][model] = recent[pid].get(model, ZERO) + amount * weight
+        if hour >= today_start:
+            today[(pid, model)] += amount
+    counts = store.counts(today_start, current + HOUR)
     return Estimates(
         taken_at=now,
         rate={pid: _window(hours, current, fraction) for pid, hours in hourly.items() if pid in recent},
         usual={pid: _usual(hours, current, fraction, history_days) for pid, hours in hourly.items()},
         models={pid: _top(models) for pid, models in recent.items()},
-        today={key: exact_sum(values) for key, values in today.items()},
-        tokens=dict(tokens),
-        requests=dict(requests),
-        unpriced=book.unpriced_models(),
+        today=dict(today),
+        tokens={(*key, direction): c[i] for key, c in counts.items() for i, direction in enumerate(DIRECTIONS)},
+        requests={key: c[3] for key, c in counts.items()},
+        unpriced=store.unpriced_models(),
         shares={pid: share for pid, hours in hourly.items() if (share := _share(hours, now, history_days)) is not None},
     )
 
 
-def _window(hours: Mapping[int, list[Decimal]], current: int, fraction: Decimal) -> Decimal:
+def _window(hours: Mapping[int, Decimal], current: int, fraction: Decimal) -> Decimal:
     """Spend of the 60 minutes ending `fraction` into the hour `current`: all of that hour so far, and the
     matching tail of the hour before."""
-    this_hour = exact_sum(hours.get(current, ()))
-    previous = exact_sum(hours.get(current - HOUR, ()))
-    return this_hour + previous * (1 - fraction)
+    return hours.get(current, ZERO) + hours.get(current - HOUR, ZERO) * (1 - fraction)
 
 
-def _usual(hours: Mapping[int, list[Decimal]], current: int, fraction: Decimal, days: int) -> Decimal:
+def _usual(hours: Mapping[int, Decimal], current: int, fraction: Decimal, days: int) -> Decimal:
     """Median over the earlier days of the same 60 minutes of the clock (complete hours, so prorated)."""
     windows = []
     for n in range(1, days + 1):
-        hour = current - n * 24 * HOUR
-        windows.append(
-            exact_sum(hours.get(hour, ())) * fraction + exact_sum(hours.get(hour - HOUR, ())) * (1 - fraction)
-        )
+        hour = current - n * DAY_SECONDS
+        windows.append(hours.get(hour, ZERO) * fraction + hours.get(hour - HOUR, ZERO) * (1 - fraction))
     return median(windows)
 
 
-def _share(hours: Mapping[int, list[Decimal]], now: dt.datetime, days: int) -> Decimal | None:
+def _share(hours: Mapping[int, Decimal], now: dt.datetime, days: int) -> Decimal | None:
     """The median, over the earlier days with spend, of the share of the day's spend done by this time of day."""
     current = hour_of(now)
     fraction = Decimal((now - dt.datetime.fromtimestamp(current, dt.UTC)).total_seconds()) / HOUR
@@ -136,28 +128,13 @@ def _share(hours: Mapping[int, list[Decimal]], now: dt.datetime, days: int) -> D
     shares = []
     for n in range(1, days + 1):
         start, hour = midnight - n * DAY_SECONDS, current - n * DAY_SECONDS
-        spent = [exact_sum(hours.get(start + h * HOUR, ())) for h in range(24)]
+        spent = [hours.get(start + h * HOUR, ZERO) for h in range(24)]
         total = exact_sum(spent)
         if total > 0:
-            done = exact_sum(spent[: (hour - start) // HOUR]) + spent[(hour - start) // HOUR] * fraction
-            shares.append(done / total)
+            index = (hour - start) // HOUR
+            shares.append((exact_sum(spent[:index]) + spent[index] * fraction) / total)
     return median(shares) if shares else None
 
 
-def _weight(start: int, current: int, now: dt.datetime) -> Decimal:
-    if start == current:
-        return Decimal(1)
-    return 1 - Decimal((now - dt.datetime.fromtimestamp(current, dt.UTC)).total_seconds()) / HOUR
-
-
-def _top(models: Mapping[str, list[Decimal]]) -> list[tuple[str, Decimal]]:
-    totals = [(model, exact_sum(values)) for model, values in models.items()]
-    return sorted(totals, key=lambda item: item[1], reverse=True)[:TOP_MODELS]
-
-
-def _count_today(row: UsageRow, tokens: dict[tuple[str, str, str], int], requests: dict[tuple[str, str], int]) -> None:
-    key = (row.project_id, row.model)
-    tokens[(*key, "input")] += row.input_tokens - row.cached_input_tokens
-    tokens[(*key, "cached_input")] += row.cached_input_tokens
-    tokens[(*key, "output")] += row.output_tokens
-    requests[key] += row.requests
+def _top(models: Mapping[str, Decimal]) -> list[tuple[str, Decimal]]:
+    return sorted(models.items(), key=lambda item: item[1], reverse=True)[:TOP_MODELS]

@@ -36,7 +36,7 @@ class UsageStage:
     def estimate(self, now: dt.datetime) -> Estimates:
         """Fetch what is new, then price the history window. AuthError is said once, then only counted."""
         try:
-            fetch_usage(self._client, self._store, now, history_days=self._history_days)
+            fetch_usage(self._client, self._store, self._book, now, history_days=self._history_days)
         except AuthError as exc:
             if not self._denied:
                 log.warning(
@@ -45,7 +45,7 @@ class UsageStage:
             self._denied = True
             raise _Quiet(str(exc)) from None
         self._denied = False
-        estimates = build_estimates(self._store, self._book, now, history_days=self._history_days)
+        estimates = build_estimates(self._store, now, history_days=self._history_days)
         self._metrics.unpriced_models.set(len(estimates.unpriced))
         return estimates
 
