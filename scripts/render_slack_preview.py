@@ -61,7 +61,7 @@ _MEASURE = (
 
 
 def sample_alert_payload() -> dict[str, Any]:
-    """The README's spike: Search Reranker at $18.24 today, 4.0× its 7-day mean of $4.56."""
+    """The README's spike: Search Reranker at $18.24 today, 4.0× its usual by now of $4.56."""
     alert = Alert(
         rule="spike",
         subject_id="proj_MEGWC5wplWfsEvBLeFkv5A7e",

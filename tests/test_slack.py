@@ -116,7 +116,7 @@ def test_spike_message() -> None:
     assert fields(payload) == [
         "*Project*\nResearch Bot\n`proj_abc`",
         "*Today so far*\n$4.00",
-        "*Baseline*\n$1.00 (7-day mean)",
+        "*Baseline*\n$1.00 (usual by now, 7 days of its kind)",
         "*Ratio*\n4.0×",
     ]
     assert payload["blocks"][2]["text"]["text"] == "*Top line items today*\n• gpt-4o: $3.10\n• o3: $0.90"
@@ -124,7 +124,7 @@ def test_spike_message() -> None:
     assert footer.startswith("Data as of 2026-11-28 12:05 UTC")
     assert "usage?project_id=proj_abc|" in footer
     assert payload["text"] == (
-        ":warning: Spend spike: Research Bot (proj_abc): today so far $4.00, 4.0× the 7-day mean $1.00"
+        ":warning: Spend spike: Research Bot (proj_abc): today so far $4.00, 4.0× the usual by now $1.00"
     )
 
 
@@ -137,7 +137,7 @@ def test_message_escapes_names() -> None:
     assert fields(payload)[0] == "*Project*\nR&amp;D &lt;lab&gt;\n`proj_abc`"
     assert "• &lt;b&gt;&amp;: $1.00" in payload["blocks"][2]["text"]["text"]
     assert "R&amp;D &lt;lab&gt;" in payload["text"] and "<lab>" not in payload["text"]
-    assert "3-day mean" in payload["text"]
+    assert "3 days of its kind" in str(payload["blocks"])
 
 
 def test_new_spend_message() -> None:
@@ -163,7 +163,11 @@ def test_budget_messages(rule: str, level: str, severity: str, title: str, label
     breach = alert(rule=rule, level=level, severity=severity, value=D("1234.5"), threshold=D(1000), ratio=None)
     payload = build_alert_message(breach, MessageContext())
     assert payload["blocks"][0]["text"]["text"] == f"{title}: Research Bot"
-    assert fields(payload)[1:] == [f"*{label}*\n$1,234.50", "*Baseline*\n$1.00 (7-day mean)", f"*{budget}*\n$1,000.00"]
+    assert fields(payload)[1:] == [
+        f"*{label}*\n$1,234.50",
+        "*Baseline*\n$1.00 (usual by now, 7 days of its kind)",
+        f"*{budget}*\n$1,000.00",
+    ]
     icon = ":rotating_light:" if severity == "critical" else ":warning:"
     assert payload["text"].startswith(f"{icon} {title}: ")
     assert payload["text"].endswith("budget $1,000.00")

@@ -76,7 +76,7 @@ def test_sample_alert_is_the_readme_spike() -> None:
         "Spend spike: Search Reranker",
         "proj_MEGWC5wplWfsEvBLeFkv5A7e",
         "$18.24",
-        "$4.56 (7-day mean)",
+        "$4.56 (usual by now, 7 days of its kind)",
         "4.0×",
         "text-embedding-3-small, input: $1.79",
         "Data as of 2026-11-28 20:00 UTC",

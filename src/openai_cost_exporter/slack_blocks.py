@@ -99,7 +99,7 @@ def _alert_fields(alert: Alert, ctx: MessageContext) -> list[dict[str, str]]:
     else:
         fields = [_field("Project", f"{escape(alert.subject_name)}\n`{escape(alert.subject_id)}`")]
     fields.append(_field(_VALUE_LABELS[alert.level], money(alert.value)))
-    fields.append(_field("Baseline", f"{money(alert.baseline)} ({ctx.baseline_days}-day mean)"))
+    fields.append(_field("Baseline", f"{money(alert.baseline)} (usual by now, {ctx.baseline_days} days of its kind)"))
     if alert.rule == "spike":
         fields.append(_field("Ratio", _ratio(alert.ratio) if alert.ratio is not None else "new spend"))
     else:
@@ -120,7 +120,7 @@ def _summary(alert: Alert, ctx: MessageContext) -> str:
     if alert.rule != "spike":
         return escape(f"{who}: {what}, budget {money(alert.threshold)}")
     versus = f"{_ratio(alert.ratio)} the" if alert.ratio is not None else "new spend; "
-    return escape(f"{who}: {what}, {versus} {ctx.baseline_days}-day mean {money(alert.baseline)}")
+    return escape(f"{who}: {what}, {versus} usual by now {money(alert.baseline)}")
 
 
 def _footer(alert: Alert, ctx: MessageContext) -> str:
