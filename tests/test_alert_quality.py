@@ -19,7 +19,9 @@ TUESDAY = dt.date(2026, 11, 24)
 
 
 @pytest.mark.parametrize("clock_time", [dt.time(0, 20), dt.time(6), dt.time(11, 30), dt.time(17), dt.time(23, 50)])
-def test_an_ordinary_weekday_alerts_only_for_the_spiking_projects(tmp_path: Path, clock_time: dt.time) -> None:
+def test_an_ordinary_weekday_alerts_only_for_the_spiking_projects(
+    tmp_path: Path, clock_time: dt.time, caplog: pytest.LogCaptureFixture
+) -> None:
     """With the demo's organization, only the spiking project (4x since the night) and the runaway (10x for 40
     minutes) alert, at any hour: no project alerts for a weekday after a quiet weekend, a batch peak or noise."""
     clock = FrozenClock(dt.datetime.combine(TUESDAY, clock_time, dt.UTC))
@@ -37,3 +39,5 @@ def test_an_ordinary_weekday_alerts_only_for_the_spiking_projects(tmp_path: Path
     noisy = {org.project(pid).name: state for pid, state in states.items()}
     assert set(states) == {org.spike_project_id, org.agent_loop_project_id}, noisy
     assert "runaway" in states[org.agent_loop_project_id]
+    sent = [r.getMessage() for r in caplog.records if " alert for " in r.getMessage()]  # the log notifier
+    assert not [line for line in sent if "alert for organization" in line], sent

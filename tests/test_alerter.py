@@ -78,13 +78,19 @@ class Stage:
         self._world = world
 
     def process(self, snap: CostSnapshot) -> dict[str, str]:
-        alerts = self.alerter.evaluate(snap)
+        alerts = self.alerter.evaluate(snap, None, snap.names, snap.day)
         due = self.alerter.due(alerts, snap.day)
         digest = self.alerter.digest_due(snap.day)
         inputs = gather_inputs(
-            due, snap, source=self._world.client, ledger=self._world.ledger, baseline_days=7, digest=digest
+            due,
+            snap,
+            day=snap.day,
+            source=self._world.client,
+            ledger=self._world.ledger,
+            baseline_days=7,
+            digest=digest,
         )
-        self.alerter.queue(snap, due, inputs)
+        self.alerter.queue(snap.day, snap.taken_at, due, inputs, snap.names)
         self.alerter.deliver()
         return self.alerter.states(alerts)
 

@@ -37,8 +37,10 @@ def test_a_runaway_is_posted_once_in_the_first_cycle(slack: FakeSlack, tmp_path:
     a batch peak happening now, a large steady spender and a small project at 20x under the floor get none."""
     now = dt.datetime.combine(DAY, clock_time, dt.UTC)
     clock = FrozenClock(now)
+    # The batch peak is inside the last 60 minutes (the hour that began 30 minutes ago, or the one before).
+    peak = (now - dt.timedelta(minutes=30)).hour
     org = FakeOrg.generate(
-        seed=5, project_count=12, clock=clock, rhythm_projects=True, runaway_project=True, batch_peak_hour=now.hour
+        seed=5, project_count=12, clock=clock, rhythm_projects=True, runaway_project=True, batch_peak_hour=peak
     )
     assert org.tiny_tool_project_id is not None and org.agent_loop_project_id is not None
     org.start_runaway(org.tiny_tool_project_id, Decimal(20), now - dt.timedelta(minutes=40))

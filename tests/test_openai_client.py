@@ -8,6 +8,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,12 +18,16 @@ from prometheus_client import CollectorRegistry
 from stamina.instrumentation import RetryDetails, get_on_retry_hooks, set_on_retry_hooks
 
 from openai_cost_exporter import __version__, openai_client
-from openai_cost_exporter.errors import APIUnavailable, AuthError, MalformedResponse, OpenAIError
+from openai_cost_exporter.errors import APIUnavailable, AuthError, MalformedResponse, OpenAIError, ScopeError
 from openai_cost_exporter.models import UNATTRIBUTED, CostPage, CostRow, Project, day_start
 from openai_cost_exporter.openai_client import AdminClient, RetryPolicy, build_http_client
 from openai_cost_exporter.openai_responses import retry_after_seconds
+from openai_cost_exporter.pricing import PriceBook
 from openai_cost_exporter.redact import redact
 from openai_cost_exporter.selfmetrics import SelfMetrics
+from openai_cost_exporter.state import open_state
+from openai_cost_exporter.usage_stage import UsageStage
+from openai_cost_exporter.usage_store import UsageStore
 
 KEY = "sk-admin-Zq9TESTKEYdoNotLeak0123456789abcdef"
 BASE_URL = "https://openai.test/v1"
@@ -459,16 +464,55 @@ def test_401_is_an_auth_error_without_retry(make_client: Callable[..., AdminClie
         "Missing scopes: api.usage.read.",
     ],
 )
-def test_403_is_an_auth_error_naming_the_scope(make_client: Callable[..., AdminClient], error: object) -> None:
-    """HTTP 403 raises AuthError naming the api.usage.read scope and the sk-admin- key kind, without retry."""
+def test_403_is_a_scope_error_naming_the_scope(make_client: Callable[..., AdminClient], error: object) -> None:
+    """HTTP 403 raises ScopeError (an AuthError) naming the api.usage.read scope and the sk-admin- key kind,
+    without retry."""
     script = Script(fail(403, error))
-    with pytest.raises(AuthError) as caught:
+    with pytest.raises(ScopeError) as caught:
         make_client(script).list_projects()
     message = str(caught.value)
     assert "HTTP 403: Missing scopes: api.usage.read." in message
     assert "lacks permission" in message
     assert "sk-admin-..." in message
     assert len(script.requests) == 1
+
+
+def test_401_is_not_a_scope_error(make_client: Callable[..., AdminClient]) -> None:
+    """HTTP 401 (the key rejected for every endpoint) is an AuthError but not a ScopeError."""
+    with pytest.raises(AuthError) as caught:
+        costs(make_client(Script(fail(401, "Incorrect API key provided."))))
+    assert not isinstance(caught.value, ScopeError)
+
+
+@pytest.mark.parametrize(("status", "quiet"), [(403, True), (401, False)])
+def test_usage_stage_degrades_only_on_a_missing_scope(
+    make_client: Callable[..., AdminClient], tmp_path: Path, status: int, quiet: bool
+) -> None:
+    """The usage stage says once and then only counts a 403 on the usage endpoints (billed figures go on), while a
+    401 fails it like any other error, logged by the cycle each time."""
+    conn = open_state(tmp_path / "state.sqlite3")
+    try:
+        client = make_client(lambda _request: fail(status, "no"))
+        stage = UsageStage(client, UsageStore(conn), PriceBook(), SelfMetrics(CollectorRegistry()), history_days=1)
+        with pytest.raises(AuthError) as caught:
+            stage.estimate(dt.datetime(2026, 11, 1, 12, tzinfo=dt.UTC))
+    finally:
+        conn.close()
+    assert isinstance(caught.value, ScopeError) is quiet
+    assert getattr(caught.value, "reported", False) is quiet
+
+
+def test_persistent_404_names_the_url_and_hints_at_v1(make_client: Callable[..., AdminClient]) -> None:
+    """A 404 on every attempt (a base URL without /v1, say) is still retried, then names the URL asked, without its
+    query, and hints that the base URL usually ends in /v1."""
+    script = Script(*(fail(404, "Invalid URL (GET /organization/costs)") for _ in range(3)))
+    with pytest.raises(APIUnavailable) as caught:
+        costs(make_client(script))
+    assert len(script.requests) == 3
+    assert str(caught.value) == (
+        "GET /organization/costs failed after 3 attempts: HTTP 404: Invalid URL (GET /organization/costs)"
+        f" from https://openai.test{COSTS} (is --base-url right? it usually ends in /v1, e.g. https://api.openai.com/v1)"
+    )
 
 
 def test_400_is_an_openai_error_without_retry(make_client: Callable[..., AdminClient]) -> None:

@@ -209,7 +209,8 @@ def test_table_puts_alerting_projects_first_then_by_today() -> None:
 
 @pytest.mark.parametrize(
     ("today", "baseline", "shown"),
-    [("4", "1", "4.0×"), ("1.5", "0", "new"), ("0", "0", "–"), ("0.5", "2", "0.2×")],
+    # 0.25 shows as 0.3: half a tenth rounds up, as in Slack (money.ratio)
+    [("4", "1", "4.0×"), ("1.5", "0", "new"), ("0", "0", "–"), ("0.5", "2", "0.3×")],
 )
 def test_ratio_column(today: str, baseline: str, shown: str) -> None:
     """The ratio column shows today / baseline, 'new' without a baseline, and a dash without spend."""

@@ -17,6 +17,7 @@ from openai_cost_exporter.report import (
     render_csv,
     render_json,
     render_table,
+    safe_name,
     sparkline,
 )
 
@@ -115,6 +116,22 @@ def test_table_keeps_rows_intact_for_hostile_names() -> None:
     assert "evil\\u202eright-to-left" in text
     assert "bad\\ud800surrogate" in text
     assert len([line for line in text.splitlines() if line.strip()]) == 2 + 5 + 1
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("Search Reranker", "Search Reranker"),
+        ("Café ✓ 日本", "Café ✓ 日本"),  # printable non-ASCII stays as it is
+        ("two\nlines\ttab", "two\\nlines\\ttab"),
+        ("evil\u202eright-to-left", "evil\\u202eright-to-left"),
+        ("bad\ud800surrogate", "bad\\ud800surrogate"),
+    ],
+)
+def test_safe_name_escapes_only_what_breaks_a_row(name: str, shown: str) -> None:
+    """safe_name (public: backtest.py shows names with it too) escapes control, bidi and lone-surrogate characters
+    and leaves every other character alone."""
+    assert safe_name(name) == shown
 
 
 @pytest.mark.parametrize("width", range(45, 131, 5))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -60,20 +61,24 @@ def row(start: int, tokens: int) -> UsageRow:
     return UsageRow(start, "proj_a", "gpt-4o-2024-08-06", "completions", tokens, 0, 0, 1)
 
 
-def test_rate_and_usual_use_the_same_sixty_minutes_of_the_clock(tmp_path: object) -> None:
-    """At 12:30 the rate is all of 12:00-12:30 and half of 11:00; the usual is the median of that window on the
-    earlier days, so a peak at the same hour every day is usual."""
-    conn = open_state(tmp_path / "state.sqlite3")  # type: ignore[operator]
+def test_rate_and_usual_use_the_same_sixty_minutes_of_the_clock(tmp_path: Path) -> None:
+    """At 12:15 the rate is all of 12:00-12:15 and three quarters of 11:00; the usual is the median of that
+    window on the earlier days (a quarter of their 12:00 hour, three quarters of 11:00), and the share of the
+    day is what those days had spent by 12:15."""
+    conn = open_state(tmp_path / "state.sqlite3")
     store = UsageStore(conn)
-    current = hour_of(NOW)
+    now = NOW.replace(minute=15)
+    current = hour_of(now)
     million = 1_000_000  # $2.50 of gpt-4o input
     rows = [row(current, 4 * million), row(current - HOUR, 2 * million)]
     for day in range(1, 8):
-        rows += [row(current - day * 24 * HOUR, 2 * million), row(current - day * 24 * HOUR - HOUR, 2 * million)]
+        at = current - day * 24 * HOUR
+        rows += [row(at, 8 * million), row(at - HOUR, 4 * million)]  # $20 at 12:00, $10 at 11:00, nothing else
     store.replace_hours("completions", [], rows, PriceBook().estimate)
-    est = build_estimates(store, NOW, history_days=7)
-    assert est.rate["proj_a"] == D("10.00") + D("5.00") * D("0.5")
-    assert est.usual["proj_a"] == D("5.00") * D("0.5") + D("5.00") * D("0.5")
+    est = build_estimates(store, now, history_days=7)
+    assert est.rate["proj_a"] == D("10.00") + D("5.00") * D("0.75")
+    assert est.usual["proj_a"] == D("20.00") * D("0.25") + D("10.00") * D("0.75")
+    assert est.shares["proj_a"] == (D("10.00") + D("20.00") * D("0.25")) / D("30.00")
     assert est.models["proj_a"][0][0] == "gpt-4o-2024-08-06"
     assert est.today[("proj_a", "gpt-4o-2024-08-06")] == D("15.00")
     conn.close()

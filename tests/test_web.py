@@ -178,7 +178,7 @@ def test_page_without_any_spend(client: httpx.Client, state: LoopState) -> None:
     cards = re.findall(r'<div class="card"><b>([^<]*)</b><span>([^<]*)</span></div>', text)
     assert cards == [
         ("$0.00", "today so far"),
-        ("$0.00", "baseline (daily mean)"),
+        ("$0.00", "usual by now"),
         ("$0.00", "spend, last 30 days"),
         ("0", "projects alerting"),
     ]
@@ -203,6 +203,16 @@ def test_server_port_and_close() -> None:
     server.close()
     with socket.socket() as sock:
         assert sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_server_url_has_the_port_it_got() -> None:
+    """A server asked for port 0 gives its URL with the port the system picked (what the demo's banner shows)."""
+    server = WebServer("127.0.0.1", 0, build_app(CollectorRegistry(), LoopState().health())).start()
+    try:
+        assert server.url == f"http://127.0.0.1:{server.port}" and server.port > 0
+        assert httpx.get(f"{server.url}/healthz", timeout=5, trust_env=False).status_code == 200
+    finally:
+        server.close()
 
 
 @pytest.mark.parametrize(

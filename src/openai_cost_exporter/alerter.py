@@ -6,6 +6,7 @@ gathered by the cycle (message_inputs.py) and handed in, so nothing here reads t
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
@@ -15,21 +16,25 @@ from openai_cost_exporter.estimates import Estimates
 from openai_cost_exporter.message_inputs import LineItems, MessageInputs
 from openai_cost_exporter.messages import MessageContext, Notifier
 from openai_cost_exporter.models import DAY, ZERO
-from openai_cost_exporter.money import usd
+from openai_cost_exporter.money import ratio, usd
 from openai_cost_exporter.notifications import DeliveryReport, Notifications
 from openai_cost_exporter.rules import (
     ORGANIZATION,
     Alert,
     AlertPolicy,
+    RunawayFigures,
     SpendFigures,
     build_digest,
     evaluate,
     evaluate_runaways,
     fold_into_runaways,
+    project_limits,
+    runaway_resolved,
 )
 from openai_cost_exporter.snapshot import CostSnapshot, baseline
 
 TOP_LINE_ITEMS = 3
+Names = Mapping[str, str]
 
 
 class Alerter:
@@ -52,16 +57,42 @@ class Alerter:
         self._digest_grace = digest_grace
         self._retention = retention
 
-    def evaluate(self, snapshot: CostSnapshot, estimates: Estimates | None = None) -> list[Alert]:
-        """Every rule the snapshot (and the estimates, when usage is read) breaches; the rules module decides.
+    def evaluate(
+        self,
+        snapshot: CostSnapshot | None,
+        estimates: Estimates | None,
+        names: Mapping[str, str],
+        day: dt.date,
+    ) -> list[Alert]:
+        """Every rule the figures breach (the rules module decides): the billed rules on a fresh snapshot, the
+        runaway rule on fresh estimates, each without the other when it is missing.
 
-        A project's daily spike is folded into its runaway: one incident, one message.
+        A runaway is one incident from the cycle it fires until the one it stops (across midnight too), which
+        then says it is over. A project's daily spike is held while its runaway is open and for the rest of the
+        day it closes: one incident, one message.
         """
-        alerts = evaluate(self._policy, project_figures(snapshot), organization_figures(snapshot))
-        if estimates is None:
-            return alerts
-        runaways = evaluate_runaways(self._policy, estimates.runaway_figures(snapshot.names))
-        return fold_into_runaways([*runaways, *alerts])
+        alerts = []
+        if snapshot is not None:
+            alerts = evaluate(self._policy, project_figures(snapshot), organization_figures(snapshot))
+        runaways: list[Alert] = []
+        if estimates is not None:
+            runaways = self._runaways(estimates, names, day)
+        held = self._notifications.incident_subjects("runaway", day)
+        return [*runaways, *fold_into_runaways(alerts, held)]
+
+    def _runaways(self, estimates: Estimates, names: Mapping[str, str], day: dt.date) -> list[Alert]:
+        figures = {f.subject_id: f for f in estimates.runaway_figures(names)}
+        firing = evaluate_runaways(self._policy, list(figures.values()))
+        opened, closed = self._notifications.track_incidents("runaway", {a.subject_id for a in firing}, day)
+        over = [
+            runaway_resolved(
+                figures.get(pid) or RunawayFigures(pid, names.get(pid, pid), ZERO, ZERO),
+                project_limits(self._policy, pid, names.get(pid, pid)),
+                since,
+            )
+            for pid, since in sorted(closed.items())
+        ]
+        return [dataclasses.replace(a, since=opened.get(a.subject_id, day)) for a in firing] + over
 
     def due(self, alerts: Sequence[Alert], day: dt.date) -> list[Alert]:
         """The alerts that need a message now (new today, or escalated)."""
@@ -74,12 +105,14 @@ class Alerter:
         since_midnight = self._clock.now() - dt.datetime.combine(day, dt.time(), dt.UTC)
         return since_midnight >= self._digest_grace and not self._notifications.digest_queued(day - DAY)
 
-    def queue(self, snapshot: CostSnapshot, due: Sequence[Alert], inputs: MessageInputs) -> None:
+    def queue(
+        self, day: dt.date, data_time: dt.datetime, due: Sequence[Alert], inputs: MessageInputs, names: Names
+    ) -> None:
         """Queue the due messages (and the digest when its totals came) in the outbox."""
-        self._notifications.decide(due, snapshot.day, lambda alert: self._context(alert, snapshot, inputs))
+        self._notifications.decide(due, day, lambda alert: self._context(alert, data_time, inputs))
         if inputs.digest_totals is not None:
-            self._queue_digest(snapshot, inputs.digest_totals)
-        self._notifications.prune(snapshot.day - self._retention)
+            self._queue_digest(day, inputs.digest_totals, names)
+        self._notifications.prune(day - self._retention)
 
     def deliver(self) -> DeliveryReport:
         """Send what is pending (decided in this cycle or an earlier one)."""
@@ -89,21 +122,21 @@ class Alerter:
     def states(alerts: Sequence[Alert]) -> dict[str, str]:
         return alert_states(alerts)
 
-    def _context(self, alert: Alert, snapshot: CostSnapshot, inputs: MessageInputs) -> MessageContext:
+    def _context(self, alert: Alert, data_time: dt.datetime, inputs: MessageInputs) -> MessageContext:
         return MessageContext(
             line_items=top_line_items(alert.subject_id, inputs.line_items),
-            data_time=snapshot.taken_at,
+            data_time=data_time,
             baseline_days=self._policy.baseline_days,
             details=runaway_details(alert, inputs.models.get(alert.subject_id, ())),
         )
 
-    def _queue_digest(self, snapshot: CostSnapshot, totals: Mapping[dt.date, Mapping[str, Decimal]]) -> None:
-        yesterday = snapshot.day - DAY
+    def _queue_digest(self, today: dt.date, totals: Mapping[dt.date, Mapping[str, Decimal]], names: Names) -> None:
+        yesterday = today - DAY
         digest = build_digest(
             yesterday,
             dict(totals.get(yesterday, {})),
             baseline(totals, yesterday, self._policy.baseline_days),
-            {pid: snapshot.name(pid) for day in totals.values() for pid in day},
+            {pid: names.get(pid, pid) for day in totals.values() for pid in day},
         )
         self._notifications.decide_digest(digest, yesterday)
 
@@ -146,7 +179,7 @@ def top_line_items(subject_id: str, items: LineItems | None) -> list[tuple[str, 
 def runaway_details(alert: Alert, models: Sequence[tuple[str, Decimal]]) -> list[tuple[str, str]]:
     """What a runaway message says beyond the figures: the models driving it, a day at this rate, and that all
     of it is an estimate from token usage."""
-    if alert.rule != "runaway":
+    if alert.rule != "runaway" or alert.level != "firing":
         return []
     lines = [("A day at this rate", f"{usd(alert.value * 24)} (estimate)")]
     if models:
@@ -159,11 +192,11 @@ def alert_states(alerts: Sequence[Alert]) -> dict[str, str]:
     """A short state per project for the spend page, e.g. `spike (4.0×)`, `daily budget`."""
     states: dict[str, str] = {}
     for alert in alerts:
-        if alert.subject_id == ORGANIZATION:
+        if alert.subject_id == ORGANIZATION or alert.level == "resolved":
             continue
         text = alert.rule.replace("_", " ")
         if alert.rule == "spike" and alert.ratio is not None:
-            text = f"spike ({alert.ratio:.1f}×)"
+            text = f"spike ({ratio(alert.ratio)})"
         elif alert.rule == "spike":
             text = "new spend"
         elif alert.rule == "runaway":

@@ -20,6 +20,7 @@ from openai_cost_exporter.alerter import Alerter
 from openai_cost_exporter.clock import Clock, SystemClock
 from openai_cost_exporter.collector import CostCollector
 from openai_cost_exporter.config import Settings, parse_listen
+from openai_cost_exporter.errors import ConfigError
 from openai_cost_exporter.estimate_metrics import EstimateCollector
 from openai_cost_exporter.ledger import Ledger
 from openai_cost_exporter.loop import run_forever
@@ -162,7 +163,7 @@ def build_exporter(settings: Settings, *, clock: Clock | None = None) -> Exporte
             usage=build_usage(settings, client, conn, metrics),
         )
         registry.register(CostCollector(lambda: cycle.snapshot, settings.alerts, clock))
-        registry.register(EstimateCollector(lambda: cycle.estimates, lambda: cycle.snapshot))
+        registry.register(EstimateCollector(lambda: cycle.estimates, lambda: cycle.snapshot, clock))
     except BaseException:
         stack.close()
         raise
@@ -186,13 +187,38 @@ def stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(sig, old)
 
 
-def serve(exporter: Exporter, stop: threading.Event) -> WebServer | None:
-    """Serve HTTP (when `listen` is set) and run cycles until `stop`; returns once stopped."""
-    web = None
-    if exporter.settings.listen:
-        host, port = parse_listen(exporter.settings.listen)
-        web = WebServer(host, port, build_app(exporter.registry, exporter.health())).start()
-        log.info("serving /metrics, /healthz, /readyz and the spend page on http://%s:%d/", host, web.port)
+def start_web(exporter: Exporter) -> WebServer:
+    """The HTTP server on `listen`, started; an address it cannot bind is a ConfigError (a person must choose)."""
+    host, port = parse_listen(exporter.settings.listen)
+    try:
+        web = WebServer(host, port, build_app(exporter.registry, exporter.health()))
+    except OSError as exc:  # EADDRINUSE, EADDRNOTAVAIL, EACCES, or a host name that does not resolve
+        reason = (exc.strerror or str(exc)).lower()
+        raise ConfigError(f"cannot listen on {host}:{port}: {reason} (choose another --listen / --port)") from None
+    log.info("serving /metrics, /healthz, /readyz and the spend page on %s/", web.url)
+    return web.start()
+
+
+def serve(
+    exporter: Exporter, stop: threading.Event, *, on_listening: Callable[[str], None] | None = None
+) -> WebServer | None:
+    """Serve HTTP (when `listen` is set) and run cycles until `stop`; returns once stopped.
+
+    `on_listening` gets the server's base URL (with the real port, also for port 0) once it accepts connections.
+    """
+    web = start_web(exporter) if exporter.settings.listen else None
+    try:
+        if web is not None and on_listening is not None:
+            on_listening(web.url)
+        run_cycles(exporter, stop)
+    finally:
+        if web is not None:
+            web.close()
+    return web
+
+
+def run_cycles(exporter: Exporter, stop: threading.Event) -> None:
+    """Run cycles in a thread until `stop`; a cycle still running after the grace period is left behind."""
     loop = threading.Thread(
         target=run_forever,
         args=(exporter.cycle, exporter.clock, exporter.settings.interval, stop),
@@ -208,6 +234,3 @@ def serve(exporter: Exporter, stop: threading.Event) -> WebServer | None:
         if loop.is_alive():
             exporter.cycle_running = True
             log.warning("a cycle is still running after %.0f s; exiting anyway", STOP_GRACE_SECONDS)
-        if web is not None:
-            web.close()
-    return web

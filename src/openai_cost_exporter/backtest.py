@@ -38,8 +38,7 @@ from openai_cost_exporter.estimates import HOUR, build_estimates
 from openai_cost_exporter.ledger import Ledger
 from openai_cost_exporter.models import DAY, day_start, days_between
 from openai_cost_exporter.money import usd
-from openai_cost_exporter.report import DEFAULT_WIDTH, NAME_MAX, format_exact
-from openai_cost_exporter.report import _safe as safe_name  # report.py's escaping of names; private there for now
+from openai_cost_exporter.report import DEFAULT_WIDTH, NAME_MAX, format_exact, safe_name
 from openai_cost_exporter.rules import Alert, AlertPolicy, evaluate, evaluate_runaways, fold_into_runaways
 from openai_cost_exporter.snapshot import PAGE_DAYS, DayTotals, build_snapshot
 from openai_cost_exporter.usage_store import UsageStore

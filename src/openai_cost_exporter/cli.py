@@ -33,9 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _command(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str, text: str
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    text: str,
+    description: str | None = None,
 ) -> argparse.ArgumentParser:
-    return commands.add_parser(name, allow_abbrev=False, help=text)
+    return commands.add_parser(name, allow_abbrev=False, help=text, description=description)
 
 
 def _run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -78,15 +81,45 @@ def _backtest(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     add_settings_flags(backtest)
 
 
+#: `fake-api --help`'s description: the control endpoint a test or a demo drives (fake/control.py).
+FAKE_API_DESCRIPTION = (
+    "Serve a simulated OpenAI Admin API (costs, usage, projects) until Ctrl-C; point --base-url at the URL it "
+    "prints. Control endpoints under /_fake/ need no key, e.g. POST /_fake/runaway "
+    '{"project_id": "proj_...", "factor": "10", "minutes_ago": 40} makes a project spend 10x as fast since '
+    '40 minutes ago ({"project_id": ..., "stop": true} ends it). The others: GET/POST /_fake/faults, '
+    "GET /_fake/requests, POST /_fake/reset, POST /_fake/spend, POST /_fake/scale_today, "
+    "GET /_fake/totals?day=YYYY-MM-DD (described in fake/control.py)."
+)
+
+
 def _fake_api(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    fake = _command(commands, "fake-api", "serve a simulated OpenAI Admin API on 127.0.0.1 (tests, demos)")
-    fake.add_argument("--host", default="127.0.0.1")
-    fake.add_argument("--port", type=int, default=0)
+    text = "serve a simulated OpenAI Admin API on 127.0.0.1 (tests, demos)"
+    fake = _command(commands, "fake-api", text, FAKE_API_DESCRIPTION)
+    fake.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    fake.add_argument("--port", type=int, default=0, help="port to listen on (default 0: any free port, printed)")
     fake.add_argument("--key", default="sk-admin-fake", help="the admin key the fake accepts")
-    fake.add_argument("--seed", type=int, default=7)
-    fake.add_argument("--projects", type=int, default=40)
-    fake.add_argument("--amounts", choices=["number", "string", "mixed"], default="string")
+    fake.add_argument("--seed", type=int, default=7, help="seed of the simulated organization: same seed, same figures")
+    fake.add_argument(
+        "--projects",
+        type=int,
+        default=40,
+        help="projects (default %(default)s), before those of --runaway and --rhythm",
+    )
+    fake.add_argument(
+        "--amounts",
+        choices=["number", "string", "mixed"],
+        default="string",
+        help="how cost amounts are written in JSON: numbers, decimal strings, or both (default %(default)s)",
+    )
     fake.add_argument("--latency", type=float, default=0.0, help="seconds added to every response")
+    fake.add_argument(
+        "--runaway", action="store_true", help="add 'Agent Loop', spending 10x since 40 minutes before start"
+    )
+    fake.add_argument(
+        "--rhythm",
+        action="store_true",
+        help="add 'Nightly Batch' (half its spend at 02:00 UTC), 'Steady Search' and 'Tiny Tool' (even all day)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -92,6 +92,8 @@ def backfill(settings: Settings, days: int, *, clock: Clock | None = None) -> in
 def report(settings: Settings, *, days: int, fmt: str, offline: bool, clock: Clock | None = None) -> int:
     if not 1 <= days <= MAX_DAYS:
         raise ConfigError(f"report --days must be between 1 and {MAX_DAYS}")
+    if offline:
+        require_state(settings, "run `run` or `backfill` first")
     with contextlib.ExitStack() as stack:
         client = None if offline else build_client(settings, stack)
         _, ledger = build_ledger(settings, stack)
@@ -114,17 +116,21 @@ def report(settings: Settings, *, days: int, fmt: str, offline: bool, clock: Clo
     return 0
 
 
+def require_state(settings: Settings, advice: str) -> None:
+    """Raise StateError unless the state file exists, for the commands that only read it.
+
+    Opening the state would create it: an empty history would print an empty table or judge nothing, and look
+    like "no spend" or "no alerts"."""
+    missing = "" if settings.state_dir.is_dir() else " (the state dir does not exist)"
+    if missing or not settings.state_file.is_file():
+        raise StateError(f"no state file at {settings.state_file}{missing}: {advice}")
+
+
 def backtest(settings: Settings, *, days: int, fmt: str, clock: Clock | None = None) -> int:
     """`backtest --days N`: what the current alert policy would have sent; the state file only, never the API."""
     if not 1 <= days <= MAX_DAYS:
         raise ConfigError(f"backtest --days must be between 1 and {MAX_DAYS}")
-    # Opening the state would create it: an empty history would judge nothing and look like "no alerts".
-    if not settings.state_dir.is_dir():
-        raise StateError(
-            f"state dir {settings.state_dir} does not exist (backtest reads what `run` or `backfill` stored)"
-        )
-    if not settings.state_file.is_file():
-        raise StateError(f"no state file in {settings.state_dir}; fill it with `backfill --days {days}` first")
+    require_state(settings, f"run `run` or `backfill --days {days}` first")
     with contextlib.ExitStack() as stack:
         conn, ledger = build_ledger(settings, stack)
         usage = UsageStore(conn) if settings.usage else None  # with --no-usage a cycle has no runaway rule either
@@ -144,7 +150,9 @@ def fake_api(args: argparse.Namespace) -> int:
     from openai_cost_exporter.fake.org import FakeOrg  # noqa: PLC0415
 
     setup_logging("INFO", "text")
-    org = FakeOrg.generate(seed=args.seed, project_count=args.projects)
+    org = FakeOrg.generate(
+        seed=args.seed, project_count=args.projects, runaway_project=args.runaway, rhythm_projects=args.rhythm
+    )
     faults = Faults(amount_format=args.amounts, latency_seconds=args.latency)
 
     def ready(url: str) -> None:
@@ -180,17 +188,20 @@ def demo(args: argparse.Namespace) -> int:
         )
         setup_logging(settings.log_level, settings.log_format)
         exporter = build_exporter(settings, clock=clock)
+        slack = exporter.settings.resolved_webhook_url() is not None
+
+        def banner(url: str) -> None:  # only once the page listens: a busy port is one error line, no banner
+            _demo_banner(settings, url, args.projects, slack)
+
         try:
-            _demo_banner(settings, args.projects, exporter.settings.resolved_webhook_url() is not None)
             with stop_on_signals() as stop:
-                serve(exporter, stop)
+                serve(exporter, stop, on_listening=banner)
         finally:
             exporter.close()
     return 0
 
 
-def _demo_banner(settings: Settings, projects: int, slack: bool) -> None:
-    url = f"http://{settings.listen}"
+def _demo_banner(settings: Settings, url: str, projects: int, slack: bool) -> None:
     alerts = "to Slack (SLACK_WEBHOOK_URL)" if slack else "to this log (set SLACK_WEBHOOK_URL to get them in Slack)"
     print(
         "\n".join(

@@ -3,7 +3,8 @@
     ExporterError
     ├── ConfigError            invalid settings; every problem in one message
     ├── OpenAIError            the Admin API could not give us data
-    │   ├── AuthError          401/403: key rejected or missing the api.usage.read scope; never retried
+    │   ├── AuthError          401: the admin key is rejected (for every endpoint); never retried
+    │   │   └── ScopeError     403: the key lacks a scope for this endpoint (api.usage.read); never retried
     │   ├── APIUnavailable     429/5xx/404/timeouts/resets that outlived the retry budget
     │   └── MalformedResponse  a page that is not JSON or not shaped like the schema
     ├── PushError              VictoriaMetrics (or vmagent) did not accept a push
@@ -30,7 +31,11 @@ class OpenAIError(ExporterError):
 
 
 class AuthError(OpenAIError):
-    """The admin key was rejected (401) or lacks a scope (403)."""
+    """The admin key was rejected (401), or lacks a scope (403: the ScopeError subclass)."""
+
+
+class ScopeError(AuthError):
+    """The admin key lacks a scope for one endpoint (403): the other endpoints may still answer."""
 
 
 class APIUnavailable(OpenAIError):

@@ -6,28 +6,40 @@ endpoint's exact sum.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Iterator
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from openai_cost_exporter.clock import Clock
 from openai_cost_exporter.estimates import Estimates
 from openai_cost_exporter.money import ZERO, to_float
 from openai_cost_exporter.snapshot import CostSnapshot
 
 PROJECT = ["project_id", "project"]
+#: Oldest estimates still exposed (three cycles at the default interval).
+MAX_AGE = dt.timedelta(minutes=15)
 
 
 class EstimateCollector(Collector):
     """Estimated spend per hour, today's estimate per model, and today's tokens and requests."""
 
-    def __init__(self, estimates: Callable[[], Estimates | None], snapshot: Callable[[], CostSnapshot | None]) -> None:
+    def __init__(
+        self,
+        estimates: Callable[[], Estimates | None],
+        snapshot: Callable[[], CostSnapshot | None],
+        clock: Clock,
+    ) -> None:
         self._estimates = estimates
         self._snapshot = snapshot
+        self._clock = clock
 
     def collect(self) -> Iterator[Metric]:
-        est = self._estimates()
-        if est is None:
+        est, now = self._estimates(), self._clock.now()
+        # Estimates older than MAX_AGE (usage unreadable for a while) are withheld: a stale rate would keep a
+        # rule-file runaway firing, and yesterday's "today" would pass for the new day's.
+        if est is None or now - est.taken_at > MAX_AGE or est.taken_at.date() != now.date():
             return
         snap = self._snapshot()
 

@@ -35,8 +35,9 @@ class MessageInputs:
 
 def gather_inputs(
     due: Sequence[Alert],
-    snapshot: CostSnapshot,
+    snapshot: CostSnapshot | None,
     *,
+    day: dt.date,
     source: CostSource,
     ledger: Ledger,
     baseline_days: int,
@@ -44,13 +45,13 @@ def gather_inputs(
     estimates: Estimates | None = None,
 ) -> MessageInputs:
     """At most one request (today's line items of the subjects due) and one ledger read (the digest)."""
-    line_items = snapshot.line_items
+    line_items = snapshot.line_items if snapshot is not None else None
     if line_items is None and due:
-        line_items = _fetch_line_items(source, snapshot.day, {alert.subject_id for alert in due})
+        line_items = _fetch_line_items(source, day, {alert.subject_id for alert in due})
     totals = None
     if digest:
-        yesterday = snapshot.day - DAY
-        totals = ledger.project_totals(yesterday - dt.timedelta(days=baseline_days), snapshot.day)
+        yesterday = day - DAY
+        totals = ledger.project_totals(yesterday - dt.timedelta(days=baseline_days), day)
     models = {} if estimates is None else {a.subject_id: estimates.models.get(a.subject_id, []) for a in due}
     return MessageInputs(line_items=line_items, digest_totals=totals, models=models)
 

@@ -69,6 +69,7 @@ def read_alert(record: Record) -> tuple[Alert, MessageContext]:
         **{
             **raw,
             **{k: _decimal(raw[k]) for k in ("value", "threshold", "baseline", "ratio")},
+            "since": dt.date.fromisoformat(raw["since"]) if raw.get("since") else None,
         }
     )
     context = MessageContext(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -91,6 +91,27 @@ class Notifications:
     def undecided(self, alerts: Sequence[Alert], day: dt.date) -> list[Alert]:
         """The alerts that would become a message on `day`: not notified yet, or escalated."""
         return [alert for alert in alerts if self._decision(alert, day) is not None]
+
+    def track_incidents(
+        self, rule: str, firing: Collection[str], day: dt.date
+    ) -> tuple[dict[str, dt.date], dict[str, dt.date]]:
+        """Open an incident for each newly firing subject and close those that stopped; return the open ones and
+        the ones closed now, each with the day it opened (what its messages are keyed by)."""
+        with self._store.atomic():
+            known = self._store.incidents(rule)
+            for subject in firing:
+                if subject not in known or known[subject][1] is not None:
+                    self._store.open_incident(rule, subject, day)
+            closed = {s: opened for s, (opened, end) in known.items() if end is None and s not in firing}
+            for subject in closed:
+                self._store.close_incident(rule, subject, day)
+            self._store.prune_incidents(day)
+            current = self._store.incidents(rule)
+        return {s: opened for s, (opened, end) in current.items() if end is None}, closed
+
+    def incident_subjects(self, rule: str, day: dt.date) -> set[str]:
+        """Subjects with an incident of `rule` open, or closed on `day`."""
+        return {s for s, (_, end) in self._store.incidents(rule).items() if end is None or end == day}
 
     def digest_queued(self, day: dt.date) -> bool:
         """Whether the digest of `day` was already queued."""
@@ -200,6 +221,7 @@ class Notifications:
 
 
 def _alert_key(alert: Alert, day: dt.date) -> Key:
+    day = alert.since or day  # an incident's messages are keyed by the day it opened, whatever day it is now
     return Key(alert.rule, alert.subject_id, day, alert.level)
 
 

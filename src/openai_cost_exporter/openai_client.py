@@ -18,7 +18,7 @@ import httpx
 import stamina
 
 from openai_cost_exporter import __version__, defaults
-from openai_cost_exporter.errors import APIUnavailable, AuthError, MalformedResponse, OpenAIError
+from openai_cost_exporter.errors import APIUnavailable, AuthError, MalformedResponse, OpenAIError, ScopeError
 from openai_cost_exporter.models import CostPage, Project, day_start
 from openai_cost_exporter.openai_responses import (
     Json,
@@ -71,10 +71,13 @@ class RetryPolicy:
 class _Transient(Exception):
     """A failed attempt worth repeating; its text is already free of secrets."""
 
-    def __init__(self, reason: str, *, retry_after: float | None = None, malformed: bool = False) -> None:
+    def __init__(
+        self, reason: str, *, retry_after: float | None = None, malformed: bool = False, hint: str = ""
+    ) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
         self.malformed = malformed  # the body was not JSON: MalformedResponse once retries run out
+        self.hint = hint  # added to the error once retries run out
 
 
 def build_http_client(
@@ -201,7 +204,7 @@ class AdminClient:
                     body = self._attempt(endpoint, path, query)
         except _Transient as exc:
             error = MalformedResponse if exc.malformed else APIUnavailable
-            raise error(f"GET {path} failed after {attempts} attempts: {exc}") from exc
+            raise error(f"GET {path} failed after {attempts} attempts: {exc}{exc.hint}") from exc
         return body
 
     def _backoff(self, exc: Exception) -> bool | float:
@@ -249,7 +252,7 @@ class AdminClient:
                 "check that the configured key is a valid, unrevoked admin key (sk-admin-...)"
             )
         if status == httpx.codes.FORBIDDEN:
-            return AuthError(
+            return ScopeError(
                 f"The admin key lacks permission for GET {path} (HTTP 403: {message}); it likely misses "
                 "the api.usage.read scope. An organization admin key (sk-admin-...) is required; "
                 "project keys (sk-proj-...) never work here"
@@ -258,10 +261,17 @@ class AdminClient:
             wait = retry_after_seconds(response)
             hint = "" if wait is None else f" (Retry-After {wait:g} s)"
             return _Transient(f"HTTP 429: {message}{hint}", retry_after=wait)
-        # 404 included: /organization/costs had a 404 outage (§4, §7.10).
-        if status >= httpx.codes.INTERNAL_SERVER_ERROR or status in (404, 408):
+        if status == httpx.codes.NOT_FOUND:  # retried: /organization/costs had a 404 outage (§4, §7.10)
+            return _Transient(f"HTTP 404: {message}", hint=self._not_found_hint(response))
+        if status >= httpx.codes.INTERNAL_SERVER_ERROR or status == httpx.codes.REQUEST_TIMEOUT:
             return _Transient(f"HTTP {status}: {message}")
         return OpenAIError(f"GET {path} was rejected (HTTP {status}: {message})")
+
+    def _not_found_hint(self, response: httpx.Response) -> str:
+        """Where the request went: a persistent 404 is more often a base URL without `/v1` than an outage."""
+        url = response.request.url  # without query and user info: neither helps, either may hold a secret
+        asked = redact(f"{url.scheme}://{url.netloc.decode('ascii')}{url.path}", self._secret)
+        return f" from {asked} (is --base-url right? it usually ends in /v1, e.g. {defaults.DEFAULT_BASE_URL})"
 
     def _count(self, endpoint: str, status: str) -> None:
         if self._on_request is not None:

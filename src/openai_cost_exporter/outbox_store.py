@@ -29,6 +29,10 @@ _SCHEMA = (
         escalation INTEGER NOT NULL, payload TEXT NOT NULL, created_at REAL NOT NULL,
         attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, next_attempt_at REAL, delivered_at REAL)""",
     "CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (delivered_at, id)",
+    # An incident (a runaway) lasts across cycles and midnights: open while its rule fires, closed the day it stops.
+    """CREATE TABLE IF NOT EXISTS incidents (
+        rule TEXT NOT NULL, subject_id TEXT NOT NULL, opened TEXT NOT NULL, closed TEXT,
+        PRIMARY KEY (rule, subject_id))""",
 )
 _OUTBOX_COLUMNS = "id, rule, subject_id, day, level, escalation, payload, created_at, attempts, next_attempt_at"
 #: Longest delivery error kept in `outbox.last_error` (a whole HTML error page is of no use there).
@@ -56,6 +60,26 @@ class OutboxStore:
         with self.atomic():
             for statement in _SCHEMA:
                 self._execute(statement)
+
+    def incidents(self, rule: str) -> dict[str, tuple[dt.date, dt.date | None]]:
+        """subject_id -> (day opened, day closed or None) of the incidents of `rule`."""
+        cursor = self._execute("SELECT subject_id, opened, closed FROM incidents WHERE rule = ?", (rule,))
+        return {s: (dt.date.fromisoformat(o), dt.date.fromisoformat(c) if c else None) for s, o, c in cursor}
+
+    def open_incident(self, rule: str, subject_id: str, day: dt.date) -> None:
+        self._execute(
+            "INSERT INTO incidents (rule, subject_id, opened, closed) VALUES (?, ?, ?, NULL)"
+            " ON CONFLICT (rule, subject_id) DO UPDATE SET opened = excluded.opened, closed = NULL",
+            (rule, subject_id, day.isoformat()),
+        )
+
+    def close_incident(self, rule: str, subject_id: str, day: dt.date) -> None:
+        self._execute(
+            "UPDATE incidents SET closed = ? WHERE rule = ? AND subject_id = ?", (day.isoformat(), rule, subject_id)
+        )
+
+    def prune_incidents(self, before: dt.date) -> None:
+        self._execute("DELETE FROM incidents WHERE closed IS NOT NULL AND closed < ?", (before.isoformat(),))
 
     def last_value(self, key: Key) -> Decimal | None:
         """The value last notified for `key`, or None when nothing was."""

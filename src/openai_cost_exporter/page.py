@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from html import escape
 
-from openai_cost_exporter.money import ZERO, usd
+from openai_cost_exporter.money import ZERO, ratio, usd
 
 #: Past this age the last successful cycle is flagged (several missed cycles at the default 300 s interval).
 STALE_AFTER = dt.timedelta(minutes=30)
@@ -163,7 +163,7 @@ def _cards(view: PageView) -> str:
     window = sum((v for day in view.days for v in view.daily.get(day, {}).values()), ZERO)
     figures = (
         ("today so far", sum(view.today.values(), ZERO)),
-        ("baseline (daily mean)", sum(view.baseline.values(), ZERO)),
+        ("usual by now", sum(view.baseline.values(), ZERO)),
         (f"spend{_window(view)}", window),
     )
     cards = "".join(f'<div class="card"><b>{usd(v)}</b><span>{escape(t)}</span></div>' for t, v in figures)
@@ -249,7 +249,7 @@ def table_order(view: PageView) -> list[str]:
 
 def _ratio(today: Decimal, baseline: Decimal) -> str:
     if baseline > 0:
-        return f"{today / baseline:.1f}×"
+        return ratio(today / baseline)
     return "new" if today > 0 else "–"
 
 

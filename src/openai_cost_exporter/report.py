@@ -200,7 +200,7 @@ def _table_cells(line: _Line, shown: int) -> list[Text]:
 def _fixed_cells(line: _Line) -> tuple[str, str, str, str]:
     """Project, Total, vs base and Trend cells of a line: the columns shown at any width."""
     last = line.daily[-1] if line.daily else None
-    name = _safe(line.name) or line.project_id
+    name = safe_name(line.name) or line.project_id
     return name, _money(line.total), _vs_baseline(last, line.baseline), sparkline(line.daily[-SPARK_MAX:])
 
 
@@ -244,7 +244,7 @@ def _name(data: ReportData, project_id: str) -> str:
     return data.names.get(project_id, project_id)
 
 
-def _safe(name: str) -> str:
+def safe_name(name: str) -> str:
     """The name with control, line-break, bidi and lone-surrogate characters escaped, so rows stay intact."""
     return "".join(
         ch.encode("unicode_escape", "backslashreplace").decode("ascii")

@@ -21,12 +21,13 @@ from prometheus_client import CollectorRegistry
 from openai_cost_exporter import defaults
 from openai_cost_exporter.alerter import Alerter
 from openai_cost_exporter.clock import Clock
-from openai_cost_exporter.errors import ExporterError
+from openai_cost_exporter.errors import AuthError, ExporterError, ScopeError
 from openai_cost_exporter.estimates import Estimates
 from openai_cost_exporter.history import push_closed_days
 from openai_cost_exporter.ledger import Ledger
 from openai_cost_exporter.message_inputs import MessageInputs, gather_inputs
 from openai_cost_exporter.models import DAY, UNATTRIBUTED, days_between, end_of
+from openai_cost_exporter.money import usd
 from openai_cost_exporter.openai_client import costs_page_days
 from openai_cost_exporter.push import Pusher
 from openai_cost_exporter.rules import Alert
@@ -36,6 +37,9 @@ from openai_cost_exporter.sources import CostSource, Window, fetch_into_ledger, 
 from openai_cost_exporter.usage_stage import UsageStage
 
 log = logging.getLogger(__name__)
+
+#: How old the estimates whose shape of the day the baselines use may be (a failed usage stage or two).
+SHARES_MAX_AGE = dt.timedelta(hours=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +59,7 @@ class CycleReport:
     """What one cycle did, for the log line and for `run --once`'s exit code."""
 
     failed_stages: list[str] = field(default_factory=list)
+    errors: dict[str, ExporterError | sqlite3.Error] = field(default_factory=dict)  # stage -> why it failed
     projects: int = 0
     today_usd: Decimal = Decimal(0)
     requests: int = 0
@@ -112,6 +117,8 @@ class CostCycle:
         report = CycleReport()
         fetched = self._stage("costs", report, lambda: self._fetch(now, report))
         usage, pusher, alerter, live = self._usage, self._pusher, self._alerter, self._live_registry
+        if isinstance(report.errors.get("costs"), AuthError) and not isinstance(report.errors["costs"], ScopeError):
+            usage = None  # the key itself was rejected: one line says so, the usage endpoints would only repeat it
         if usage is not None:  # before the snapshot: its baselines use the usual shape of the day
             self._stage("usage", report, lambda: self._estimate(usage, now))
         if fetched:
@@ -120,9 +127,10 @@ class CostCycle:
         if pusher is not None and snapshot is not None:
             self._stage("push", report, lambda: self._push(pusher, snapshot, report))
         if alerter is not None:
-            # Without fresh figures nothing new is judged, but what was decided still goes out.
+            # The billed rules judge fresh billed figures, the runaway rule fresh estimates, each without the
+            # other; with neither, nothing new is judged, but what was decided still goes out.
             judged = snapshot if fetched else None
-            self._stage("alerts", report, lambda: self._alert(alerter, judged, report))
+            self._stage("alerts", report, lambda: self._alert(alerter, judged, now, report))
         report.duration = time.perf_counter() - started
         report.requests = self._requests.total - requests_before
         self._record(report)
@@ -144,6 +152,7 @@ class CostCycle:
                 log.debug("%s failed: %s", stage, exc)
                 return False
             report.failed_stages.append(stage)
+            report.errors[stage] = exc
             log.error("%s failed: %s", stage, exc)
             return False
         return True
@@ -163,10 +172,10 @@ class CostCycle:
 
     def _log(self, report: CycleReport) -> None:
         log.info(
-            "cycle %s: %d projects, today $%s, %d API requests, %d closed days pushed, %.2f s%s",
+            "cycle %s: %d projects, today %s, %d API requests, %d closed days pushed, %.2f s%s",
             "ok" if report.ok else "FAILED",
             report.projects,
-            f"{report.today_usd:,.2f}",
+            usd(report.today_usd),
             report.requests,
             report.pushed_days,
             report.duration,
@@ -235,14 +244,14 @@ class CostCycle:
         line_items = None
         if self._options.line_items:
             line_items = self._ledger.line_item_totals(today, today + DAY).get(today, {})
-        estimates = self._fresh_estimates(now=now)
+        shares = self._recent_shares(now)
         snapshot = build_snapshot(
             now,
             names,
             totals,
             baseline_days=self._options.baseline_days,
             line_items=line_items,
-            day_shares=estimates.shares if estimates is not None else None,
+            day_shares=shares,
         )
         self.snapshot = snapshot
         report.projects = len(snapshot.project_ids)
@@ -260,29 +269,44 @@ class CostCycle:
         )
         report.pushed_days += pushed.days
 
-    def _alert(self, alerter: Alerter, snapshot: CostSnapshot | None, report: CycleReport) -> None:
-        if snapshot is not None:
-            alerts = alerter.evaluate(snapshot, self._fresh_estimates(now=snapshot.taken_at))
-            due = alerter.due(alerts, snapshot.day)
-            digest = alerter.digest_due(snapshot.day)
-            alerter.queue(snapshot, due, self._inputs(due, digest, snapshot))
+    def _alert(self, alerter: Alerter, snapshot: CostSnapshot | None, now: dt.datetime, report: CycleReport) -> None:
+        estimates = self._fresh_estimates(now=now)
+        if snapshot is not None or estimates is not None:
+            names = snapshot.names if snapshot is not None else self._names()
+            alerts = alerter.evaluate(snapshot, estimates, names, now.date())
+            due = alerter.due(alerts, now.date())
+            digest = snapshot is not None and alerter.digest_due(now.date())
+            inputs = self._inputs(due, digest, snapshot, now)
+            alerter.queue(now.date(), now, due, inputs, names)
             self.alert_states = alerter.states(alerts)
         report.pending_messages = alerter.deliver().pending
 
     def _estimate(self, usage: UsageStage, now: dt.datetime) -> None:
-        self.estimates = None  # never judge on estimates of an earlier cycle
+        # The last estimates stay (for /metrics, and the shape of the day) until fresh ones replace them; the
+        # rules judge only this cycle's (`_fresh_estimates`).
         self.estimates = usage.estimate(now)
 
     def _fresh_estimates(self, *, now: dt.datetime) -> Estimates | None:
         return self.estimates if self.estimates is not None and self.estimates.taken_at == now else None
 
-    def _inputs(self, due: list[Alert], digest: bool, snapshot: CostSnapshot) -> MessageInputs:
+    def _recent_shares(self, now: dt.datetime) -> Mapping[str, Decimal] | None:
+        """The usual shape of the day from estimates up to an hour old: one failed usage stage must not make the
+        baseline jump from "by this hour" to a whole day and back."""
+        est = self.estimates
+        fresh = est is not None and est.taken_at.date() == now.date() and now - est.taken_at <= SHARES_MAX_AGE
+        return est.shares if est is not None and fresh else None
+
+    def _names(self) -> dict[str, str]:
+        return {pid: project.name for pid, project in self._ledger.projects().items()}
+
+    def _inputs(self, due: list[Alert], digest: bool, snapshot: CostSnapshot | None, now: dt.datetime) -> MessageInputs:
         return gather_inputs(
             due,
             snapshot,
+            day=now.date(),
             source=self._source,
             ledger=self._ledger,
             baseline_days=self._options.baseline_days,
             digest=digest,
-            estimates=self._fresh_estimates(now=snapshot.taken_at),
+            estimates=self._fresh_estimates(now=now),
         )

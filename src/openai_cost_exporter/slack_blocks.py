@@ -15,6 +15,7 @@ _DIGEST_ROWS = 15
 _TITLES = {
     ("spike", "firing"): "Spend spike",
     ("runaway", "firing"): "Runaway spend (estimate)",
+    ("runaway", "resolved"): "Runaway over (estimate)",
     ("daily_budget", "firing"): "Daily budget exceeded",
     ("monthly_budget", "forecast"): "Monthly budget forecast to be exceeded",
     ("monthly_budget", "exceeded"): "Monthly budget exceeded",
@@ -113,6 +114,8 @@ def _alert_fields(alert: Alert, ctx: MessageContext) -> list[dict[str, str]]:
 
 def _summary(alert: Alert, ctx: MessageContext) -> str:
     who = "organization" if alert.subject_id == ORGANIZATION else f"{alert.subject_name} ({alert.subject_id})"
+    if alert.rule == "runaway" and alert.level == "resolved":
+        return escape(f"{who}: back to an estimated {money(alert.value)}/h, usual {money(alert.baseline)}/h (estimate)")
     if alert.rule == "runaway":
         versus = f"{_ratio(alert.ratio)} its usual" if alert.ratio is not None else "new spend"
         return escape(f"{who}: an estimated {money(alert.value)}/h over the last 60 minutes, {versus} (estimate)")

@@ -1,6 +1,6 @@
 """The usage stage of a cycle: fetch token usage, price it, and say once when usage cannot be read.
 
-A key or organization without access to the usage endpoints degrades to billed figures only: one clear log line
+A key without the usage scope (HTTP 403, `ScopeError`) degrades to billed figures only: one clear log line
 (not one per cycle), `openai_cost_exporter_errors_total{stage="usage"}` counting, and every billed figure keeps
 working. A model without a price is named once in the log (pricing.py) and counted here.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from openai_cost_exporter.errors import AuthError
+from openai_cost_exporter.errors import ScopeError
 from openai_cost_exporter.estimates import Estimates, build_estimates, fetch_usage
 from openai_cost_exporter.openai_client import AdminClient
 from openai_cost_exporter.pricing import PriceBook
@@ -34,10 +34,13 @@ class UsageStage:
         self._denied = False
 
     def estimate(self, now: dt.datetime) -> Estimates:
-        """Fetch what is new, then price the history window. AuthError is said once, then only counted."""
+        """Fetch what is new, then price the history window. ScopeError is said once, then only counted.
+
+        Only a 403 (the key lacks the usage scope) degrades to billed figures; a 401 rejects the key for every
+        endpoint, so it is an ordinary failure of the stage."""
         try:
             fetch_usage(self._client, self._store, self._book, now, history_days=self._history_days)
-        except AuthError as exc:
+        except ScopeError as exc:
             if not self._denied:
                 log.warning(
                     "usage endpoints refused (%s): estimates and the runaway alert are off, billed figures go on", exc
@@ -50,7 +53,7 @@ class UsageStage:
         return estimates
 
 
-class _Quiet(AuthError):
+class _Quiet(ScopeError):
     """Raised after the one log line: the cycle's stage counts it, and logs it at debug level only."""
 
     reported = True

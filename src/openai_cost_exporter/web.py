@@ -109,6 +109,7 @@ class WebServer:
     """A threaded HTTP server in a background thread; `close()` stops it."""
 
     def __init__(self, host: str, port: int, app: Callable[[dict[str, Any], StartResponse], Iterable[bytes]]) -> None:
+        self._host = host
         self._server = make_server(host, port, app, server_class(host), handler_class=_QuietHandler)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="http", daemon=True
@@ -117,6 +118,12 @@ class WebServer:
     @property
     def port(self) -> int:
         return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """`http://HOST:PORT` with the port actually bound (port 0 picks one), an IPv6 host in brackets."""
+        host = self._host if ":" not in self._host else f"[{self._host}]"
+        return f"http://{host}:{self.port}"
 
     def start(self) -> WebServer:
         self._thread.start()

@@ -139,8 +139,9 @@ class FakeOrg:
     def _today_cells(self, spenders: list[Spender], o: int, second: int, include_zero: bool, out: list[Cell]) -> None:
         lagged = max(0, second - int(self.cost_lag.total_seconds()))
         for s in spenders:
-            # The spike began overnight: by any hour its bill shows at least half a day at 4x (2x its baseline).
-            partial = max(second, SPIKE_MIN_PARTIAL) if s.spike else lagged
+            # The spike project is billed without lag (at 4x since midnight), so the demo's spike alert shows in
+            # the first cycle at any hour: the exporter compares it with what it usually spends by this hour.
+            partial = second if s.spike else lagged
             self.spend.billed_cells(s, o, o, partial, include_zero, out)
 
     def item_spend(self, index: int, start: int, end: int) -> list[int]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
@@ -27,11 +27,12 @@ from openai_cost_exporter import defaults
 from openai_cost_exporter.rules.digest import Digest as Digest  # re-exported: the rules' public names
 from openai_cost_exporter.rules.digest import DigestRow as DigestRow
 from openai_cost_exporter.rules.digest import build_digest as build_digest
-from openai_cost_exporter.rules.runaway import RunawayFigures, is_runaway
+from openai_cost_exporter.rules.runaway import RunawayFigures as RunawayFigures  # re-exported
+from openai_cost_exporter.rules.runaway import is_runaway
 
 Rule = Literal["spike", "daily_budget", "monthly_budget", "runaway"]
 Severity = Literal["warning", "critical"]
-Level = Literal["firing", "forecast", "exceeded"]
+Level = Literal["firing", "forecast", "exceeded", "resolved"]
 
 #: subject_id of the organization-wide figures.
 ORGANIZATION = "organization"
@@ -101,6 +102,7 @@ class Alert:
     baseline: Decimal
     ratio: Decimal | None  # today / baseline, spike only, None when the baseline is 0
     level: Level
+    since: dt.date | None = None  # the UTC day its incident opened (runaway): keys its notification, not today
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,10 +173,28 @@ def evaluate_runaways(policy: AlertPolicy, projects: Sequence[RunawayFigures]) -
     return alerts
 
 
-def fold_into_runaways(alerts: Sequence[Alert]) -> list[Alert]:
-    """One incident, one message: a project's daily spike is left out while it has a runaway alert."""
-    running = {alert.subject_id for alert in alerts if alert.rule == "runaway"}
+def fold_into_runaways(alerts: Sequence[Alert], held: Collection[str] = ()) -> list[Alert]:
+    """One incident, one message: a project's daily spike is left out while it has a runaway alert, and for the
+    projects in `held` (a runaway open, or over since earlier today: the billed spike is its echo)."""
+    running = {alert.subject_id for alert in alerts if alert.rule == "runaway"} | set(held)
     return [alert for alert in alerts if not (alert.rule == "spike" and alert.subject_id in running)]
+
+
+def runaway_resolved(figures: RunawayFigures, limits: Limits | None, since: dt.date) -> Alert:
+    """The message that a runaway incident opened on `since` is over: the rate is back under its limits."""
+    ratio = limits.runaway_ratio if limits is not None else defaults.RUNAWAY_RATIO
+    return Alert(
+        rule="runaway",
+        subject_id=figures.subject_id,
+        subject_name=figures.subject_name,
+        severity="warning",
+        value=figures.rate,
+        threshold=ratio * figures.usual,
+        baseline=figures.usual,
+        ratio=figures.rate / figures.usual if figures.usual > _ZERO else None,
+        level="resolved",
+        since=since,
+    )
 
 
 def project_limits(policy: AlertPolicy, project_id: str, name: str) -> Limits | None:
