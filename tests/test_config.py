@@ -440,7 +440,7 @@ def test_settings_class_is_the_one_built() -> None:
 
 def test_backfill_longer_than_retention_is_refused() -> None:
     """A first-start backfill beyond the retention would be fetched again every cycle, so it is an error."""
-    with pytest.raises(ConfigError, match="backfill_days must not exceed retention_days"):
+    with pytest.raises(ConfigError, match="backfill_days: Value error, must not exceed retention_days"):
         load_settings(backfill_days=300, retention_days=100)
 
 
@@ -472,3 +472,21 @@ def test_log_level_from_the_environment_is_case_insensitive(monkeypatch: pytest.
     """OPENAI_COST_EXPORTER_LOG_LEVEL=debug works like --log-level debug."""
     monkeypatch.setenv("OPENAI_COST_EXPORTER_LOG_LEVEL", "debug")
     assert load_settings().log_level == "DEBUG"
+
+
+def test_every_problem_comes_out_in_one_message(tmp_path: Path) -> None:
+    """Field errors, cross-field checks and unreadable secret files are all reported at once, secrets unshown."""
+    key_file = tmp_path / "key"
+    key_file.write_text("sk admin secret-key-text", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(
+            interval=-1,
+            backfill_days=300,
+            retention_days=60,
+            admin_key_file=key_file,
+            slack_webhook_url_file=tmp_path / "missing",
+        )
+    text = str(caught.value)
+    for field in ("interval", "backfill_days", "admin_key_file", "slack_webhook_url_file"):
+        assert f"  - {field}:" in text, text
+    assert "secret-key-text" not in text

@@ -211,7 +211,8 @@ def _demo_banner(settings: Settings, url: str, projects: int, slack: bool) -> No
                 f"{settings.interval:g} s.",
                 f"  spend page   {url}/",
                 f"  metrics      {url}/metrics   (openai_daily_cost_usd, openai_daily_cost_baseline_usd, ...)",
-                f"  alerts       {alerts}: one project, 'Search Reranker', is spiking today",
+                f"  alerts       {alerts}: 'Search Reranker' is spiking today (billed), and 'Agent Loop' runs"
+                " away at 10x since 40 minutes ago (an estimate from token usage)",
                 "  stop with Ctrl-C",
                 "",
             ]

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 import httpx
 import yaml
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -89,15 +89,39 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     alerts: AlertPolicy = Field(default_factory=AlertPolicy)
 
-    @model_validator(mode="after")
-    def _history_within_retention(self) -> Settings:
-        # Days pruned by the retention would look never fetched, and be fetched again every cycle; a baseline
-        # longer than the retention would average days that were just deleted.
-        if self.backfill_days > self.retention_days:
-            raise ValueError("backfill_days must not exceed retention_days")
-        if self.alerts.baseline_days > self.retention_days:
-            raise ValueError("alerts.baseline_days must not exceed retention_days")
-        return self
+    # Cross-field checks are field validators reading the fields validated before them (`info.data`), so they
+    # are reported with every other problem in one message, not only once all the rest is valid.
+    @field_validator("backfill_days")
+    @classmethod
+    def _backfill_within_retention(cls, value: int, info: ValidationInfo) -> int:
+        # Days pruned by the retention would look never fetched, and be fetched again every cycle.
+        retention = info.data.get("retention_days")
+        if retention is not None and value > retention:
+            raise ValueError("must not exceed retention_days")
+        return value
+
+    @field_validator("alerts")
+    @classmethod
+    def _baseline_within_retention(cls, value: AlertPolicy, info: ValidationInfo) -> AlertPolicy:
+        # A baseline longer than the retention would read days that were just deleted.
+        retention = info.data.get("retention_days")
+        if retention is not None and value.baseline_days > retention:
+            raise ValueError("baseline_days must not exceed retention_days")
+        return value
+
+    @field_validator("admin_key_file", "slack_webhook_url_file")
+    @classmethod
+    def _secret_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        # Read now, so an unreadable or empty file is one of the problems reported together (never its text).
+        if value is not None:
+            name = "OPENAI_ADMIN_KEY" if info.field_name == "admin_key_file" else "SLACK_WEBHOOK_URL"
+            try:
+                text = _secret(None, value, name) or ""
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+            check = _check_key if name == "OPENAI_ADMIN_KEY" else _check_webhook
+            check(text)
+        return value
 
     @field_validator("admin_key")
     @classmethod
@@ -110,9 +134,7 @@ class Settings(BaseSettings):
     @classmethod
     def _webhook_scheme(cls, value: SecretStr | None) -> SecretStr | None:
         # Checked here, with every other problem: slack_sdk would put the whole URL into its error.
-        url = value.get_secret_value().strip() if value is not None else ""
-        if url and not url.startswith(("https://", "http://")):
-            raise ValueError("the Slack webhook URL must start with https://")
+        _check_webhook(value.get_secret_value().strip() if value is not None else "")
         return value
 
     @field_validator("base_url", "push_url")
@@ -187,6 +209,11 @@ class Settings(BaseSettings):
     @property
     def state_file(self) -> Path:
         return self.state_dir / defaults.STATE_FILE
+
+
+def _check_webhook(url: str) -> None:
+    if url and not url.startswith(("https://", "http://")):
+        raise ValueError("the Slack webhook URL must start with https://")
 
 
 def _check_key(key: str) -> None:

@@ -75,9 +75,15 @@ BOOLEAN_FLAGS: dict[str, tuple[str, str]] = {
     "--usage": ("usage", "read token usage for hourly estimates and the runaway alert (default on)"),
 }
 ALERT_FLAGS: dict[str, tuple[str, Any, str]] = {
-    "--spike-ratio": ("spike_ratio", str, "alert when today > ratio x baseline"),
+    "--spike-ratio": ("spike_ratio", str, "spike when today > ratio x what is usually spent by now (and > 3 spreads)"),
     "--min-usd": ("min_usd", str, "... and today >= this many USD"),
-    "--baseline-days": ("baseline_days", int, "complete days the baseline averages"),
+    "--baseline-days": ("baseline_days", int, "days of the same kind (weekday/weekend) the usual day is the median of"),
+    "--runaway-ratio": (
+        "runaway_ratio",
+        str,
+        "runaway when the estimated last 60 minutes > ratio x usual for the hour",
+    ),
+    "--runaway-min-usd": ("runaway_min_usd", str, "... and >= this many USD per hour (estimated)"),
 }
 
 
