@@ -139,6 +139,9 @@ def test_days_without_their_baseline_window_are_skipped(state: tuple[Ledger, Usa
     assert TODAY - dt.timedelta(days=1) in result.days  # a Tuesday: its seven weekdays go back nine days
     assert TODAY - dt.timedelta(days=14) in result.skipped  # a Wednesday whose seventh weekday is 23 days back
     assert TODAY - dt.timedelta(days=3) in result.skipped  # a Sunday: seven weekend days go back four weeks
+    table = render_table(result, width=120)
+    assert "Nothing would have been sent." in table and "Not judged, as the state file lacks" in table
+    assert f"{TODAY - dt.timedelta(days=14)} to" in table  # consecutive skipped days shown as a range
 
 
 def test_json_and_table_list_each_message_and_the_counts(state: tuple[Ledger, UsageStore]) -> None:
