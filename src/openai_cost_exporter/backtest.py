@@ -38,6 +38,7 @@ from openai_cost_exporter.estimates import HOUR, build_estimates
 from openai_cost_exporter.ledger import Ledger
 from openai_cost_exporter.models import DAY, day_start, days_between
 from openai_cost_exporter.money import usd
+from openai_cost_exporter.notifications import message_due
 from openai_cost_exporter.report import DEFAULT_WIDTH, NAME_MAX, format_exact, safe_name
 from openai_cost_exporter.rules import Alert, AlertPolicy, evaluate, evaluate_runaways, fold_into_runaways
 from openai_cost_exporter.snapshot import PAGE_DAYS, DayTotals, build_snapshot
@@ -90,9 +91,8 @@ class _Outbox:
 
     def decide(self, day: dt.date, hour: int | None, alert: Alert) -> SentAlert | None:
         key = (alert.rule, alert.subject_id, day, alert.level)
-        previous = self.last.get(key)
-        escalation = previous is not None and previous > 0 and alert.value >= self.factor * previous
-        if previous is not None and not escalation:
+        escalation = message_due(self.last.get(key), alert.value, self.factor)
+        if escalation is None:
             return None
         self.last[key] = alert.value
         return SentAlert(day, hour, alert, escalation)

@@ -129,11 +129,8 @@ class Notifications:
 
     def _decision(self, alert: Alert, day: dt.date) -> _Decision | None:
         last = self._store.last_value(_alert_key(alert, day))
-        if last is None:
-            return _Decision(escalation=False, previous=None)
-        if last > 0 and alert.value >= self._factor * last:
-            return _Decision(escalation=True, previous=last)
-        return None
+        escalation = message_due(last, alert.value, self._factor)
+        return None if escalation is None else _Decision(escalation=escalation, previous=last)
 
     @staticmethod
     def _context(context: Callable[[Alert], MessageContext], alert: Alert) -> MessageContext:
@@ -218,6 +215,16 @@ class Notifications:
 
     def _now(self) -> float:
         return self._clock.now().timestamp()
+
+
+def message_due(last: Decimal | None, value: Decimal, factor: Decimal) -> bool | None:
+    """The rule of no spam: a first message (False), an escalation (True: `value` reached `factor` x the value
+    last notified), or no message (None). The backtest replays the same rule."""
+    if last is None:
+        return False
+    if last > 0 and value >= factor * last:
+        return True
+    return None
 
 
 def _alert_key(alert: Alert, day: dt.date) -> Key:
