@@ -117,6 +117,25 @@ def test_slack_outage_delivers_exactly_once_after_recovery(
     assert len(slack.posts) == 1
 
 
+def test_run_once_with_a_message_still_pending_exits_1(
+    api: FakeAdminAPI, org: FakeOrg, slack: FakeSlack, tmp_path: Path
+) -> None:
+    """`run --once` whose alert Slack did not take exits 1 and says so in its last line; once sent, it exits 0."""
+    config = Scenario(org).config(tmp_path / "alerts.toml")
+    slack.fail_next(2, status=500)  # both tries of the first cycle
+    args = ("--config", str(config), "--notify-backoff", "0", "--no-usage")
+    env = {"SLACK_WEBHOOK_URL": slack.url}
+    failed = run_once(api.base_url, tmp_path / "state", *args, env=env, now=cli_now(api.org))
+    assert failed.returncode == 1, failed.output
+    assert slack.posts == []
+    last = failed.stderr.strip().splitlines()[-1]
+    assert "1 message(s) still pending" in last and "exiting 1" in last
+    delivered = run_once(api.base_url, tmp_path / "state", *args, env=env, now=cli_now(api.org))
+    assert delivered.returncode == 0, delivered.output
+    assert len(slack.posts) == 1
+    assert slack.url not in failed.output + delivered.output
+
+
 def test_without_webhook_alerts_go_to_the_log(api: FakeAdminAPI, org: FakeOrg, tmp_path: Path) -> None:
     """With no SLACK_WEBHOOK_URL the spike is written to the log instead, so the demo shows it."""
     scenario = Scenario(org)

@@ -189,6 +189,29 @@ def test_transient_faults_are_retried(api: FakeAdminAPI, tmp_path: Path, fault: 
     assert ADMIN_KEY not in result.output and "Traceback" not in result.output
 
 
+def test_retries_are_logged_with_endpoint_attempt_wait_and_error(api: FakeAdminAPI, tmp_path: Path) -> None:
+    """A retried 5xx is one warning naming the path, the attempt, the wait and the error; stamina's bare
+    `stamina.retry_scheduled` line is gone."""
+    api.faults.update({"server_error_next": 1})
+    result = run_once(api.base_url, tmp_path, now=cli_now(api.org))
+    assert result.returncode == 0, result.output
+    retries = [line for line in result.stderr.splitlines() if ": attempt 2 after " in line]
+    assert len(retries) == 1, result.stderr
+    assert " WARNING " in retries[0] and "GET /organization/" in retries[0]
+    assert " s wait (attempt 1 failed: HTTP 5" in retries[0]
+    assert "stamina.retry_scheduled" not in result.stderr and ADMIN_KEY not in result.output
+
+
+def test_a_misspelled_environment_variable_is_warned_about(api: FakeAdminAPI, tmp_path: Path) -> None:
+    """`OPENAI_COST_EXPORTER_INTERVALL` gives one start-up warning naming it and the variable meant."""
+    env = {"OPENAI_COST_EXPORTER_INTERVALL": "5"}
+    result = run_once(api.base_url, tmp_path, env=env, now=cli_now(api.org))
+    assert result.returncode == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if "OPENAI_COST_EXPORTER_INTERVALL" in line]
+    assert len(warnings) == 1 and " WARNING " in warnings[0], result.stderr
+    assert "did you mean OPENAI_COST_EXPORTER_INTERVAL?" in warnings[0]
+
+
 def test_wrong_key_fails_with_one_clear_line(api: FakeAdminAPI, tmp_path: Path) -> None:
     """A rejected key ends the cycle with exit 1 and one line naming the problem; no traceback, no key."""
     wrong = "sk-admin-WRONG-key-0000000000000000"

@@ -14,6 +14,7 @@ from openai_cost_exporter.config import (
     default_state_dir,
     load_settings,
     parse_listen,
+    unknown_environment,
 )
 from openai_cost_exporter.defaults import DEFAULT_BASE_URL, JOB, LISTEN
 from openai_cost_exporter.defaults import INTERVAL_SECONDS as DEFAULT_INTERVAL_SECONDS
@@ -219,6 +220,78 @@ def test_unknown_prefixed_variable_is_ignored(monkeypatch: pytest.MonkeyPatch) -
     """An unknown OPENAI_COST_EXPORTER_* variable does not break start-up."""
     monkeypatch.setenv("OPENAI_COST_EXPORTER_NOT_A_SETTING", "1")
     assert load_settings().job == JOB
+
+
+def test_a_misspelled_variable_is_reported_with_the_closest_name() -> None:
+    """An unknown OPENAI_COST_EXPORTER_* variable is a problem naming it and the closest known variable, also for
+    nested alert settings and for a prefixed name of a setting that has its own variable."""
+    environ = {
+        "OPENAI_COST_EXPORTER_INTERVALL": "5",
+        "OPENAI_COST_EXPORTER_ALERTS__SPIKE_RATION": "3",
+        "OPENAI_COST_EXPORTER_ADMIN_KEY": KEY,
+        "OPENAI_COST_EXPORTER_QWXZ": "1",
+    }
+    assert unknown_environment(environ) == [
+        "unknown environment variable OPENAI_COST_EXPORTER_ADMIN_KEY is ignored (did you mean OPENAI_ADMIN_KEY?)",
+        "unknown environment variable OPENAI_COST_EXPORTER_ALERTS__SPIKE_RATION is ignored "
+        "(did you mean OPENAI_COST_EXPORTER_ALERTS__SPIKE_RATIO?)",
+        "unknown environment variable OPENAI_COST_EXPORTER_INTERVALL is ignored "
+        "(did you mean OPENAI_COST_EXPORTER_INTERVAL?)",
+        "unknown environment variable OPENAI_COST_EXPORTER_QWXZ is ignored",
+    ]
+
+
+def test_known_variables_are_not_reported() -> None:
+    """Every variable a setting reads, the test clock's, nested alert and per-project ones, and other prefixes
+    are no problem."""
+    environ = {
+        "OPENAI_COST_EXPORTER_INTERVAL": "5",
+        "openai_cost_exporter_job": "x",  # read case-insensitively
+        "OPENAI_COST_EXPORTER_CONFIG": "a.toml",
+        "OPENAI_COST_EXPORTER_TEST_NOW": "2026-11-01T12:00:00+00:00",
+        "OPENAI_COST_EXPORTER_ALERTS": "{}",
+        "OPENAI_COST_EXPORTER_ALERTS__MIN_USD": "1",
+        "OPENAI_COST_EXPORTER_ALERTS__PROJECTS__PROJ_A__MUTE": "true",
+        "OPENAI_ADMIN_KEY": KEY,
+        "OPENAI_COST_EXPORTERX": "1",
+        "PATH": "/bin",
+    }
+    assert unknown_environment(environ) == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/import",
+        "/api/v1/import/",
+        "/api/v1/import/csv",
+        "/api/v1/import/native",
+        "/insert/0/prometheus/api/v1/import",
+    ],
+)
+def test_push_url_of_another_import_format_is_refused(path: str) -> None:
+    """A push URL on VictoriaMetrics' JSON-lines, CSV or native import path (which skip every line we push) is a
+    settings problem naming the path to use, and the URL's password is not shown."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(push_url=f"http://user:PUSHPASSWORD@vm:8428{path}?extra_label=a=b")
+    message = str(caught.value)
+    assert "push_url" in message and "/api/v1/import/prometheus" in message
+    assert "PUSHPASSWORD" not in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://vm:8428/api/v1/import/prometheus",
+        "http://vminsert:8480/insert/0/prometheus/api/v1/import/prometheus",
+        "http://vmagent:8429/api/v1/import/prometheus/",
+        "https://proxy.example/metrics/push",
+        "http://vm:8428",
+    ],
+)
+def test_prometheus_import_and_other_push_paths_are_accepted(url: str) -> None:
+    """The Prometheus text import path and any other path (vmagent, a proxy) are taken as given."""
+    assert load_settings(push_url=url).push_url == url.rstrip("/")
 
 
 def test_none_overrides_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -275,7 +276,7 @@ def test_projects_repeated_cursor_is_malformed(make_client: Callable[..., AdminC
 # --- parsing ---------------------------------------------------------------------------------------------
 
 
-BIG = "123456789012345678901234567.890123456789"  # 39 digits
+BIG = "1234567.89012345678901234567890123456789"  # 39 digits
 
 
 @pytest.mark.parametrize(
@@ -348,7 +349,7 @@ def test_duplicate_keys_in_a_bucket_are_summed_exactly(make_client: Callable[...
         )
     )
     found = rows(make_client(script))
-    exact_sum = Decimal("123456789012345678901234567.890123456789000000000000000000000001")
+    exact_sum = Decimal("1234567.890123456789012345678901234567890001")
     assert found == [
         CostRow(DAY, "proj_a", None, exact_sum),
         CostRow(DAY, "proj_b", None, Decimal(1)),
@@ -371,6 +372,106 @@ def test_non_usd_currency_is_malformed(make_client: Callable[..., AdminClient], 
         rows(make_client(script))
 
 
+FIVE_THOUSAND_DIGITS = "9" * 5000
+
+
+@pytest.mark.parametrize(
+    ("amount", "reason"),
+    [
+        (5, "amount is 5, not an object"),
+        ({"value": "abc", "currency": "usd"}, "amount.value 'abc' is not a number"),
+        ({"value": "NaN", "currency": "usd"}, "amount.value 'NaN' is not finite"),
+        ({"value": "-Infinity", "currency": "usd"}, "amount.value '-Infinity' is not finite"),
+        ({"value": True, "currency": "usd"}, "amount.value is True, not a number"),
+        ({"value": [1], "currency": "usd"}, r"amount.value is \[1\], not a number"),
+        ({"value": "1e30", "currency": "usd"}, "amount.value '1e30' is out of range"),
+        ({"value": 1e30, "currency": "usd"}, "amount.value 1e\\+30 is out of range"),
+        ({"value": "-1e13", "currency": "usd"}, "amount.value '-1e13' is out of range"),
+        ({"value": "1e309", "currency": "usd"}, "amount.value '1e309' is out of range"),
+        ({"value": "1e999999999", "currency": "usd"}, "amount.value '1e999999999' is out of range"),
+        ({"value": "1e-999999999", "currency": "usd"}, "amount.value '1e-999999999' is out of range"),
+        ({"value": FIVE_THOUSAND_DIGITS, "currency": "usd"}, r"\(5002 characters\) has more than 60 digits"),
+        ({"value": "0." + FIVE_THOUSAND_DIGITS, "currency": "usd"}, "has more than 60 digits"),
+    ],
+)
+def test_a_result_with_a_bad_amount_is_rejected_alone(
+    make_client: Callable[..., AdminClient], caplog: pytest.LogCaptureFixture, amount: object, reason: str
+) -> None:
+    """An unparsable, non-finite or absurd amount drops its result with one warning naming project and day."""
+    script = Script(costs_page(bucket(DAY, result("2.5", "proj_ok"), {"project_id": "proj_bad", "amount": amount})))
+    with caplog.at_level(logging.WARNING, logger="openai_cost_exporter.openai_responses"):
+        [page] = costs(make_client(script))
+    assert page == CostPage(days=(DAY,), rows=(CostRow(DAY, "proj_ok", None, Decimal("2.5")),), rejected=1)
+    [line] = caplog.messages
+    assert "page 1, bucket 0, result 1: cost of project 'proj_bad' on 2026-11-01 rejected: " in line
+    assert re.search(reason, line), line
+    assert len(line) < 300
+
+
+def test_an_infinite_json_number_is_rejected(make_client: Callable[..., AdminClient]) -> None:
+    """A JSON number beyond float range (decoded as inf) is a rejected result, not a failed page."""
+    body = json.dumps({"data": [bucket(DAY, result(1e400), result(1, "proj_b"))]}, allow_nan=True)
+    [page] = costs(make_client(Script(httpx.Response(200, text=body))))
+    assert page.rows == (CostRow(DAY, "proj_b", None, Decimal(1)),)
+    assert page.rejected == 1
+
+
+@pytest.mark.parametrize("value", ["-0.25", "-999999999999", "999999999999.99", "1E-7", BIG])
+def test_credits_and_large_but_plausible_amounts_are_kept(make_client: Callable[..., AdminClient], value: str) -> None:
+    """Negative credits and amounts up to the bound are counted as sent."""
+    [page] = costs(make_client(Script(costs_page(bucket(DAY, result(value))))))
+    assert page.rows == (CostRow(DAY, "proj_a", None, Decimal(value)),)
+    assert page.rejected == 0
+
+
+def test_rejects_are_counted_per_page(make_client: Callable[..., AdminClient]) -> None:
+    """Each page reports how many of its results were rejected, across its buckets."""
+    first = costs_page(
+        bucket(DAY, result("1e30"), result("x")), bucket(DAY + dt.timedelta(1), result("nan")), next_page="p2"
+    )
+    second = costs_page(bucket(DAY + dt.timedelta(2), result(1)))
+    pages = costs(make_client(Script(first, second)))
+    assert [page.rejected for page in pages] == [3, 0]
+    assert pages[0].days == (DAY, DAY + dt.timedelta(1))
+
+
+def test_a_repeated_day_is_counted_once(
+    make_client: Callable[..., AdminClient], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same day's bucket twice on a page keeps the first, with one warning, instead of doubling the day."""
+    script = Script(costs_page(bucket(DAY, result(1)), bucket(DAY + dt.timedelta(1)), bucket(DAY, result(1))))
+    with caplog.at_level(logging.WARNING, logger="openai_cost_exporter.openai_responses"):
+        [page] = costs(make_client(script))
+    assert page == CostPage(days=(DAY, DAY + dt.timedelta(1)), rows=(CostRow(DAY, "proj_a", None, Decimal(1)),))
+    assert caplog.messages == [
+        "GET /organization/costs page 1, bucket 2: 2026-11-01 repeats an earlier bucket of the page; ignored"
+    ]
+
+
+def test_lone_surrogates_in_ids_and_line_items_are_replaced(make_client: Callable[..., AdminClient]) -> None:
+    """A lone surrogate in a project id or line item (JSON "\\ud800") becomes U+FFFD, so it can be stored."""
+    item = result(1, "proj_\ud800", line_item="gpt-4o, \udfffinput")
+    body = json.dumps({"data": [bucket(DAY, item)], "has_more": False})
+    assert "\\ud800" in body
+    [row] = rows(make_client(Script(httpx.Response(200, text=body))), line_items=True)
+    assert row == CostRow(DAY, "proj_\ufffd", "gpt-4o, \ufffdinput", Decimal(1))
+    row.project_id.encode("utf-8")
+
+
+def test_lone_surrogates_in_project_names_are_replaced(make_client: Callable[..., AdminClient]) -> None:
+    """A project name or id with a lone surrogate is read with U+FFFD instead."""
+    body = json.dumps({"data": [project("proj_\ud800", "R\udc00D")], "has_more": False})
+    assert "\\udc00" in body
+    assert make_client(Script(httpx.Response(200, text=body))).list_projects() == [Project("proj_\ufffd", "R\ufffdD")]
+
+
+def test_a_start_time_out_of_range_is_malformed(make_client: Callable[..., AdminClient]) -> None:
+    """A bucket starting in the year 33715 raises MalformedResponse, not a ValueError from datetime."""
+    script = Script(costs_page({"object": "bucket", "start_time": 10**12, "end_time": 10**12 + 86400, "results": []}))
+    with pytest.raises(MalformedResponse, match="bucket 0: start_time 1000000000000 is out of range"):
+        costs(make_client(script))
+
+
 @pytest.mark.parametrize(
     ("body", "match"),
     [
@@ -382,16 +483,6 @@ def test_non_usd_currency_is_malformed(make_client: Callable[..., AdminClient], 
         ({"data": [{"start_time": True, "results": []}]}, "start_time is True"),
         ({"data": [{"start_time": 0, "results": {}}]}, "bucket 0: `results` is dict"),
         ({"data": [{"start_time": 0, "results": [7]}]}, "result 0: expected an object"),
-        ({"data": [bucket(DAY, {"amount": 5})]}, "result 0, amount: expected an object"),
-        ({"data": [bucket(DAY, result("abc"))]}, "amount.value 'abc' is not a number"),
-        ({"data": [bucket(DAY, result("NaN"))]}, "is not finite"),
-        ({"data": [bucket(DAY, result("-Infinity"))]}, "is not finite"),
-        (
-            json.dumps({"data": [bucket(DAY, result(1e400))]}, allow_nan=True),
-            "amount.value inf is not finite",
-        ),
-        ({"data": [bucket(DAY, result(True))]}, "amount.value is True, not a number"),
-        ({"data": [bucket(DAY, result([1]))]}, r"amount.value is \[1\], not a number"),
         ({"data": [bucket(DAY, result(1, project_id=7))]}, "project_id is 7"),  # type: ignore[arg-type]
         ({"data": [], "has_more": "yes"}, "page 1: has_more is 'yes'"),
         ([1, 2], "the body is a list"),
@@ -784,3 +875,20 @@ def test_costs_and_projects_can_run_concurrently(make_client: Callable[..., Admi
         thread.join(timeout=10)
     assert len(found_costs) == 6
     assert [p.id for p in found_projects] == ["1", "2", "3", "4", "5"]
+
+
+def test_each_retry_is_one_line_naming_path_attempt_wait_and_error(
+    make_client: Callable[..., AdminClient], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every retry logs one warning with the path, the attempt number, the wait and the failed attempt's error, and
+    never the admin key, even when the server echoes it."""
+    script = Script(fail(503, f"busy, key {KEY}"), fail(429, "slow down"), costs_page(bucket(DAY, result(1))))
+    with caplog.at_level(logging.WARNING, logger="openai_cost_exporter.openai_client"):
+        assert len(rows(make_client(script))) == 1
+    lines = [record.getMessage() for record in caplog.records if record.name == "openai_cost_exporter.openai_client"]
+    assert len(lines) == 2, lines
+    first, second = lines
+    assert first.startswith("GET /organization/costs: attempt 2 after ") and " s wait " in first
+    assert "attempt 1 failed: HTTP 503: busy" in first
+    assert second.startswith("GET /organization/costs: attempt 3 after ") and "attempt 2 failed: HTTP 429" in second
+    assert all(KEY not in line for line in lines)

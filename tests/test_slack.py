@@ -22,7 +22,9 @@ from openai_cost_exporter.slack_blocks import (
     build_alert_message,
     build_digest_message,
     escape,
+    fit,
     money,
+    shorten,
     usage_url,
 )
 from tests.fake_slack import WEBHOOK_PATH, FakeSlack
@@ -216,6 +218,94 @@ def test_digest_message_long_and_empty() -> None:
     empty = build_digest_message(build_digest(dt.date(2026, 11, 27), {}, {}, {}))
     assert empty["blocks"][2]["text"]["text"] == "*Projects*\nno spend"
     assert len(empty["blocks"]) == 3
+
+
+LONG = "R&D " * 2500  # 10,000 characters, 12,500 once escaped
+
+
+def block_kit_problems(payload: dict[str, Any]) -> list[str]:
+    """Every Block Kit limit the payload exceeds (https://api.slack.com/reference/block-kit/blocks)."""
+    problems = [f"{len(payload['text'])} characters of fallback"] if len(payload["text"]) > 40_000 else []
+    if len(payload["blocks"]) > 50:
+        problems.append(f"{len(payload['blocks'])} blocks")
+    for block in payload["blocks"]:
+        limit = 150 if block["type"] == "header" else 3000
+        if "text" in block and len(block["text"]["text"].encode("utf-16-le")) // 2 > limit:
+            problems.append(f"{block['type']} text of {len(block['text']['text'])}")
+        if len(block.get("fields", ())) > 10:
+            problems.append(f"{len(block['fields'])} fields")
+        problems += [f"field of {len(f['text'])}" for f in block.get("fields", ()) if len(f["text"]) > 2000]
+        problems += [f"element of {len(e['text'])}" for e in block.get("elements", ()) if len(e["text"]) > 3000]
+    return problems
+
+
+@pytest.mark.parametrize("rule", ["spike", "runaway"])
+def test_a_huge_project_name_fits_block_kit(rule: str) -> None:
+    """A 10,000-character name is cut in the header and fields, the id stays shown, the fallback has it in full."""
+    ctx = MessageContext(line_items=[(LONG, D(1)), ("o3", D(2))], details=[("Models", LONG)])
+    payload = build_alert_message(alert(rule=rule, subject_name=LONG, subject_id="proj_" + "x" * 3000), ctx)
+    assert block_kit_problems(payload) == []
+    header = payload["blocks"][0]["text"]["text"]
+    assert len(header) == 150 and header.endswith("…")
+    project = fields(payload)[0]
+    assert project.startswith("*Project*\nR&amp;D R&amp;D") and "…\n`proj_xxx" in project and len(project) < 2000
+    assert escape(LONG) in payload["text"]  # the full name, in the fallback
+    assert "• o3: $2.00" in payload["blocks"][2]["text"]["text"]
+
+
+def test_a_digest_of_long_names_fits_block_kit_and_lists_every_project() -> None:
+    """A digest of 20 long names keeps its 15 rows with shortened names; the fallback has the full lines."""
+    names = {f"p{i:02}": f"Project {i:02} " + "x" * 500 for i in range(20)}
+    digest = build_digest(dt.date(2026, 11, 27), {p: D(i + 1) for i, p in enumerate(names)}, {}, names)
+    payload = build_digest_message(digest)
+    assert block_kit_problems(payload) == []
+    projects = payload["blocks"][2]["text"]["text"]
+    assert projects.count("•") == 15 and projects.endswith("… and 5 more")
+    assert "• Project 19 xxx" in projects and "…: $20.00" in projects
+    assert f"• {names['p19']}: $20.00" in payload["text"]
+    assert payload["text"].startswith(":bar_chart: OpenAI spend on 2026-11-27: $210.00\n")
+
+
+def test_fit_cuts_every_text_and_keeps_the_full_text_in_the_fallback() -> None:
+    """Texts beyond their limit end in an ellipsis, extra fields and blocks go, the fallback keeps them all."""
+    field = {"type": "mrkdwn", "text": "f" * 2500}
+    payload = {
+        "text": "summary",
+        "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": "h" * 200}},
+            {"type": "section", "fields": [field] * 12},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": "c" * 4000}]},
+            *[{"type": "section", "text": {"type": "mrkdwn", "text": f"s{i}"}} for i in range(60)],
+        ],
+    }
+    fitted = fit(payload)
+    assert block_kit_problems(fitted) == []
+    assert fitted["blocks"][0]["text"]["text"] == "h" * 149 + "…"
+    assert [len(f["text"]) for f in fitted["blocks"][1]["fields"]] == [2000] * 10
+    assert fitted["blocks"][2]["elements"][0]["text"] == "c" * 2999 + "…"
+    assert len(fitted["blocks"]) == 50
+    assert fitted["text"].startswith("summary\n\n" + "h" * 200)
+    assert fitted["text"].count("f" * 2500) == 12 and "c" * 4000 in fitted["text"] and "s59" in fitted["text"]
+    assert fit({"text": "t" * 50_000, "blocks": []})["text"] == "t" * 39_999 + "…"
+    short = build_alert_message(alert(), MessageContext(line_items=[("gpt-4o", D("3.1"))]))
+    assert fit(short) == short
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "expected"),
+    [
+        ("abcdef", 6, "abcdef"),
+        ("abcdefg", 6, "abcde…"),
+        ("ab&amp;cdef", 6, "ab…"),  # never half an escape
+        ("ab&amp;cdef", 8, "ab&amp;…"),
+        ("R&D R&D", 4, "R&D…"),  # a bare & (plain_text) is not an escape
+        ("a&lt;bcdef", 7, "a&lt;b…"),
+        ("😀😀😀😀", 6, "😀😀…"),  # two UTF-16 units each
+    ],
+)
+def test_shorten(text: str, limit: int, expected: str) -> None:
+    """`shorten` cuts to the limit with an ellipsis, never inside an escape, counting astral characters twice."""
+    assert shorten(text, limit) == expected
 
 
 def test_digest_row_change() -> None:

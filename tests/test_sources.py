@@ -31,7 +31,7 @@ class Source:
         self, start: dt.date, end: dt.date, *, line_items: bool, limit: int, project_ids: Sequence[str] = ()
     ) -> Iterator[CostPage]:
         self.pages += 1
-        yield CostPage((DAY,), (CostRow(DAY, "proj_a", None, Decimal("1.25")),))
+        yield CostPage((DAY,), (CostRow(DAY, "proj_a", None, Decimal("1.25")),), rejected=2)
 
     def list_projects(self) -> list[Project]:
         if self.names_down:
@@ -52,6 +52,7 @@ def test_a_names_failure_is_returned_and_the_costs_still_count(ledger: Ledger) -
         Source(names_down=True), ledger, Window(DAY, DAY + dt.timedelta(days=1), False, 7), NOW, refresh_names=True
     )
     assert isinstance(fetched.names_error, APIUnavailable)
+    assert fetched.rejected == 2  # the pages' rejected rows add up, for the self-metric
     assert ledger.project_totals(DAY, DAY + dt.timedelta(days=1)) == {DAY: {"proj_a": Decimal("1.25")}}
     assert ledger.projects() == {}
 

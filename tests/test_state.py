@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 import re
 import sqlite3
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from openai_cost_exporter.errors import StateError
-from openai_cost_exporter.state import APPLICATION_ID, SCHEMA_VERSION, open_state, transaction
+from openai_cost_exporter.state import APPLICATION_ID, SCHEMA_VERSION, lock_state, open_state, transaction
 
 
 def _pragma(conn: sqlite3.Connection, name: str) -> Any:
@@ -205,3 +206,17 @@ def test_connection_is_usable_from_another_thread(tmp_path: pathlib.Path) -> Non
     worker.join()
     assert results == [APPLICATION_ID]
     conn.close()
+
+
+def test_the_sender_lock_is_exclusive_until_closed(tmp_path: pathlib.Path) -> None:
+    """A second lock on one state file is a StateError naming the holder's PID; once released it can be taken."""
+    path = tmp_path / "new" / "state.sqlite3"
+    first = lock_state(path)
+    try:
+        assert (tmp_path / "new" / "state.sqlite3.lock").read_text(encoding="utf-8") == f"{os.getpid()}\n"
+        held = rf"\(pid {os.getpid()}\) is already running on state dir {re.escape(str(path.parent))}:"
+        with pytest.raises(StateError, match=held):
+            lock_state(path)
+    finally:
+        first.close()
+    lock_state(path).close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 from typing import Any
 
@@ -170,6 +171,18 @@ def test_a_repeated_bucket_is_ignored_with_one_warning(caplog: pytest.LogCapture
     assert [record.getMessage() for record in caplog.records] == [
         f"{WHERE}, bucket 1: start_time {START} repeats an earlier bucket of the page; ignored"
     ]
+
+
+@pytest.mark.parametrize("kind", ["completions", "embeddings"])
+def test_lone_surrogates_in_models_and_ids_are_replaced(kind: str) -> None:
+    """A lone surrogate in a project id, model or service tier (JSON "\\ud800") is read as U+FFFD."""
+    fields = {"object": result_object(kind), "project_id": "proj_\ud800", "model": "gpt-\udc004o"}
+    if kind == "completions":
+        fields["service_tier"] = "\udbffflex"
+    body = json.loads(json.dumps(page(bucket(START, completions(**fields)))))  # the wire's "\\ud800" escapes
+    [row] = parse(body, kind).rows
+    assert (row.project_id, row.model) == ("proj_\ufffd", "gpt-\ufffd4o")
+    assert row.service_tier == ("\ufffdflex" if kind == "completions" else None)
 
 
 def good_page() -> dict[str, Any]:

@@ -32,7 +32,7 @@ from openai_cost_exporter.push import Pusher
 from openai_cost_exporter.selfmetrics import RequestCounter, SelfMetrics
 from openai_cost_exporter.service import CostCycle, CycleOptions
 from openai_cost_exporter.slack import LogNotifier, SlackNotifier
-from openai_cost_exporter.state import open_state
+from openai_cost_exporter.state import lock_state, open_state
 from openai_cost_exporter.usage_stage import UsageStage
 from openai_cost_exporter.usage_store import UsageStore
 from openai_cost_exporter.web import Health, WebServer, build_app
@@ -104,6 +104,11 @@ def build_pusher(settings: Settings, stack: contextlib.ExitStack) -> Pusher | No
     return Pusher(http, settings.push_url, {"job": settings.job, **settings.push_labels})
 
 
+def lock_sender(settings: Settings, stack: contextlib.ExitStack) -> None:
+    """Take the state dir's sender lock (StateError if another process has it); released when `stack` closes."""
+    stack.callback(lock_state(settings.state_file).close)
+
+
 def build_ledger(settings: Settings, stack: contextlib.ExitStack) -> tuple[sqlite3.Connection, Ledger]:
     conn = open_state(settings.state_file)
     stack.callback(conn.close)
@@ -148,7 +153,8 @@ def build_exporter(settings: Settings, *, clock: Clock | None = None) -> Exporte
         registry = CollectorRegistry(auto_describe=True)
         metrics = SelfMetrics(registry)
         requests = RequestCounter(metrics.count_request)
-        client = build_client(settings, stack, requests)
+        client = build_client(settings, stack, requests)  # the key first: a missing key leaves no state dir behind
+        lock_sender(settings, stack)  # one sender per state dir: a second one would post every alert again
         conn, ledger = build_ledger(settings, stack)
         cycle = CostCycle(
             source=client,

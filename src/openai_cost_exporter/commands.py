@@ -15,12 +15,21 @@ from openai_cost_exporter import backfill as backfilling
 from openai_cost_exporter import backtest as backtesting
 from openai_cost_exporter import defaults
 from openai_cost_exporter import report as reporting
-from openai_cost_exporter.app import build_client, build_exporter, build_ledger, build_pusher, serve, stop_on_signals
+from openai_cost_exporter.app import (
+    build_client,
+    build_exporter,
+    build_ledger,
+    build_pusher,
+    lock_sender,
+    serve,
+    stop_on_signals,
+)
 from openai_cost_exporter.clock import Clock, SystemClock, clock_from_env
-from openai_cost_exporter.config import Settings
+from openai_cost_exporter.config import Settings, unknown_environment
 from openai_cost_exporter.errors import ConfigError, StateError
 from openai_cost_exporter.flags import settings_from_args
 from openai_cost_exporter.logs import setup_logging
+from openai_cost_exporter.service import CycleReport
 from openai_cost_exporter.usage_store import UsageStore
 
 log = logging.getLogger(__name__)
@@ -36,6 +45,7 @@ def dispatch(args: argparse.Namespace) -> int:
         return demo(args)
     settings = settings_from_args(args)
     setup_logging(settings.log_level, settings.log_format)
+    warn_unknown_environment()
     clock = clock_from_env()
     if args.command == "run":
         return run(settings, once=args.once, clock=clock)
@@ -46,16 +56,33 @@ def dispatch(args: argparse.Namespace) -> int:
     return report(settings, days=args.days, fmt=args.format, offline=args.offline, clock=clock)
 
 
+def warn_unknown_environment() -> None:
+    """One warning per OPENAI_COST_EXPORTER_* variable no setting reads (a typo), once logging is set up."""
+    for problem in unknown_environment():
+        log.warning("%s", problem)
+
+
 def run(settings: Settings, *, once: bool, clock: Clock | None = None) -> int:
     exporter = build_exporter(settings, clock=clock)
     try:
         if once:
-            return 0 if exporter.cycle.run_once().ok else 1
+            return _once_exit_code(exporter.cycle.run_once())
         with stop_on_signals() as stop:
             serve(exporter, stop)
         return 0
     finally:
         exporter.close()
+
+
+def _once_exit_code(report: CycleReport) -> int:
+    """0 only if the cycle succeeded and nothing is left to send: cron or a timer unit must see a lost alert."""
+    if report.pending_messages:
+        log.error(
+            "run --once: %d message(s) still pending (Slack did not take them); exiting 1, the next run retries",
+            report.pending_messages,
+        )
+        return 1
+    return 0 if report.ok else 1
 
 
 def backfill(settings: Settings, days: int, *, clock: Clock | None = None) -> int:
@@ -65,6 +92,9 @@ def backfill(settings: Settings, days: int, *, clock: Clock | None = None) -> in
     now = (clock or SystemClock()).now()
     with contextlib.ExitStack() as stack:
         client = build_client(settings, stack)  # the key first: a missing key must not leave a state file behind
+        # It writes the ledger and pushes closed days with the service's bookkeeping: beside a running service
+        # the same days would go out twice. The service's --backfill-days does the same job from inside it.
+        lock_sender(settings, stack)
         _, ledger = build_ledger(settings, stack)
         pusher = build_pusher(settings, stack)
         if pusher is None:
@@ -187,6 +217,7 @@ def demo(args: argparse.Namespace) -> int:
             line_items=True if args.line_items is None else args.line_items,
         )
         setup_logging(settings.log_level, settings.log_format)
+        warn_unknown_environment()
         exporter = build_exporter(settings, clock=clock)
         slack = exporter.settings.resolved_webhook_url() is not None
 

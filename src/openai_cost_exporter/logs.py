@@ -30,3 +30,6 @@ def setup_logging(level: str, fmt: str) -> None:
     # webhook URL, which is a secret (STYLE.md, slack-sdk "Avoid").
     for noisy in ("httpx", "httpcore", "slack_sdk", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # stamina's own line is a bare "stamina.retry_scheduled" (its details sit in `extra`, which no formatter
+    # shows); the Admin API client logs each retry itself, with the path, attempt, wait and error.
+    logging.getLogger("stamina").setLevel(logging.ERROR)

@@ -42,6 +42,7 @@ class CostPage:
 
     days: tuple[dt.date, ...]
     rows: tuple[CostRow, ...]
+    rejected: int = 0  # results dropped for an unparsable or absurd amount (openai_responses.parse_amount)
 
 
 def utc_day(timestamp: int) -> dt.date:

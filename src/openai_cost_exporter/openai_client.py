@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -191,6 +192,7 @@ class AdminClient:
         """The JSON object of one request, tried as the retry policy allows."""
         attempts = 0
         body: Json = {}
+        failed: tuple[float, _Transient] | None = None  # when the last attempt failed, and why
         try:
             for attempt in stamina.retry_context(
                 on=self._backoff,
@@ -201,7 +203,13 @@ class AdminClient:
             ):
                 with attempt:
                     attempts = attempt.num
-                    body = self._attempt(endpoint, path, query)
+                    if failed is not None:
+                        _log_retry(path, attempts, time.monotonic() - failed[0], failed[1])
+                    try:
+                        body = self._attempt(endpoint, path, query)
+                    except _Transient as exc:
+                        failed = (time.monotonic(), exc)
+                        raise
         except _Transient as exc:
             error = MalformedResponse if exc.malformed else APIUnavailable
             raise error(f"GET {path} failed after {attempts} attempts: {exc}{exc.hint}") from exc
@@ -276,6 +284,13 @@ class AdminClient:
     def _count(self, endpoint: str, status: str) -> None:
         if self._on_request is not None:
             self._on_request(endpoint, status)
+
+
+def _log_retry(path: str, attempt: int, waited: float, cause: _Transient) -> None:
+    """One line per retry, as it starts: its text is free of secrets (`_Transient`), the query is left out."""
+    log.warning(
+        "GET %s: attempt %d after %.1f s wait (attempt %d failed: %s)", path, attempt, waited, attempt - 1, cause
+    )
 
 
 def _failure_kind(exc: httpx.HTTPError) -> str:

@@ -2,7 +2,9 @@
 
 Pure functions over decoded JSON bodies and `httpx.Response` headers, no I/O; every quirk they tolerate is in
 openai-admin-api.md §7. Bad shapes raise `MalformedResponse`, quoting `where` (endpoint and page) so a log line
-points at the culprit.
+points at the culprit. Values are bounded here, at the edge: text that UTF-8 cannot encode is repaired
+(`clean_text`), a cost result whose amount is unparsable or absurd is dropped with one warning and counted
+(`CostPage.rejected`), and a day's bucket that repeats on a page is counted once.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import logging
+import re
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
@@ -24,9 +27,37 @@ from openai_cost_exporter.retry_after import parse_retry_after
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE = 300  # characters of a server message quoted in our errors
+#: Beyond this many dollars one result (a project's line item on one day) is not a bill but a broken figure:
+#: "1e30" or "1e999999999" would overflow the page, the snapshot and Slack's formatting further on.
+MAX_AMOUNT_USD = Decimal("1e12")
+#: Significant digits one amount may carry; the API sends up to 39 (§7.1), a 5,000-digit figure is not money.
+MAX_AMOUNT_DIGITS = 60
+#: The smallest non-zero amount kept, by its exponent: 1E-60 USD and below is noise in a broken number.
+MIN_AMOUNT_EXPONENT = -60
+_QUOTED = 60  # characters of a rejected value or a project id quoted in a log line
+# JSON's "\ud800" decodes to a lone surrogate, which UTF-8 (SQLite, logs, Slack) cannot encode.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 Json = dict[str, Any]
+
+
+class _RejectedAmount(ValueError):
+    """An amount too broken to count; its row is dropped, never the page."""
+
+
+def clean_text(text: str) -> str:
+    """`text` with every lone surrogate replaced by U+FFFD, so that it can be stored, logged and sent."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text)
+    return text
+
+
+def _quote(value: object) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= _QUOTED else f"{shown[:_QUOTED]}… ({len(shown)} characters)"
 
 
 def server_message(response: httpx.Response) -> str:
@@ -42,7 +73,7 @@ def server_message(response: httpx.Response) -> str:
         message = error
     else:
         message = response.text.strip() or response.reason_phrase or "no message"
-    return message[:MAX_MESSAGE]
+    return clean_text(message[:MAX_MESSAGE])
 
 
 def retry_after_seconds(response: httpx.Response, now: dt.datetime | None = None) -> float | None:
@@ -68,10 +99,10 @@ def next_after_cursor(body: Json) -> str:
     """`last_id`, or the id of the page's last project when `last_id` is missing."""
     last_id = body.get("last_id")
     if isinstance(last_id, str) and last_id:
-        return last_id
+        return clean_text(last_id)
     data = body.get("data")
     last = data[-1] if isinstance(data, list) and data else None
-    return last["id"] if isinstance(last, dict) and isinstance(last.get("id"), str) else ""
+    return clean_text(last["id"]) if isinstance(last, dict) and isinstance(last.get("id"), str) else ""
 
 
 def _list(container: Json, key: str, where: str) -> list[Any]:
@@ -88,23 +119,39 @@ def _object(value: object, where: str) -> Json:
 
 
 def parse_cost_page(body: Json, where: str, *, line_items: bool) -> CostPage:
-    """One costs page as domain values; rows with the same key in a bucket are summed."""
-    days: list[dt.date] = []
+    """One costs page as domain values; rows with the same key in a bucket are summed, a repeated day skipped."""
+    days: dict[dt.date, None] = {}  # an ordered set
     rows: list[CostRow] = []
+    rejected = 0
     for index, raw_bucket in enumerate(_list(body, "data", where)):
         bucket_where = f"{where}, bucket {index}"
         bucket = _object(raw_bucket, bucket_where)
-        start_time = bucket.get("start_time")
-        if not isinstance(start_time, int) or isinstance(start_time, bool):
-            raise MalformedResponse(f"{bucket_where}: start_time is {start_time!r}, not a Unix time")
-        day = utc_day(start_time)
-        days.append(day)
-        rows.extend(_bucket_rows(day, _list(bucket, "results", bucket_where), bucket_where, line_items))
-    return CostPage(days=tuple(days), rows=tuple(rows))
+        day = _bucket_day(bucket, bucket_where)
+        results = _list(bucket, "results", bucket_where)
+        if day in days:
+            # Counting a repeated bucket twice would double its day; the first one wins (as for usage pages).
+            log.warning("%s: %s repeats an earlier bucket of the page; ignored", bucket_where, day)
+            continue
+        days[day] = None
+        bucket_rows, bucket_rejected = _bucket_rows(day, results, bucket_where, line_items)
+        rows.extend(bucket_rows)
+        rejected += bucket_rejected
+    return CostPage(days=tuple(days), rows=tuple(rows), rejected=rejected)
 
 
-def _bucket_rows(day: dt.date, results: Sequence[object], where: str, line_items: bool) -> list[CostRow]:
+def _bucket_day(bucket: Json, where: str) -> dt.date:
+    start_time = bucket.get("start_time")
+    if not isinstance(start_time, int) or isinstance(start_time, bool):
+        raise MalformedResponse(f"{where}: start_time is {start_time!r}, not a Unix time")
+    try:
+        return utc_day(start_time)
+    except (OverflowError, OSError, ValueError):  # "year 33715 is out of range" and its kin
+        raise MalformedResponse(f"{where}: start_time {start_time} is out of range") from None
+
+
+def _bucket_rows(day: dt.date, results: Sequence[object], where: str, line_items: bool) -> tuple[list[CostRow], int]:
     sums: dict[tuple[str, str | None], Decimal] = {}
+    rejected = 0
     for index, raw_result in enumerate(results):
         result_where = f"{where}, result {index}"
         result = _object(raw_result, result_where)
@@ -112,40 +159,62 @@ def _bucket_rows(day: dt.date, results: Sequence[object], where: str, line_items
         # even when not grouped by it (§1.4), and is then dropped so that the project's rows are summed.
         project_id = _optional_str(result, "project_id", result_where) or UNATTRIBUTED
         key = (project_id, _optional_str(result, "line_item", result_where) if line_items else None)
-        amount = parse_amount(result.get("amount"), result_where)
+        try:
+            amount = parse_amount(result.get("amount"), result_where)
+        except _RejectedAmount as exc:
+            log.warning("%s: cost of project %s on %s rejected: %s", result_where, _quote(project_id), day, exc)
+            rejected += 1
+            continue
         sums[key] = MONEY_CONTEXT.add(sums[key], amount) if key in sums else amount
-    return [CostRow(day, project_id, line_item, amount) for (project_id, line_item), amount in sums.items()]
+    rows = [CostRow(day, project_id, line_item, amount) for (project_id, line_item), amount in sums.items()]
+    return rows, rejected
 
 
 def _optional_str(result: Json, key: str, where: str) -> str | None:
     value = result.get(key)
     if value is not None and not isinstance(value, str):
         raise MalformedResponse(f"{where}: {key} is {value!r}, not a string")
-    return value or None
+    return clean_text(value) if value else None
 
 
 def parse_amount(amount: object, where: str) -> Decimal:
-    """`amount` of a costs result in USD; its value may be a number or a string (§7.1)."""
+    """`amount` of a costs result in USD; its value may be a number or a string (§7.1).
+
+    A currency other than usd raises `MalformedResponse` (the page cannot be read); a value that is not a
+    number, not finite or absurd (`_check_amount`) raises `_RejectedAmount`, which drops only its result.
+    """
     if amount is None:
         log.debug("%s: no amount; counted as 0", where)
         return ZERO
-    fields = _object(amount, f"{where}, amount")
-    value = fields.get("value")
+    if not isinstance(amount, dict):
+        raise _RejectedAmount(f"amount is {_quote(amount)}, not an object")
+    value = amount.get("value")
     if value is None:
         log.debug("%s: amount.value is null; counted as 0", where)
         return ZERO
-    currency = fields.get("currency")
+    currency = amount.get("currency")
     if not isinstance(currency, str) or currency.lower() != "usd":
         raise MalformedResponse(f"{where}: currency is {currency!r}, only usd is supported")
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise MalformedResponse(f"{where}: amount.value is {value!r}, not a number")
+        raise _RejectedAmount(f"amount.value is {_quote(value)}, not a number")
     try:
         number = Decimal(str(value).strip())  # str() of a float keeps its printed digits
-    except decimal.InvalidOperation:
-        raise MalformedResponse(f"{where}: amount.value {value!r} is not a number") from None
+    except (decimal.InvalidOperation, ValueError):  # ValueError: str() of an int beyond 4,300 digits
+        raise _RejectedAmount(f"amount.value {_quote(value)} is not a number") from None
+    if not number:
+        return ZERO  # "0E-6176" would drag its exponent into every sum
+    _check_amount(number, value)
+    return number
+
+
+def _check_amount(number: Decimal, value: object) -> None:
     if not number.is_finite():
-        raise MalformedResponse(f"{where}: amount.value {value!r} is not finite")
-    return number if number else ZERO  # "0E-6176" would drag its exponent into every sum
+        raise _RejectedAmount(f"amount.value {_quote(value)} is not finite")
+    if len(number.as_tuple().digits) > MAX_AMOUNT_DIGITS:
+        raise _RejectedAmount(f"amount.value {_quote(value)} has more than {MAX_AMOUNT_DIGITS} digits")
+    # copy_abs(), not abs(): abs() rounds in the context and overflows on 1e999999999
+    if number.adjusted() < MIN_AMOUNT_EXPONENT or number.copy_abs() > MAX_AMOUNT_USD:
+        raise _RejectedAmount(f"amount.value {_quote(value)} is out of range (at most {MAX_AMOUNT_USD} USD)")
 
 
 def parse_projects(body: Json, where: str) -> list[Project]:
@@ -157,5 +226,6 @@ def parse_projects(body: Json, where: str) -> list[Project]:
         if not isinstance(project_id, str) or not project_id:
             raise MalformedResponse(f"{where}, project {index}: id is {project_id!r}, not a string")
         archived = item.get("archived_at") is not None or item.get("status") == "archived"
-        projects.append(Project(project_id, name if isinstance(name, str) and name else project_id, archived))
+        project_id, name = clean_text(project_id), clean_text(name) if isinstance(name, str) and name else ""
+        projects.append(Project(project_id, name or project_id, archived))
     return projects

@@ -58,6 +58,11 @@ class SelfMetrics:
             "Models seen in usage that genai-prices has no price for; their tokens are left out of estimates.",
         )
         self.pushed_samples = _counter(registry, "pushed_samples", "Samples accepted by the push target.")
+        self.rejected_rows = _counter(
+            registry,
+            "rejected_cost_rows",
+            "Cost rows left out for an absurd or unreadable amount (each named in one log line).",
+        )
         Info(f"{PREFIX}_build", "Version of the exporter.", registry=registry).info({"version": __version__})
         self._start_known_series()
 

@@ -191,6 +191,7 @@ class CostCycle:
         window = Window(start, today + DAY, self._options.line_items, page_days)
         stale = self._names_stale(now)
         fetched = fetch_into_ledger(self._source, self._ledger, window, now, refresh_names=stale)
+        self._metrics.rejected_rows.inc(fetched.rejected)
         if stale:
             self._names_done(fetched.names_error, report)
         elif self._unknown_ids(start, today):

@@ -53,6 +53,7 @@ class Fetched:
     days: list[dt.date] = field(default_factory=list)
     spenders: set[str] = field(default_factory=set)  # project ids with cost rows in the window
     names_error: ExporterError | None = None  # the names could not be refreshed (the costs still count)
+    rejected: int = 0  # rows left out for an absurd or unreadable amount
 
 
 def fetch_into_ledger(
@@ -77,6 +78,7 @@ def fetch_into_ledger(
             ledger.replace_days(page.days, page.rows, now)
             fetched.days.extend(page.days)
             fetched.spenders.update(row.project_id for row in page.rows)
+            fetched.rejected += page.rejected
             if on_page is not None:
                 on_page(page)
         if names is not None:

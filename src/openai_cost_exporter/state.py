@@ -4,18 +4,24 @@ Each module creates its own tables with `CREATE TABLE IF NOT EXISTS` on the conn
 module only makes sure the file is ours, not from a newer release and not corrupt. It never resets or deletes
 a file it refuses: the operator decides what to do with it.
 
+`lock_state(path)` takes the sender's lock beside the file: one process per state dir may fetch, push and
+alert (`run`, `demo`, `backfill`); readers (`report --offline`, `backtest`) do not take it.
+
 The connection is in autocommit mode (`isolation_level=None`): single statements commit at once, and
 `transaction(conn)` groups several into one atomic unit.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import pathlib
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import count
+from typing import IO
 
 from openai_cost_exporter import defaults
 from openai_cost_exporter.errors import StateError
@@ -30,6 +36,9 @@ SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 10.0
 #: File name inside `--state-dir`.
 STATE_FILE = defaults.STATE_FILE
+
+#: Suffix of the lock file beside the state file (`state.sqlite3.lock`); it holds the owner's PID, for the message.
+LOCK_SUFFIX = ".lock"
 
 _ADVICE = "move it away or point --state-dir elsewhere"
 _savepoints = count(1)
@@ -51,6 +60,38 @@ def open_state(path: pathlib.Path) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def lock_state(path: pathlib.Path) -> IO[str]:
+    """Hold the exclusive lock beside the state file at `path` until the returned file is closed (or the process
+    ends); raise StateError if another process holds it.
+
+    Two processes on one state dir would each decide and send the same alert (issue 11). `flock` is released by
+    the kernel when the process dies, so a SIGKILL never leaves a stale lock behind.
+    """
+    lock_path = path.with_name(path.name + LOCK_SUFFIX)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = lock_path.open("a+", encoding="utf-8")
+    except OSError as exc:
+        raise StateError(f"cannot open lock file {lock_path}: {exc.strerror}; {_ADVICE}") from None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        lock.seek(0)
+        owner = lock.read().strip()
+        lock.close()
+        if isinstance(exc, BlockingIOError):
+            pid = f" (pid {owner})" if owner.isdigit() else ""
+            raise StateError(
+                f"another openai-cost-exporter{pid} is already running on state dir {path.parent}: stop it, "
+                "or give this one its own --state-dir"
+            ) from None
+        raise StateError(f"cannot lock {lock_path}: {exc.strerror}; {_ADVICE}") from None
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    return lock
 
 
 @contextmanager

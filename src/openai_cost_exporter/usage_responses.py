@@ -3,7 +3,8 @@
 Pure functions over decoded JSON bodies, no I/O, in the style of `openai_responses`: the envelope is the costs
 one (openai-admin-api.md §1.2, §3), bad shapes raise `MalformedResponse` quoting `where`. Pages are expected to be
 grouped by `project_id` and `model` (and optionally `batch`, `service_tier`); any `bucket_width` is read alike.
-Usage carries tokens, never dollars (§3, §7.13): `pricing` turns rows into estimates.
+Usage carries tokens, never dollars (§3, §7.13): `pricing` turns rows into estimates. As with costs, a lone
+surrogate in a project id, model or service tier becomes U+FFFD (`openai_responses._optional_str`).
 """
 
 from __future__ import annotations
