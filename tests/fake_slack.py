@@ -7,6 +7,10 @@ In-process:
         ... post to slack.url ...
         posts = slack.wait_for(1)
 
+Besides failing, it can take a post (it counts in `posts`: Slack has shown it) and then answer late
+(`answer_late_next`), trickle its answer a byte at a time (`trickle_next`) or drop the connection without an
+answer (`drop_next`); `on_post` runs on each POST before the answer (a test fills the disk there).
+
 As a process (vmalert/Alertmanager stack tests): `python tests/fake_slack.py PORT OUTFILE` appends each
 accepted POST body as one JSON line to OUTFILE; PORT 0 picks a free port, printed as `listening on HOST:PORT`.
 """
@@ -18,7 +22,8 @@ import signal
 import sys
 import threading
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -40,9 +45,18 @@ class Post:
 
 @dataclass(frozen=True)
 class _Failure:
+    """How to answer one POST: a failure status, or a 200 that is late, trickled or never sent."""
+
     status: int
     body: str
     headers: dict[str, str]
+    delay: float = 0.0  # seconds before answering
+    trickle: float = 0.0  # seconds between the bytes of the answer
+    drop: bool = False  # close the connection instead of answering
+    accepted: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "accepted", self.status == 200)
 
 
 class FakeSlack:
@@ -54,6 +68,8 @@ class FakeSlack:
         self.posts: list[Post] = []  # accepted (200) posts
         self.requests: list[Post] = []  # every POST, failed ones included
         self._outfile = outfile
+        self.on_post: Callable[[], None] | None = None
+        self.stopping = threading.Event()  # ends the waits of late and trickled answers
         self._server = ThreadingHTTPServer((HOST, port), _handler(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -79,6 +95,21 @@ class FakeSlack:
         with self._cond:
             self._failures.extend(_Failure(429, "rate_limited", header) for _ in range(n))
 
+    def answer_late_next(self, n: int, delay: float) -> None:
+        """Take the next `n` POSTs (Slack shows them) but answer 200 only `delay` seconds later."""
+        with self._cond:
+            self._failures.extend(_Failure(200, "ok", {}, delay=delay) for _ in range(n))
+
+    def trickle_next(self, n: int, interval: float) -> None:
+        """Take the next `n` POSTs, then send the 200 answer one byte every `interval` seconds."""
+        with self._cond:
+            self._failures.extend(_Failure(200, "ok", {}, trickle=interval) for _ in range(n))
+
+    def drop_next(self, n: int) -> None:
+        """Take the next `n` POSTs, then close the connection without an answer."""
+        with self._cond:
+            self._failures.extend(_Failure(200, "ok", {}, drop=True) for _ in range(n))
+
     def wait_for(self, n: int, timeout: float = 5.0) -> list[Post]:
         """Block until `n` posts were accepted (or raise TimeoutError); return them."""
         with self._cond:
@@ -97,7 +128,7 @@ class FakeSlack:
             failure = self._failures.popleft() if self._failures else None
             post = Post(path, headers, body, failure.status if failure else 200)
             self.requests.append(post)
-            if failure is None:
+            if failure is None or failure.accepted:
                 self.posts.append(post)
                 self._append_line(body)
             self._cond.notify_all()
@@ -114,6 +145,7 @@ class FakeSlack:
         return self
 
     def stop(self) -> None:
+        self.stopping.set()
         self._server.shutdown()
         self._server.server_close()
         if self._thread is not None:
@@ -133,15 +165,30 @@ def _handler(fake: FakeSlack) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             failure = fake.record(self.path, dict(self.headers.items()), raw)
-            status, body, headers = (
-                (200, "ok", {}) if failure is None else (failure.status, failure.body, failure.headers)
-            )
-            self.send_response(status)
-            for name, value in {"Content-Type": "text/plain", **headers}.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body.encode())
+            if fake.on_post is not None:
+                fake.on_post()
+            answer = failure or _Failure(200, "ok", {})
+            if answer.drop or fake.stopping.wait(answer.delay):
+                self.close_connection = True
+                return
+            try:
+                self._answer(answer)
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up waiting: what is under test
+                self.close_connection = True
+
+        def _answer(self, answer: _Failure) -> None:
+            lines = [f"HTTP/1.0 {answer.status} {'OK' if answer.status == 200 else 'Error'}"]
+            headers = {"Content-Type": "text/plain", "Content-Length": str(len(answer.body)), **answer.headers}
+            lines += [f"{name}: {value}" for name, value in headers.items()]
+            raw = ("\r\n".join(lines) + "\r\n\r\n" + answer.body).encode()
+            if not answer.trickle:
+                self.wfile.write(raw)
+                return
+            for i in range(len(raw)):
+                if fake.stopping.wait(answer.trickle):
+                    return
+                self.wfile.write(raw[i : i + 1])
+                self.wfile.flush()
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read the records instead
             return

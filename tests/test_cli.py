@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 from collections.abc import Iterator
@@ -87,3 +88,17 @@ def test_day_ranges_are_checked(command: list[str], tmp_path: Path, capsys: pyte
     """backfill and report refuse day counts outside 1..366 with a configuration error (exit 2)."""
     assert cli.main([*command, "--state-dir", str(tmp_path)]) == 2
     assert "between 1 and 366" in capsys.readouterr().err
+
+
+def test_settings_flags_refuse_a_setting_without_a_flag() -> None:
+    """A command's list of settings naming no flag (a typo such as "listen_addr") fails at parser build time."""
+    with pytest.raises(ValueError, match="listen_addr"):
+        flags.add_settings_flags(argparse.ArgumentParser(), {"listen", "listen_addr"})
+
+
+def test_settings_without_a_flag_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A command without a setting's flag still takes that setting from the environment (shared by all commands)."""
+    monkeypatch.setenv("OPENAI_COST_EXPORTER_PUSH_URL", "http://127.0.0.1:1/api/v1/import/prometheus")
+    args = cli.build_parser().parse_args(["report", "--state-dir", str(tmp_path)])
+    assert not hasattr(args, "push_url")
+    assert flags.settings_from_args(args).push_url == "http://127.0.0.1:1/api/v1/import/prometheus"

@@ -14,11 +14,11 @@ from openai_cost_exporter.config import (
     default_state_dir,
     load_settings,
     parse_listen,
-    unknown_environment,
 )
 from openai_cost_exporter.defaults import DEFAULT_BASE_URL, JOB, LISTEN
 from openai_cost_exporter.defaults import INTERVAL_SECONDS as DEFAULT_INTERVAL_SECONDS
 from openai_cost_exporter.errors import ConfigError
+from openai_cost_exporter.settings_check import unknown_environment
 
 KEY = "sk-admin-TOPSECRET0123456789abcdef"
 ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - what ":PORT" parses to; nothing binds here

@@ -29,6 +29,7 @@ GENERATOR = ROOT / "scripts" / "gen_rule_crds.py"
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 UNIT = ROOT / "deploy" / "systemd" / "openai-cost-exporter.service"
+README = ROOT / "README.md"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 SCRIPT = next(iter(PYPROJECT["project"]["scripts"]))
 #: Environment variables the settings read besides OPENAI_COST_EXPORTER_<FIELD>.
@@ -116,6 +117,20 @@ def test_generator_check_mode_detects_drift(tmp_path: Path, monkeypatch: pytest.
     assert target.read_text(encoding="utf-8").startswith("# GENERATED")
 
 
+def test_runbooks_name_readme_sections_that_exist() -> None:
+    """Every README section a rule's runbook refers to ("see the "X" section") is a heading of the README."""
+    headings = set(re.findall(r"^#+ (.+)$", README.read_text(encoding="utf-8"), re.MULTILINE))
+    rules = yaml.safe_load(RULES.read_text(encoding="utf-8"))["groups"][0]["rules"]
+    named = {
+        section
+        for rule in rules
+        for section in re.findall(r'"([^"]+)" section', rule["annotations"].get("runbook", ""))
+    }
+    assert named, "no runbook names a README section (the check below could not fail)"
+    assert named <= headings, sorted(named - headings)
+    assert all("README" in rule["annotations"]["runbook"] for rule in rules if "runbook" in rule["annotations"])
+
+
 # --- Kubernetes ---------------------------------------------------------------------------------------------
 
 
@@ -176,6 +191,19 @@ def test_container_is_locked_down_with_resources() -> None:
     assert {"cpu", "memory"} <= container["resources"]["requests"].keys()
     assert "memory" in container["resources"]["limits"]
     assert "/tmp" in {m["mountPath"] for m in container["volumeMounts"]}  # noqa: S108 - a manifest path, not a file we write
+
+
+def test_image_is_a_marked_placeholder_the_kustomization_tags() -> None:
+    """The image name is registry-qualified (a bare name would be looked up on Docker Hub), visibly a placeholder
+    with a comment saying so, and the name the kustomization's `images:` entry retags."""
+    (deployment,) = objects("Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    registry = container["image"].split("/")[0]
+    assert "/" in container["image"] and ("." in registry or ":" in registry), container["image"]
+    assert "OWNER" in container["image"]
+    assert "PLACEHOLDER" in (KUBE / "base" / "deployment.yaml").read_text(encoding="utf-8")
+    kustomization = yaml.safe_load((KUBE / "base" / "kustomization.yaml").read_text(encoding="utf-8"))
+    assert [entry["name"] for entry in kustomization["images"]] == [container["image"]]
 
 
 def test_secret_feeds_the_environment() -> None:
@@ -333,6 +361,21 @@ def test_systemd_unit_runs_the_exporter_hardened() -> None:
     assert unit()["Install"]["WantedBy"] == "multi-user.target"
 
 
+def test_systemd_unit_installs_from_this_repository() -> None:
+    """The unit's install steps pip-install a checkout of this repository (it is on no package index), into the
+    virtualenv whose console script ExecStart runs, and the README's Deploy section says the same."""
+    text = UNIT.read_text(encoding="utf-8")
+    installs = re.findall(r"^#\s+(\S+)/bin/pip install (\S+)", text, re.MULTILINE)
+    assert installs, "no pip install step in the unit's header"
+    for venv, target in installs:
+        assert target.startswith(("/", "./", "git+")), f"{target}: not a checkout or a repository URL"
+        assert unit()["Service"]["ExecStart"].split()[0] == f"{venv}/bin/{SCRIPT}"
+    clone = re.search(r"^#\s+git clone \S+ (\S+)$", text, re.MULTILINE)
+    assert clone and {target for _, target in installs} == {clone.group(1)}
+    deploy = README.read_text(encoding="utf-8").split("\n## Deploy\n", 1)[1].split("\n## ", 1)[0]
+    assert f"pip install {clone.group(1)}" in " ".join(deploy.split())
+
+
 def test_systemd_env_example_names_real_settings() -> None:
     """Every variable in the example env file (commented or not) is one the exporter reads."""
     text = (UNIT.parent / "env.example").read_text(encoding="utf-8")
@@ -376,3 +419,6 @@ def test_kustomize_builds(overlay: str, kinds: set[str]) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert {doc["kind"] for doc in yaml.safe_load_all(result.stdout)} == kinds
+    (deployment,) = [doc for doc in yaml.safe_load_all(result.stdout) if doc["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "ghcr.io/OWNER/openai-cost-exporter:0.1.0"  # the images: entry applied

@@ -838,3 +838,19 @@ def test_a_big_page_is_fast(clock: FrozenClock) -> None:
     assert size > 10_000_000
     # About 1.2 s on the 2-core CI machine; line tracing (coverage) makes the hot loop several times slower.
     assert elapsed < (3 if sys.gettrace() is None else 20), elapsed
+
+
+def test_trickle_fault_sends_the_same_body_in_small_timed_pieces(api: FakeAdminAPI, client: httpx.Client) -> None:
+    """trickle_seconds streams the body a few bytes at a time, that long apart, on trickle_path only; the bytes
+    are those of the untrickled reply."""
+    whole = client.get("/organization/projects").content
+    api.faults.update({"trickle_seconds": 0.02, "trickle_path": "/v1/organization/projects"})
+    started = time.perf_counter()
+    with client.stream("GET", "/organization/projects") as response:
+        pieces = list(response.iter_raw())
+    elapsed = time.perf_counter() - started
+    assert b"".join(pieces) == whole
+    assert len(pieces) > 10 and max(map(len, pieces)) <= 64
+    assert elapsed >= 0.02 * len(whole) / 8 * 0.9
+    fast = time.perf_counter()
+    assert costs(client).status_code == 200 and time.perf_counter() - fast < 0.5  # another path: not trickled

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sqlite3
 from collections.abc import Iterator
 from decimal import Decimal
@@ -15,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from openai_cost_exporter import notifications as notifications_module
 from openai_cost_exporter.clock import FrozenClock
 from openai_cost_exporter.errors import AuthError, NotifyError, StateError
-from openai_cost_exporter.messages import MessageContext, OutboxMessage, alert_record
+from openai_cost_exporter.messages import MaybeDelivered, MessageContext, OutboxMessage, alert_record
 from openai_cost_exporter.notifications import Notifications
 from openai_cost_exporter.rules import Alert, build_digest
 from openai_cost_exporter.selfmetrics import SelfMetrics
@@ -367,3 +368,86 @@ def test_prune_forgets_old_days_but_keeps_undelivered_messages(notes: Notificati
     assert [(m.subject_id, m.day) for m in notes.pending()] == [("proj_other", old), ("proj_a", recent)]
     assert notes.decide([spike()], old, Contexts())  # forgotten, so it would be said again
     assert not notes.decide([spike()], recent, Contexts())
+
+
+class Doubtful:
+    """A notifier whose sends fail in the given ways, in turn: "lost" (may have been delivered) or "refused"."""
+
+    def __init__(self, *outcomes: str) -> None:
+        self.outcomes = list(outcomes)
+        self.calls = 0
+
+    def send(self, message: OutboxMessage) -> None:
+        self.calls += 1
+        outcome = self.outcomes.pop(0) if self.outcomes else "ok"
+        if outcome == "lost":
+            raise MaybeDelivered("no answer")
+        if outcome == "refused":
+            raise DeliveryFailed("answered 500")
+
+
+def test_the_attempt_is_committed_before_the_post(notes: Notifications, db_path: Path) -> None:
+    """While the notifier sends, another connection already sees the message as 'sending', its attempt counted."""
+    seen: list[tuple[Any, ...]] = []
+
+    class Peek:
+        def send(self, message: OutboxMessage) -> None:
+            with sqlite3.connect(db_path) as other:
+                seen.append(other.execute("SELECT attempts, sending_at IS NOT NULL FROM outbox").fetchone())
+
+    notes.decide([spike()], DAY, Contexts())
+    assert notes.deliver(Peek()).sent == 1
+    assert seen == [(1, 1)]
+
+
+def test_in_doubt_at_most_twice_however_many_plain_failures_come_between(
+    notes: Notifications, clock: FrozenClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Plain failures do not count against a message in doubt; a second send in doubt gives it up."""
+    notes.decide([spike()], DAY, Contexts())
+    notifier = Doubtful("lost", "refused", "refused", "lost")
+    for _ in range(6):
+        notes.deliver(notifier)
+        clock.advance(dt.timedelta(hours=2))
+    assert notifier.calls == 4
+    assert notes.pending() == []
+    assert "giving up on spike message 1" in caplog.text
+
+
+def test_a_given_up_message_leaves_with_retention(
+    notes: Notifications, conn: sqlite3.Connection, clock: FrozenClock
+) -> None:
+    """A given-up message is not pending, and retention deletes it like a delivered one."""
+    notes.decide([spike()], DAY, Contexts())
+    notes.deliver(Doubtful("lost"))
+    clock.advance(dt.timedelta(hours=1))
+    notes.deliver(Doubtful("lost"))
+    assert notes.pending() == [] and conn.execute("SELECT COUNT(*) FROM outbox").fetchone() == (1,)
+    notes.prune(DAY + dt.timedelta(days=1))
+    assert conn.execute("SELECT COUNT(*) FROM outbox").fetchone() == (0,)
+
+
+def test_an_outbox_of_0_1_gains_the_columns_of_delivery_safety(db_path: Path, clock: FrozenClock) -> None:
+    """An outbox table with 0.1's columns gets `sending_at`, `in_doubt` and `given_up_at`; its row is still sent."""
+    old = sqlite3.connect(db_path)
+    old.execute(
+        "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, rule TEXT NOT NULL, subject_id TEXT NOT NULL,"
+        " day TEXT NOT NULL, level TEXT NOT NULL, escalation INTEGER NOT NULL, payload TEXT NOT NULL,"
+        " created_at REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, next_attempt_at REAL,"
+        " delivered_at REAL)"
+    )
+    old.execute(
+        "INSERT INTO outbox (rule, subject_id, day, level, escalation, payload, created_at)"
+        " VALUES ('spike', 'proj_a', ?, 'firing', 0, ?, 0)",
+        (DAY.isoformat(), json.dumps(alert_record(spike(), MessageContext()))),
+    )
+    old.commit()
+    old.close()
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        notes = Notifications(conn, clock)
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(outbox)")}
+        assert {"sending_at", "in_doubt", "given_up_at"} <= columns
+        assert notes.deliver(Recorder()).sent == 1
+    finally:
+        conn.close()

@@ -892,3 +892,14 @@ def test_each_retry_is_one_line_naming_path_attempt_wait_and_error(
     assert "attempt 1 failed: HTTP 503: busy" in first
     assert second.startswith("GET /organization/costs: attempt 3 after ") and "attempt 2 failed: HTTP 429" in second
     assert all(KEY not in line for line in lines)
+
+
+def test_an_integer_beyond_int_limits_rejects_its_row_not_the_page(make_client: Callable[..., AdminClient]) -> None:
+    """A 5,000-digit integer amount (past Python's 4,300-digit int limit) drops only its row, with no retry, where
+    it used to make the page invalid JSON and be retried until MalformedResponse."""
+    page = {"object": "page", "data": [bucket(DAY, result(1, "proj_ok"), result(0, "proj_huge"))], "has_more": False}
+    text = json.dumps(page).replace('"value": 0,', '"value": ' + "9" * 5000 + ",")
+    script = Script(httpx.Response(200, content=text.encode(), headers={"Content-Type": "application/json"}))
+    [cost_page] = costs(make_client(script))
+    assert [(row.project_id, row.amount_usd) for row in cost_page.rows] == [("proj_ok", Decimal(1))]
+    assert cost_page.rejected == 1 and len(script.requests) == 1

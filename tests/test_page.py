@@ -240,6 +240,28 @@ def test_header_warns_when_data_is_old_or_missing(last_success: dt.datetime | No
         assert "last successful cycle: 2026-11-28 14:01 UTC (4 min ago)" in text
 
 
+@pytest.mark.parametrize(
+    ("stages", "failed_at", "banner"),
+    [
+        (("costs",), NOW - dt.timedelta(minutes=2), "The last cycle failed (stages: costs) at 14:03 UTC"),
+        (("costs", "push"), None, "The last cycle failed (stages: costs, push);"),
+        ((), NOW, None),
+    ],
+)
+def test_header_shows_a_failed_last_cycle(
+    stages: tuple[str, ...], failed_at: dt.datetime | None, banner: str | None
+) -> None:
+    """A failed last cycle is a visible banner with its stages and start time, beside a fresh last success."""
+    dom = parse(render_page(sample_view(failed_stages=stages, failed_at=failed_at)))
+    text = "".join(dom.text)
+    assert ("warn" in dom.classes) is (banner is not None)
+    assert "last successful cycle: 2026-11-28 14:01 UTC (4 min ago)" in text
+    if banner:
+        assert banner in text
+    else:
+        assert "The last cycle failed" not in text
+
+
 @pytest.mark.parametrize("days", [DAYS, []])
 def test_empty_state(days: list[dt.date]) -> None:
     """Before any data the page still renders, says so, and draws no bars."""

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import logging
 import socket
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -14,7 +15,7 @@ import pytest
 from pydantic import SecretStr
 
 from openai_cost_exporter.errors import ConfigError, NotifyError
-from openai_cost_exporter.messages import MessageContext, OutboxMessage
+from openai_cost_exporter.messages import MaybeDelivered, MessageContext, OutboxMessage
 from openai_cost_exporter.rules import ORGANIZATION, Alert, DigestRow, build_digest
 from openai_cost_exporter.slack import DeliveryFailed, LogNotifier, SlackNotifier
 from openai_cost_exporter.slack_blocks import (
@@ -384,8 +385,9 @@ def test_unreachable_webhook_no_secret(caplog: pytest.LogCaptureFixture) -> None
     url = f"http://127.0.0.1:{port}{WEBHOOK_PATH}"
     caplog.set_level(logging.DEBUG)
     notifier = SlackNotifier(url, timeout=2, backoff=0)
-    with pytest.raises(NotifyError, match="unreachable: URLError") as caught:
+    with pytest.raises(NotifyError, match=r"unreachable: URLError: .*Connection refused") as caught:
         notifier.send(outbox())
+    assert not isinstance(caught.value, MaybeDelivered)  # nothing went out: a retry cannot repeat it
     assert SECRET not in str(caught.value) and SECRET not in repr(notifier)
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
     assert SECRET not in caplog.text
@@ -402,6 +404,42 @@ def test_no_secret_in_logs_on_http_errors(slack: FakeSlack, caplog: pytest.LogCa
     with pytest.raises(NotifyError) as caught:
         notifier.send(outbox())
     assert SECRET not in caplog.text and SECRET not in str(caught.value)
+
+
+def test_a_trickled_answer_ends_at_the_wall_clock_deadline(slack: FakeSlack) -> None:
+    """An answer trickled a byte every 50 ms (each read within the timeout) still ends the send at the deadline."""
+    slack.trickle_next(1, interval=0.05)
+    started = time.monotonic()
+    with pytest.raises(MaybeDelivered, match=r"gave no answer within 1.5 s; it may have posted"):
+        SlackNotifier(slack.url, timeout=0.5, backoff=0).send(outbox())
+    assert time.monotonic() - started < 2.0  # the whole answer would take about 4 s
+    assert len(slack.requests) == 1
+
+
+def test_a_late_answer_is_in_doubt_and_not_retried_in_call(slack: FakeSlack) -> None:
+    """Slack taking the post but answering after the timeout is 'may have been delivered', tried only once."""
+    slack.answer_late_next(1, delay=5)
+    with pytest.raises(MaybeDelivered) as caught:
+        SlackNotifier(slack.url, timeout=0.3, backoff=0).send(outbox())
+    assert isinstance(caught.value, DeliveryFailed) and SECRET not in str(caught.value)
+    assert len(slack.requests) == 1 and len(slack.posts) == 1
+
+
+def test_a_dropped_connection_after_the_request_is_not_retried_in_call(slack: FakeSlack) -> None:
+    """A connection closed with no answer after the request went out is in doubt, so the call does not resend it."""
+    slack.drop_next(1)
+    with pytest.raises(MaybeDelivered, match="RemoteDisconnected"):
+        SlackNotifier(slack.url, backoff=0).send(outbox())
+    assert len(slack.requests) == 1
+
+
+def test_a_200_whose_body_breaks_off_is_in_doubt(slack: FakeSlack) -> None:
+    """A 200 whose body breaks off is in doubt, not failed: the SDK reads the whole answer, so the outbox may send it
+    once more (at most one repeat), never in the call."""
+    slack.fail_next(1, status=200, body="ok", headers={"Content-Length": "1000"})
+    with pytest.raises(MaybeDelivered):
+        SlackNotifier(slack.url, timeout=0.5, backoff=0).send(outbox())
+    assert len(slack.requests) == 1
 
 
 def test_sdk_log_lines_are_masked(slack: FakeSlack, caplog: pytest.LogCaptureFixture) -> None:

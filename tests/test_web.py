@@ -32,6 +32,7 @@ class LoopState:
     snapshot: CostSnapshot | None = None
     last_attempt: dt.datetime | None = None
     last_success: dt.datetime | None = None
+    failed_stages: list[str] = field(default_factory=list)
 
     def health(self) -> Health:
         return Health(
@@ -40,12 +41,19 @@ class LoopState:
             last_success=lambda: self.last_success,
             interval=INTERVAL,
             clock=self.clock,
+            failed_stages=lambda: self.failed_stages,
         )
 
     def succeed(self, names: dict[str, str], totals: dict[dt.date, dict[str, Decimal]]) -> None:
         now = self.clock.now()
         self.snapshot = build_snapshot(now, names, totals, baseline_days=7)
         self.last_attempt = self.last_success = now
+        self.failed_stages = []
+
+    def fail(self, *stages: str) -> None:
+        """A cycle that starts now and fails in `stages` (the snapshot, if any, stays the last good one)."""
+        self.last_attempt = self.clock.now()
+        self.failed_stages = list(stages)
 
 
 @pytest.fixture
@@ -137,6 +145,64 @@ def test_readyz(client: httpx.Client, state: LoopState) -> None:
     state.succeed({}, today_totals(state))
     after = client.get("/readyz")
     assert (after.status_code, after.text) == (200, "ready\n")
+
+
+def test_readyz_first_cycle_failed(client: httpx.Client, state: LoopState) -> None:
+    """A first cycle that stored figures but failed a stage leaves /readyz 503, saying which stages failed."""
+    state.snapshot = build_snapshot(state.clock.now(), {}, today_totals(state), baseline_days=7)
+    state.fail("push")
+    response = client.get("/readyz")
+    assert (response.status_code, response.text) == (
+        503,
+        "no successful cycle yet: the last cycle failed (stages: push)\n",
+    )
+
+
+def test_readyz_turns_503_after_about_three_failed_cycles(client: httpx.Client, state: LoopState) -> None:
+    """After a success, one or two failed cycles keep /readyz 200; the third in a row turns it 503 with the stages
+    and the last success time, and the next success makes it ready again."""
+    state.succeed({}, today_totals(state))
+    statuses = []
+    for _ in range(3):
+        state.clock.advance(dt.timedelta(seconds=INTERVAL + 5))  # the wait, plus a 5-second cycle
+        state.fail("costs", "push")
+        statuses.append(client.get("/readyz").status_code)
+    assert statuses == [200, 200, 503]
+    text = client.get("/readyz").text
+    assert text == "cycles failing since the last success at 2026-11-28 12:00 UTC (stages: costs, push)\n"
+    state.succeed({}, today_totals(state))
+    assert client.get("/readyz").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("age", "status"),
+    [(dt.timedelta(seconds=3 * INTERVAL + 120), 200), (dt.timedelta(seconds=3 * INTERVAL + 121), 503)],
+)
+def test_readyz_stale_last_success(client: httpx.Client, state: LoopState, age: dt.timedelta, status: int) -> None:
+    """A last success older than 3 intervals plus 2 minutes (no cycle finished since) makes /readyz 503."""
+    state.succeed({}, today_totals(state))
+    state.clock.advance(age)
+    response = client.get("/readyz")
+    assert response.status_code == status
+    if status == 503:
+        assert response.text == "last successful cycle at 2026-11-28 12:00 UTC, over 3 intervals ago\n"
+
+
+def test_page_shows_the_failed_cycle(client: httpx.Client, state: LoopState) -> None:
+    """While the last cycle failed, the page shows a banner with its stages and time; a success removes it."""
+    state.succeed({"proj_x": "X-Ray"}, today_totals(state))
+    state.clock.advance(dt.timedelta(minutes=5))
+    state.fail("costs", "alerts")
+    text = client.get("/").text
+    assert "The last cycle failed (stages: costs, alerts) at 12:05 UTC" in text
+    state.succeed({"proj_x": "X-Ray"}, today_totals(state))
+    assert "The last cycle failed" not in client.get("/").text
+
+
+def test_page_shows_a_failed_first_cycle(client: httpx.Client, state: LoopState) -> None:
+    """A first cycle that failed before any figure shows the banner too, on the page with no figures."""
+    state.fail("costs")
+    assert "The last cycle failed (stages: costs) at 12:00 UTC" in client.get("/").text
 
 
 @pytest.mark.parametrize("path", ["/", "/index.html"])

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 
 from openai_cost_exporter.clock import Clock
+from openai_cost_exporter.delivery import DeliveryReport
 from openai_cost_exporter.estimates import Estimates
 from openai_cost_exporter.message_inputs import LineItems, MessageInputs
 from openai_cost_exporter.messages import MessageContext, Notifier
 from openai_cost_exporter.models import DAY, ZERO
 from openai_cost_exporter.money import ratio, usd
-from openai_cost_exporter.notifications import DeliveryReport, Notifications
+from openai_cost_exporter.notifications import Notifications
+from openai_cost_exporter.policy_check import unknown_project_keys
 from openai_cost_exporter.rules import (
     ORGANIZATION,
     Alert,
@@ -32,6 +35,8 @@ from openai_cost_exporter.rules import (
     runaway_resolved,
 )
 from openai_cost_exporter.snapshot import CostSnapshot, baseline
+
+log = logging.getLogger(__name__)
 
 TOP_LINE_ITEMS = 3
 Names = Mapping[str, str]
@@ -56,6 +61,16 @@ class Alerter:
         self._clock = clock
         self._digest_grace = digest_grace
         self._retention = retention
+        self._warned: set[str] = set()
+
+    def check_policy(self, names: Mapping[str, str]) -> None:
+        """Say once, in the log, each `[alerts.projects]` key that matches no project (a typo keeps defaults)."""
+        if not names:
+            return  # before the first names listing every key would look unknown
+        for problem in unknown_project_keys(self._policy, names):
+            if problem not in self._warned:
+                self._warned.add(problem)
+                log.warning("%s", problem)
 
     def evaluate(
         self,

@@ -79,6 +79,7 @@ class Exporter:
             snapshot=lambda: self.cycle.snapshot,
             alert_states=lambda: self.cycle.alert_states,
             cycle_done=lambda: self.cycle.cycles_done > 0,
+            failed_stages=lambda: self.cycle.last_failed_stages,
             last_attempt=lambda: self.cycle.last_attempt,
             last_success=lambda: self.cycle.last_success,
             interval=self.settings.interval,

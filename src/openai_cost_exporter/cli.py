@@ -14,9 +14,27 @@ import prometheus_client
 
 from openai_cost_exporter import __version__, defaults
 from openai_cost_exporter.errors import ConfigError, ExporterError, StateError
-from openai_cost_exporter.flags import add_settings_flags
+from openai_cost_exporter.flags import ALL_SETTINGS, COMMON_SETTINGS, add_settings_flags
 
 log = logging.getLogger(__name__)
+
+#: The settings each command reads, so its flags (and its help) are those and no others: a flag it would ignore
+#: is an error, not silently nothing. The environment and --config still carry every setting to every command.
+RUN_SETTINGS = ALL_SETTINGS
+DEMO_SETTINGS = ALL_SETTINGS - {"base_url", "listen"}  # the demo's own fake API, and --port
+BACKFILL_SETTINGS = COMMON_SETTINGS | {
+    "base_url",
+    "request_timeout",
+    "state_dir",
+    "push_url",
+    "job",
+    "push_labels",
+    "line_items",
+}
+REPORT_SETTINGS = COMMON_SETTINGS | {"base_url", "request_timeout", "state_dir", "line_items", "alerts.baseline_days"}
+BACKTEST_SETTINGS = (  # the state file only, never the API: every alert setting, and whether usage is judged
+    COMMON_SETTINGS | {"state_dir", "usage"} | {name for name in ALL_SETTINGS if name.startswith("alerts.")}
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +62,7 @@ def _command(
 def _run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = _command(commands, "run", "collect every --interval, serve /metrics, push, alert")
     run.add_argument("--once", action="store_true", help="run one cycle and exit (0 only if it fully succeeded)")
-    add_settings_flags(run)
+    add_settings_flags(run, RUN_SETTINGS)
 
 
 def _demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -56,13 +74,13 @@ def _demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--projects", type=int, default=defaults.DEMO_PROJECTS, help="projects in the simulated organization"
     )
     demo.add_argument("--seed", type=int, default=7)
-    add_settings_flags(demo)
+    add_settings_flags(demo, DEMO_SETTINGS)
 
 
 def _backfill(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     backfill = _command(commands, "backfill", "write past days' final totals to VictoriaMetrics")
     backfill.add_argument("--days", type=int, required=True, help="complete UTC days to backfill (1-366)")
-    add_settings_flags(backfill)
+    add_settings_flags(backfill, BACKFILL_SETTINGS)
 
 
 def _report(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -70,7 +88,7 @@ def _report(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     report.add_argument("--days", type=int, default=14, help="days to show (default %(default)s)")
     report.add_argument("--format", choices=["table", "csv", "json"], default="table")
     report.add_argument("--offline", action="store_true", help="read the state file only, no API call")
-    add_settings_flags(report)
+    add_settings_flags(report, REPORT_SETTINGS)
 
 
 def _backtest(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -78,7 +96,7 @@ def _backtest(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     backtest = _command(commands, "backtest", text)
     backtest.add_argument("--days", type=int, required=True, help="closed UTC days before today to judge (1-366)")
     backtest.add_argument("--format", choices=["table", "json"], default="table")
-    add_settings_flags(backtest)
+    add_settings_flags(backtest, BACKTEST_SETTINGS)
 
 
 #: `fake-api --help`'s description: the control endpoint a test or a demo drives (fake/control.py).

@@ -25,11 +25,12 @@ from openai_cost_exporter.app import (
     stop_on_signals,
 )
 from openai_cost_exporter.clock import Clock, SystemClock, clock_from_env
-from openai_cost_exporter.config import Settings, unknown_environment
+from openai_cost_exporter.config import Settings
 from openai_cost_exporter.errors import ConfigError, StateError
 from openai_cost_exporter.flags import settings_from_args
 from openai_cost_exporter.logs import setup_logging
 from openai_cost_exporter.service import CycleReport
+from openai_cost_exporter.settings_check import unknown_environment
 from openai_cost_exporter.usage_store import UsageStore
 
 log = logging.getLogger(__name__)

@@ -1,11 +1,14 @@
-"""The settings flags every command shares, and settings built from them.
+"""The settings flags, each command given only those of the settings it uses, and settings built from them.
 
-Help texts never spell a default: it is read from the settings model, so the two cannot disagree.
+The environment and the config file still carry every setting (one of each for all commands); a flag a command
+would ignore is not one of its flags, so `report --listen X` is an error, not silently nothing. Help texts never
+spell a default: it is read from the settings model, so the two cannot disagree.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -87,30 +90,49 @@ ALERT_FLAGS: dict[str, tuple[str, Any, str]] = {
 }
 
 
-def add_settings_flags(parser: argparse.ArgumentParser) -> None:
+#: Every setting a flag can give: a flag's `dest` (alert settings as `alerts.<field>`).
+ALL_SETTINGS: frozenset[str] = frozenset(
+    [dest for dest, _, _ in SETTINGS_FLAGS.values()]
+    + [dest for dest, _ in BOOLEAN_FLAGS.values()]
+    + ["push_labels"]
+    + [f"alerts.{dest}" for dest, _, _ in ALERT_FLAGS.values()]
+)
+#: The flags of every command that reads the settings.
+COMMON_SETTINGS: frozenset[str] = frozenset({"config", "log_level", "log_format"})
+
+
+def add_settings_flags(parser: argparse.ArgumentParser, uses: Collection[str]) -> None:
+    """Add the flags of the settings in `uses` (names from ALL_SETTINGS), and no others."""
+    unknown = set(uses) - ALL_SETTINGS
+    if unknown:
+        raise ValueError(f"no settings flag for {sorted(unknown)}")
     group = parser.add_argument_group("settings (each also from OPENAI_COST_EXPORTER_<NAME>)")
     for flag, (dest, kind, text) in SETTINGS_FLAGS.items():
-        group.add_argument(
-            flag, dest=dest, type=kind, default=None, help=with_default(text, Settings.model_fields[dest])
-        )
+        if dest in uses:
+            help_text = with_default(text, Settings.model_fields[dest])
+            group.add_argument(flag, dest=dest, type=kind, default=None, help=help_text)
     for flag, (dest, text) in BOOLEAN_FLAGS.items():
-        group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=text)
-    group.add_argument(
-        "--push-label",
-        dest="push_labels",
-        action="append",
-        metavar="NAME=VALUE",
-        help="extra label on pushed samples",
-    )
-    alerts = parser.add_argument_group("alerts (OPENAI_COST_EXPORTER_ALERTS__<NAME>, or [alerts] in --config)")
-    for flag, (dest, kind, text) in ALERT_FLAGS.items():
-        alerts.add_argument(
-            flag,
-            dest=f"alerts.{dest}",
-            type=kind,
-            default=None,
-            help=with_default(text, AlertPolicy.model_fields[dest]),
+        if dest in uses:
+            group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=text)
+    if "push_labels" in uses:
+        group.add_argument(
+            "--push-label",
+            dest="push_labels",
+            action="append",
+            metavar="NAME=VALUE",
+            help="extra label on pushed samples",
         )
+    _add_alert_flags(parser, uses)
+
+
+def _add_alert_flags(parser: argparse.ArgumentParser, uses: Collection[str]) -> None:
+    chosen = {flag: spec for flag, spec in ALERT_FLAGS.items() if f"alerts.{spec[0]}" in uses}
+    if not chosen:
+        return
+    alerts = parser.add_argument_group("alerts (OPENAI_COST_EXPORTER_ALERTS__<NAME>, or [alerts] in --config)")
+    for flag, (dest, kind, text) in chosen.items():
+        help_text = with_default(text, AlertPolicy.model_fields[dest])
+        alerts.add_argument(flag, dest=f"alerts.{dest}", type=kind, default=None, help=help_text)
 
 
 def with_default(text: str, field: FieldInfo) -> str:

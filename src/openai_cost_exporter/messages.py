@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
+from openai_cost_exporter.errors import NotifyError
 from openai_cost_exporter.rules import Alert, Digest, DigestRow
 
 Record = dict[str, Any]
@@ -45,11 +46,22 @@ class OutboxMessage:
     created_at: dt.datetime
     attempts: int = 0
     next_attempt_at: dt.datetime | None = None
+    in_doubt: int = 0  # attempts that may have been delivered (no answer came back, or its record was lost)
+    sending_at: dt.datetime | None = None  # set while an attempt is under way; left set by a crash
+
+
+class MaybeDelivered(NotifyError):
+    """The request went out but its answer did not come back: the message may have been delivered.
+
+    A notifier raises it (a subclass of it) instead of a plain NotifyError when a retry could repeat the message,
+    so the outbox tries it only once more (notifications.py).
+    """
 
 
 class Notifier(Protocol):
     def send(self, message: OutboxMessage) -> None:
-        """Deliver one message, or raise NotifyError (it then stays in the outbox)."""
+        """Deliver one message, or raise NotifyError (it then stays in the outbox): MaybeDelivered when the
+        message may have arrived anyway."""
         ...
 
 

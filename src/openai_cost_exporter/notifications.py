@@ -4,8 +4,7 @@ No spam: at most one message per (rule, subject, UTC day, level), plus one more 
 reaches `escalation_factor` x the value last notified. Nothing lost: deciding a message and queuing it in the
 outbox is one SQLite transaction, and a message leaves the outbox only once the notifier accepted it (failures
 back off exponentially, honouring Slack's Retry-After). Both live in the shared state file, so they survive
-restarts. A crash between Slack's 200 and our commit can repeat that one message (webhooks have no
-idempotency key).
+restarts. Delivering, and never posting twice, is delivery.py's.
 """
 
 from __future__ import annotations
@@ -19,8 +18,16 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from openai_cost_exporter import defaults
-from openai_cost_exporter.errors import ExporterError, NotifyError
-from openai_cost_exporter.messages import MessageContext, Notifier, OutboxMessage, Record, alert_record, digest_record
+from openai_cost_exporter.delivery import Delivery, DeliveryReport
+from openai_cost_exporter.errors import ExporterError
+from openai_cost_exporter.messages import (
+    MessageContext,
+    Notifier,
+    OutboxMessage,
+    Record,
+    alert_record,
+    digest_record,
+)
 from openai_cost_exporter.outbox_store import Key, OutboxStore
 from openai_cost_exporter.rules import ORGANIZATION, Alert, Digest
 
@@ -31,16 +38,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DIGEST = "digest"
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryReport:
-    """What one `deliver` round did."""
-
-    sent: int
-    failed: int
-    deferred: int  # waiting for their back-off to expire
-    pending: int  # still in the outbox afterwards
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +63,9 @@ class Notifications:
         self._clock = clock
         self._metrics = metrics
         self._factor = escalation_factor
-        self._backoff = backoff_seconds
-        self._max_backoff = max_backoff_seconds
+        self._delivery = Delivery(
+            self._store, clock, metrics, backoff_seconds=backoff_seconds, max_backoff_seconds=max_backoff_seconds
+        )
 
     # --- deciding ---------------------------------------------------------------------------------
 
@@ -154,64 +152,22 @@ class Notifications:
         """Forget what was said about days before `before`, and delivered messages of those days (retention)."""
         self._store.prune(before)
 
-    # --- delivering -------------------------------------------------------------------------------
+    # --- delivering (delivery.py) ------------------------------------------------------------------
 
     def pending(self) -> list[OutboxMessage]:
         """Messages not delivered yet, oldest first."""
-        return self._store.pending()
+        return self._delivery.pending()
 
     def deliver(self, notifier: Notifier) -> DeliveryReport:
-        """Send pending messages oldest first; stop at the first failure (the target looks down)."""
-        sent = failed = deferred = 0
-        now = self._clock.now()
-        for message in self.pending():
-            if message.next_attempt_at is not None and message.next_attempt_at > now:
-                deferred += 1
-                continue
-            try:
-                notifier.send(message)
-            except NotifyError as err:
-                self._failed(message, err)
-                failed += 1
-                break
-            self._delivered(message)
-            sent += 1
-        pending = self._update_pending()
-        if sent or failed:
-            logger.info("notifications: %d sent, %d failed, %d pending", sent, failed, pending)
-        return DeliveryReport(sent=sent, failed=failed, deferred=deferred, pending=pending)
-
-    def _delivered(self, message: OutboxMessage) -> None:
-        self._store.mark_delivered(message.id, self._now())
-        if self._metrics is not None:
-            self._metrics.notifications_sent.labels(rule=message.rule).inc()
-
-    def _failed(self, message: OutboxMessage, err: NotifyError) -> None:
-        attempts = message.attempts + 1
-        delay = self.backoff(attempts, getattr(err, "retry_after", None))
-        self._store.mark_failed(message.id, attempts=attempts, error=str(err), next_attempt_at=self._now() + delay)
-        logger.warning(
-            "%s message %d not delivered (attempt %d, next in %.0f s): %s",
-            message.rule,
-            message.id,
-            attempts,
-            delay,
-            err,
-        )
-        if self._metrics is not None:
-            self._metrics.count_error("notify")
+        """Send pending messages oldest first (see `Delivery.deliver`)."""
+        return self._delivery.deliver(notifier)
 
     def backoff(self, attempts: int, retry_after: float | None = None) -> float:
-        """Seconds to wait after `attempts` failures: the Retry-After asked for, else doubling up to a cap."""
-        if retry_after is not None:
-            return retry_after
-        return float(min(self._backoff * 2 ** (attempts - 1), self._max_backoff))
+        """Seconds to wait after `attempts` failures (see `Delivery.backoff`)."""
+        return self._delivery.backoff(attempts, retry_after)
 
     def _update_pending(self) -> int:
-        count = self._store.count_pending()
-        if self._metrics is not None:
-            self._metrics.notifications_pending.set(count)
-        return count
+        return self._delivery.update_pending()
 
     def _now(self) -> float:
         return self._clock.now().timestamp()

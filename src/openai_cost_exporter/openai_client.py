@@ -5,6 +5,10 @@ Owns the requests: paging, retries and the mapping of HTTP failures to `errors.p
 through stamina (one `retry_context` per request); the client raises only errors from `errors.py`, with the
 admin key masked.
 Thread-safe: it keeps no state between calls, so two threads may share one client and one `httpx.Client`.
+
+httpx's timeouts bound each read, not a reply: a server that trickles its body a few bytes at a time never trips
+them, and a small gzip body can decode to gigabytes. So every reply is read through `read_reply`, which holds it
+to a wall-clock deadline and a decoded size (`push.py` reads its replies the same way).
 """
 
 from __future__ import annotations
@@ -19,19 +23,20 @@ import httpx
 import stamina
 
 from openai_cost_exporter import __version__, defaults
-from openai_cost_exporter.errors import APIUnavailable, AuthError, MalformedResponse, OpenAIError, ScopeError
+from openai_cost_exporter.errors import APIUnavailable, MalformedResponse, OpenAIError
 from openai_cost_exporter.models import CostPage, Project, day_start
+from openai_cost_exporter.openai_failures import Transient, failure_kind, status_error
 from openai_cost_exporter.openai_responses import (
     Json,
+    decode_json,
     has_more_pages,
     next_after_cursor,
     next_page_cursor,
     parse_cost_page,
     parse_projects,
-    retry_after_seconds,
-    server_message,
 )
 from openai_cost_exporter.redact import redact
+from openai_cost_exporter.replies import ACCEPT_ENCODING, ReplyTooLarge, ReplyTooSlow, read_reply, reply_deadline
 from openai_cost_exporter.usage_responses import UsagePage, parse_usage_page
 
 log = logging.getLogger(__name__)
@@ -46,6 +51,10 @@ MAX_COSTS_LIMIT = 180  # buckets per page (§1.1)
 PROJECTS_LIMIT = 100  # the maximum; the default 20 loses projects (§7.9)
 MAX_PAGES = 1024  # runaway-pagination cap, as Costroid uses (§1.3)
 Query = list[tuple[str, str | int | float | bool | None]]  # what httpx accepts as params
+#: The largest decoded body read from the API: a costs page of 2,000 projects is a few MB (see COSTS_PAGE_DAYS).
+MAX_REPLY_BYTES = 64 * 1024 * 1024
+#: What is kept of an error reply's body: its message is quoted to 300 characters (openai_responses.MAX_MESSAGE).
+MAX_ERROR_BYTES = 64 * 1024
 
 
 #: Daily buckets asked per costs page. The API allows 180, but a page is parsed whole: a week keeps a 2,000-project
@@ -69,18 +78,6 @@ class RetryPolicy:
     wait_max: float = 30.0
 
 
-class _Transient(Exception):
-    """A failed attempt worth repeating; its text is already free of secrets."""
-
-    def __init__(
-        self, reason: str, *, retry_after: float | None = None, malformed: bool = False, hint: str = ""
-    ) -> None:
-        super().__init__(reason)
-        self.retry_after = retry_after
-        self.malformed = malformed  # the body was not JSON: MalformedResponse once retries run out
-        self.hint = hint  # added to the error once retries run out
-
-
 def build_http_client(
     base_url: str,
     admin_key: str,
@@ -91,7 +88,11 @@ def build_http_client(
     """An `httpx.Client` for the Admin API at `base_url` (e.g. `https://api.openai.com/v1`)."""
     return httpx.Client(
         base_url=base_url.rstrip("/") + "/",
-        headers={"Authorization": f"Bearer {admin_key}", "User-Agent": f"openai-cost-exporter/{__version__}"},
+        headers={
+            "Authorization": f"Bearer {admin_key}",
+            "User-Agent": f"openai-cost-exporter/{__version__}",
+            "Accept-Encoding": ACCEPT_ENCODING,
+        },
         timeout=timeout,
         limits=httpx.Limits(max_connections=10, max_keepalive_connections=5),
         transport=transport,
@@ -107,10 +108,17 @@ class AdminClient:
         *,
         on_request: Callable[[str, str], None] | None = None,
         retry: RetryPolicy = RetryPolicy(),
+        deadline: float | None = None,
+        max_reply_bytes: int = MAX_REPLY_BYTES,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._http = http
         self._on_request = on_request  # (endpoint, status) of every request: the self-metrics' hook
         self._retry = retry
+        # Seconds one attempt may take from sending to the last byte: by default the read timeout (--request-timeout)
+        self._deadline = deadline if deadline is not None else reply_deadline(http)
+        self._max_reply_bytes = max_reply_bytes
+        self._clock = clock  # monotonic seconds, injectable so tests need not wait for a deadline
         # Known only to mask it: a server may echo the key in an error message.
         self._secret = http.headers.get("Authorization", "").removeprefix("Bearer ").strip()
 
@@ -192,7 +200,7 @@ class AdminClient:
         """The JSON object of one request, tried as the retry policy allows."""
         attempts = 0
         body: Json = {}
-        failed: tuple[float, _Transient] | None = None  # when the last attempt failed, and why
+        failed: tuple[float, Transient] | None = None  # when the last attempt failed, and why
         try:
             for attempt in stamina.retry_context(
                 on=self._backoff,
@@ -207,98 +215,79 @@ class AdminClient:
                         _log_retry(path, attempts, time.monotonic() - failed[0], failed[1])
                     try:
                         body = self._attempt(endpoint, path, query)
-                    except _Transient as exc:
+                    except Transient as exc:
                         failed = (time.monotonic(), exc)
                         raise
-        except _Transient as exc:
+        except Transient as exc:
             error = MalformedResponse if exc.malformed else APIUnavailable
             raise error(f"GET {path} failed after {attempts} attempts: {exc}{exc.hint}") from exc
         return body
 
     def _backoff(self, exc: Exception) -> bool | float:
         """stamina hook: retry transient failures; wait what `Retry-After` asks if it fits the budget."""
-        if not isinstance(exc, _Transient):
+        if not isinstance(exc, Transient):
             return False
         if exc.retry_after is None:
             return True
         return exc.retry_after if exc.retry_after <= self._retry.timeout else False
 
     def _attempt(self, endpoint: str, path: str, query: Query) -> Json:
-        """One request; raises `_Transient` for what is worth another try."""
+        """One request; raises `Transient` for what is worth another try."""
+        deadline = self._clock() + self._deadline
         try:
-            response = self._http.get(path, params=query)
+            with self._http.stream("GET", path, params=query) as streamed:
+                response = self._read(endpoint, path, streamed, deadline)
+        except ReplyTooSlow:
+            self._count(endpoint, "timeout")
+            raise Transient(f"timeout (no complete reply within {self._deadline:g} s)") from None
         except (httpx.TransportError, httpx.DecodingError) as exc:
-            kind = _failure_kind(exc)
+            kind = failure_kind(exc)
             self._count(endpoint, kind)
             # `from None`: the message already carries the cause, masked; the original text is not.
-            raise _Transient(redact(f"{kind} ({type(exc).__name__}: {exc})", self._secret)) from None
+            raise Transient(redact(f"{kind} ({type(exc).__name__}: {exc})", self._secret)) from None
         except httpx.RequestError as exc:
             self._count(endpoint, "request_error")
             raise OpenAIError(redact(f"GET {path} failed: {type(exc).__name__}: {exc}", self._secret)) from None
         if response.is_success:
             return self._json(endpoint, path, response)
         self._count(endpoint, str(response.status_code))
-        raise self._status_error(path, response)
+        raise status_error(path, response, self._secret)
+
+    def _read(self, endpoint: str, path: str, streamed: httpx.Response, deadline: float) -> httpx.Response:
+        """The streamed reply read whole (within the deadline and the size limit), as a plain response."""
+        limit = self._max_reply_bytes if streamed.is_success else min(self._max_reply_bytes, MAX_ERROR_BYTES)
+        try:
+            content = read_reply(streamed, limit=limit, deadline=deadline, clock=self._clock)
+        except ReplyTooLarge as exc:
+            if streamed.is_success:
+                self._count(endpoint, "too_large")
+                raise MalformedResponse(f"GET {path}: {exc}; not read any further") from None
+            content = exc.head  # enough of an error page to quote; its status decides what happens
+        # Decoded already: the headers that describe the wire form would make httpx decode it again.
+        headers = [(k, v) for k, v in streamed.headers.multi_items() if k.lower() not in _WIRE_HEADERS]
+        return httpx.Response(streamed.status_code, headers=headers, content=content, request=streamed.request)
 
     def _json(self, endpoint: str, path: str, response: httpx.Response) -> Json:
         try:
-            body = response.json()
+            body = decode_json(response.content)
         except ValueError as exc:  # truncated or not JSON at all: a proxy page, a cut connection
             self._count(endpoint, "invalid_json")
-            raise _Transient(f"HTTP {response.status_code} with invalid JSON ({exc})", malformed=True) from exc
+            raise Transient(f"HTTP {response.status_code} with invalid JSON ({exc})", malformed=True) from exc
         self._count(endpoint, str(response.status_code))
         if not isinstance(body, dict):
             raise MalformedResponse(f"GET {path}: the body is a {type(body).__name__}, not an object")
         return body
-
-    def _status_error(self, path: str, response: httpx.Response) -> Exception:
-        status = response.status_code
-        message = redact(server_message(response), self._secret)
-        if status == httpx.codes.UNAUTHORIZED:
-            return AuthError(
-                f"OpenAI rejected the admin key (HTTP 401: {message}); "
-                "check that the configured key is a valid, unrevoked admin key (sk-admin-...)"
-            )
-        if status == httpx.codes.FORBIDDEN:
-            return ScopeError(
-                f"The admin key lacks permission for GET {path} (HTTP 403: {message}); it likely misses "
-                "the api.usage.read scope. An organization admin key (sk-admin-...) is required; "
-                "project keys (sk-proj-...) never work here"
-            )
-        if status == httpx.codes.TOO_MANY_REQUESTS:
-            wait = retry_after_seconds(response)
-            hint = "" if wait is None else f" (Retry-After {wait:g} s)"
-            return _Transient(f"HTTP 429: {message}{hint}", retry_after=wait)
-        if status == httpx.codes.NOT_FOUND:  # retried: /organization/costs had a 404 outage (§4, §7.10)
-            return _Transient(f"HTTP 404: {message}", hint=self._not_found_hint(response))
-        if status >= httpx.codes.INTERNAL_SERVER_ERROR or status == httpx.codes.REQUEST_TIMEOUT:
-            return _Transient(f"HTTP {status}: {message}")
-        return OpenAIError(f"GET {path} was rejected (HTTP {status}: {message})")
-
-    def _not_found_hint(self, response: httpx.Response) -> str:
-        """Where the request went: a persistent 404 is more often a base URL without `/v1` than an outage."""
-        url = response.request.url  # without query and user info: neither helps, either may hold a secret
-        asked = redact(f"{url.scheme}://{url.netloc.decode('ascii')}{url.path}", self._secret)
-        return f" from {asked} (is --base-url right? it usually ends in /v1, e.g. {defaults.DEFAULT_BASE_URL})"
 
     def _count(self, endpoint: str, status: str) -> None:
         if self._on_request is not None:
             self._on_request(endpoint, status)
 
 
-def _log_retry(path: str, attempt: int, waited: float, cause: _Transient) -> None:
-    """One line per retry, as it starts: its text is free of secrets (`_Transient`), the query is left out."""
+_WIRE_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+
+
+def _log_retry(path: str, attempt: int, waited: float, cause: Transient) -> None:
+    """One line per retry, as it starts: its text is free of secrets (`Transient`), the query is left out."""
     log.warning(
         "GET %s: attempt %d after %.1f s wait (attempt %d failed: %s)", path, attempt, waited, attempt - 1, cause
     )
-
-
-def _failure_kind(exc: httpx.HTTPError) -> str:
-    """The `status` label of a request that got no HTTP status."""
-    if isinstance(exc, httpx.TimeoutException):
-        return "timeout"
-    if isinstance(exc, httpx.ConnectError):
-        return "connect_error"
-    if isinstance(exc, httpx.DecodingError):
-        return "decoding_error"
-    return "transport_error"

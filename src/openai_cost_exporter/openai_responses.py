@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import json
 import logging
 import re
 from collections.abc import Sequence
@@ -44,6 +45,20 @@ Json = dict[str, Any]
 
 class _RejectedAmount(ValueError):
     """An amount too broken to count; its row is dropped, never the page."""
+
+
+def decode_json(content: bytes) -> Any:
+    """The JSON value of a body. An integer too long for `int` (over 4,300 digits, `sys.get_int_max_str_digits`)
+    stays its digits, a string: the amount checks then reject its one row, where a ValueError would have made
+    the whole page invalid JSON, retried and lost."""
+    return json.loads(content, parse_int=_int_or_digits)
+
+
+def _int_or_digits(literal: str) -> int | str:
+    try:
+        return int(literal)
+    except ValueError:
+        return literal
 
 
 def clean_text(text: str) -> str:

@@ -66,6 +66,8 @@ class PageView:
     today: dict[str, Decimal]  # today so far, per project_id
     baseline: dict[str, Decimal]  # mean of the previous complete days, per project_id
     alerts: dict[str, str]  # project_id -> alert state text (e.g. "spike (4.0x)", "budget"); absent = ok
+    failed_stages: tuple[str, ...] = ()  # the stages the last cycle failed in (costs, push, ...); () = it did not
+    failed_at: dt.datetime | None = None  # when that failed cycle started
 
 
 def render_page(view: PageView, *, top: int = 8, stale_after: dt.timedelta = STALE_AFTER) -> bytes:
@@ -155,8 +157,17 @@ def _header(view: PageView, stale_after: dt.timedelta) -> str:
     warn_html = f'<p class="warn" role="alert">⚠ {escape(warning)}</p>' if warning else ""
     return (
         f'<header><h1>OpenAI spend</h1><span class="meta" id="last-success">{escape(status)}</span>'
-        f"{generated}</header>{warn_html}"
+        f"{generated}</header>{_failure(view)}{warn_html}"
     )
+
+
+def _failure(view: PageView) -> str:
+    """A banner while the last cycle failed: the figures below are from the last success, or missing."""
+    if not view.failed_stages:
+        return ""
+    when = f" at {view.failed_at.astimezone(dt.UTC):%H:%M} UTC" if view.failed_at is not None else ""
+    text = f"The last cycle failed (stages: {', '.join(view.failed_stages)}){when}; see the exporter's log."
+    return f'<p class="warn" id="cycle-failed" role="alert">⚠ {escape(text)}</p>'
 
 
 def _cards(view: PageView) -> str:

@@ -2,20 +2,27 @@
 
 The URL is the full import URL, e.g. `http://localhost:8428/api/v1/import/prometheus`. The `job` label and any
 extra labels travel as `extra_label=name=value` query arguments, which every VictoriaMetrics import endpoint takes.
+A push, from sending to the reply's last byte, has a wall-clock deadline (the client's read timeout); the reply's
+body is read to 1 MiB at most (`openai_client.read_reply`): a target that trickles or floods cannot hold a cycle.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx
 from prometheus_client import CollectorRegistry, generate_latest
 
 from openai_cost_exporter.errors import PushError
+from openai_cost_exporter.replies import ACCEPT_ENCODING, ReplyTooLarge, ReplyTooSlow, read_reply, reply_deadline
 
 log = logging.getLogger(__name__)
+
+#: What is read of a push reply: VictoriaMetrics answers 204, or an error of a few lines.
+MAX_REPLY_BYTES = 1024 * 1024
 
 
 def safe_url(url: str) -> str:
@@ -39,8 +46,18 @@ def _one_line(text: str, limit: int = 200) -> str:
 class Pusher:
     """Sends a registry's samples to one import URL."""
 
-    def __init__(self, http: httpx.Client, url: str, labels: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        http: httpx.Client,
+        url: str,
+        labels: Mapping[str, str],
+        *,
+        deadline: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._http = http
+        self._deadline = deadline if deadline is not None else reply_deadline(http)  # seconds per push
+        self._clock = clock  # monotonic seconds, injectable so tests need not wait for a deadline
         parts = urlsplit(url)
         # httpx replaces a URL's whole query when `params` is given, so the URL's own arguments (say an
         # `extra_label` or a tenant) are carried over explicitly, before ours.
@@ -56,15 +73,29 @@ class Pusher:
     def push(self, registry: CollectorRegistry) -> int:
         """Push every sample of `registry`; return the number of bytes sent. Raises PushError."""
         body = generate_latest(registry)
+        status, reply = self._post(body)
+        if not httpx.codes.is_success(status):  # 2xx: VictoriaMetrics answers 204
+            detail = _one_line(reply.decode("utf-8", "replace"))
+            raise PushError(f"push to {safe_url(self._url)} failed: HTTP {status}: {detail}")
+        log.debug("pushed %d bytes to %s", len(body), safe_url(self._url))
+        return len(body)
+
+    def _post(self, body: bytes) -> tuple[int, bytes]:
+        """The status and (the head of) the body of the reply to one POST, complete within the deadline."""
+        deadline = self._clock() + self._deadline
+        headers = {"Content-Type": "text/plain", "Accept-Encoding": ACCEPT_ENCODING}
         try:
-            response = self._http.post(
-                self._url, content=body, params=self._params, headers={"Content-Type": "text/plain"}
-            )
+            with self._http.stream("POST", self._url, content=body, params=self._params, headers=headers) as reply:
+                return reply.status_code, self._read(reply, deadline)
+        except ReplyTooSlow:
+            reason = f"no complete reply within {self._deadline:g} s"
+            raise PushError(f"push to {safe_url(self._url)} failed: {reason}") from None
         except httpx.HTTPError as exc:
             detail = _one_line(str(exc))
             raise PushError(f"push to {safe_url(self._url)} failed: {type(exc).__name__}: {detail}") from None
-        if not response.is_success:  # 2xx: VictoriaMetrics answers 204
-            detail = _one_line(response.text)
-            raise PushError(f"push to {safe_url(self._url)} failed: HTTP {response.status_code}: {detail}")
-        log.debug("pushed %d bytes to %s", len(body), safe_url(self._url))
-        return len(body)
+
+    def _read(self, reply: httpx.Response, deadline: float) -> bytes:
+        try:
+            return read_reply(reply, limit=MAX_REPLY_BYTES, deadline=deadline, clock=self._clock)
+        except ReplyTooLarge as exc:  # the status is the answer; the head is enough to quote
+            return exc.head

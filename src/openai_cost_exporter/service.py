@@ -274,6 +274,7 @@ class CostCycle:
         estimates = self._fresh_estimates(now=now)
         if snapshot is not None or estimates is not None:
             names = snapshot.names if snapshot is not None else self._names()
+            alerter.check_policy(names)
             alerts = alerter.evaluate(snapshot, estimates, names, now.date())
             due = alerter.due(alerts, now.date())
             digest = snapshot is not None and alerter.digest_due(now.date())

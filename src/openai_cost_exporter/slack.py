@@ -3,20 +3,31 @@
 The webhook URL is a secret: it never reaches a log line, an exception or a repr. slack_sdk's WebhookClient
 logs the URL at debug/info level whenever its logger's *own* level is NOTSET or DEBUG, so it gets a private
 logger set to CRITICAL (we report every failure ourselves) with a filter that masks the URL anyway.
+
+A post ends one of three ways, and the outbox (notifications.py) treats each its own way:
+
+    NotifyError
+    └── DeliveryFailed     Slack did not take it: nothing went out (urllib's URLError: refused, unresolvable,
+        │                  or the request could not be written), or it answered 4xx/5xx
+        └── AnswerLost     also messages.MaybeDelivered: the request went out and no answer came back (a read
+                           timeout, a dropped connection, or the wall-clock deadline): Slack may have posted it
+
+The SDK's retry handlers retry within the call only what left nothing posted (issue 11: its connection-error
+handler also retried a dropped answer, so a Slack that posts but answers late got each alert again).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+import urllib.error
 from collections.abc import Callable
 from http import HTTPStatus
-from http.client import HTTPException
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from pydantic import SecretStr
-from slack_sdk.errors import SlackClientError
 from slack_sdk.http_retry.builtin_handlers import (
     ConnectionErrorRetryHandler,
     RateLimitErrorRetryHandler,
@@ -27,9 +38,10 @@ from slack_sdk.http_retry.handler import RetryHandler
 from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
-from slack_sdk.webhook import WebhookClient
+from slack_sdk.webhook import WebhookClient, WebhookResponse
 
 from openai_cost_exporter.errors import ConfigError, NotifyError
+from openai_cost_exporter.messages import MaybeDelivered
 from openai_cost_exporter.retry_after import parse_retry_after
 from openai_cost_exporter.slack_blocks import render
 
@@ -40,11 +52,17 @@ logger = logging.getLogger(__name__)
 
 
 class DeliveryFailed(NotifyError):
-    """Slack did not take the message; `retry_after` is the wait it asked for (429), if any."""
+    """Slack did not take the message; `retry_after` is the wait it asked for (429), `status` its answer (None when
+    nothing went out)."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, *, retry_after: float | None = None, status: int | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.status = status
+
+
+class AnswerLost(DeliveryFailed, MaybeDelivered):
+    """The request went out but no answer came back within the deadline: Slack may have posted the message."""
 
 
 # --- notifiers ------------------------------------------------------------------------------------
@@ -62,7 +80,13 @@ class LogNotifier:
 
 
 class SlackNotifier:
-    """Posts outbox payloads to a Slack incoming webhook with slack_sdk's WebhookClient."""
+    """Posts outbox payloads to a Slack incoming webhook with slack_sdk's WebhookClient.
+
+    Each send ends within a wall-clock deadline (about twice `timeout`, room for one in-call retry): urllib's timeout
+    bounds each socket read, not the call, so a server trickling its answer a byte at a time would hold a cycle
+    for ever. The post runs in a daemon thread; past the deadline the message is "in doubt" (AnswerLost) and the
+    thread is left to end with its socket (it never keeps the process up, and it can post nothing more).
+    """
 
     def __init__(
         self,
@@ -72,35 +96,87 @@ class SlackNotifier:
         client: WebhookClient | None = None,
         backoff: float = 0.5,
         max_retry_after: float = 2.0,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         url = webhook_url.get_secret_value() if isinstance(webhook_url, SecretStr) else webhook_url
-        if not url.startswith(("https://", "http://")):
+        if not url.startswith(("https://", "http://")) or not urlsplit(url).hostname:
             # checked here: slack_sdk would put the whole URL into its SlackRequestError
-            raise ConfigError("the Slack webhook URL must start with https://")
+            raise ConfigError("the Slack webhook URL must start with https:// and name a host")
         self._mask = _Masker(url)
+        # Room for the one in-call retry (a refused connection, 500/503, a short 429), never much more.
+        self._deadline = 2 * timeout + backoff + min(max_retry_after, timeout)
         self._client = client or WebhookClient(
             url,
             timeout=timeout,  # type: ignore[arg-type]  # urllib takes a float; the SDK annotates int
             logger=_sdk_logger(self._mask),
-            retry_handlers=retry_handlers(backoff=backoff, max_retry_after=max_retry_after),
+            retry_handlers=retry_handlers(backoff=backoff, max_retry_after=max_retry_after, sleep=sleep),
         )
 
     def __repr__(self) -> str:
         return f"SlackNotifier(webhook={self._mask.shown!r})"
 
     def send(self, message: OutboxMessage) -> None:
-        try:
-            response = self._client.send_dict(render(message))
-        except (OSError, HTTPException, SlackClientError, ValueError) as err:
-            detail = self._mask(f"{type(err).__name__}: {err}")
-            raise DeliveryFailed(f"Slack webhook {self._mask.shown} unreachable: {detail}") from None
-        if response.status_code != HTTPStatus.OK:
-            body = self._mask(str(response.body))[:200]
-            limited = response.status_code == HTTPStatus.TOO_MANY_REQUESTS
-            raise DeliveryFailed(
-                f"Slack webhook {self._mask.shown} answered {response.status_code}: {body}",
-                retry_after=_retry_after(response.headers) if limited else None,
+        payload = render(message)
+        outcome: list[WebhookResponse | BaseException] = []
+
+        def post() -> None:
+            try:
+                outcome.append(self._client.send_dict(payload))
+            except BaseException as err:  # handed to the sending thread, classified there
+                outcome.append(err)
+
+        worker = threading.Thread(target=post, name="slack-post", daemon=True)
+        worker.start()
+        worker.join(self._deadline)
+        shown = self._mask.shown
+        if not outcome:
+            raise AnswerLost(
+                f"Slack webhook {shown} gave no answer within {self._deadline:g} s; it may have posted the message"
             )
+        result = outcome[0]
+        if isinstance(result, BaseException):
+            raise self._failure(result) from None
+        self._check(result)
+
+    def _failure(self, err: BaseException) -> DeliveryFailed:
+        detail = self._mask(f"{type(err).__name__}: {err}")
+        if _not_sent(err):
+            return DeliveryFailed(f"Slack webhook {self._mask.shown} unreachable: {detail}")
+        return AnswerLost(
+            f"Slack webhook {self._mask.shown} took the request but gave no answer ({detail}); "
+            "it may have posted the message"
+        )
+
+    def _check(self, response: WebhookResponse) -> None:
+        if HTTPStatus.OK <= response.status_code < HTTPStatus.MULTIPLE_CHOICES:
+            return
+        body = self._mask(str(response.body))[:200]
+        limited = response.status_code == HTTPStatus.TOO_MANY_REQUESTS
+        raise DeliveryFailed(
+            f"Slack webhook {self._mask.shown} answered {response.status_code}: {body}",
+            retry_after=_retry_after(response.headers) if limited else None,
+            status=response.status_code,
+        )
+
+
+def _not_sent(err: BaseException) -> bool:
+    """Whether nothing reached Slack: urllib wraps failures of connecting and of writing the request in URLError;
+    a failure after that (reading the answer) comes unwrapped."""
+    return isinstance(err, urllib.error.URLError) and not isinstance(err, urllib.error.HTTPError)
+
+
+class _NotSentRetryHandler(ConnectionErrorRetryHandler):
+    """The SDK's connection-error retry, only for a request that never went out."""
+
+    def _can_retry(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        return error is not None and _not_sent(error)
 
 
 class _Masker:
@@ -177,12 +253,15 @@ class _ShortRateLimitHandler(RateLimitErrorRetryHandler):
         state.increment_current_attempt()
 
 
-def retry_handlers(*, backoff: float = 0.5, max_retry_after: float = 2.0) -> list[RetryHandler]:
-    """One in-call retry for connection errors, 500/503 and short 429s; the outbox retries across cycles."""
+def retry_handlers(
+    *, backoff: float = 0.5, max_retry_after: float = 2.0, sleep: Callable[[float], None] = time.sleep
+) -> list[RetryHandler]:
+    """One in-call retry for a request that never went out, 500/503 and short 429s; the outbox retries across
+    cycles (and is the only one to retry an answer lost after the request went out)."""
     # One retry, so a fixed pause (the SDK's default calculator adds up to 1 s of random jitter to it).
     interval = FixedValueRetryIntervalCalculator(backoff)
     return [
-        ConnectionErrorRetryHandler(max_retry_count=1, interval_calculator=interval),
+        _NotSentRetryHandler(max_retry_count=1, interval_calculator=interval),
         ServerErrorRetryHandler(max_retry_count=1, interval_calculator=interval),
-        _ShortRateLimitHandler(max_retry_after),
+        _ShortRateLimitHandler(max_retry_after, sleep),
     ]

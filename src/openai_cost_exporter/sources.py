@@ -4,14 +4,16 @@ A source is anything that pages daily costs and lists project names (`CostSource
 is the one implementation today, and a second provider would implement the same Protocol. Names are fetched in
 a thread alongside the cost pages (the two cursor chains are independent, so a cold fetch costs one round of
 pages), and each cost page is one ledger transaction: a failure on a later page loses nothing already read.
+The names thread is a daemon, not a `ThreadPoolExecutor` worker: the interpreter joins those at exit, so a
+names request that hangs would keep a stopped process alive (SIGTERM must end it within seconds).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -71,8 +73,8 @@ def fetch_into_ledger(
     """
     fetched = Fetched()
     limit = max(1, min((window.end - window.start).days, window.page_days))
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="projects") as pool:
-        names: Future[list[Project]] | None = pool.submit(source.list_projects) if refresh_names else None
+    names = _Background(source.list_projects) if refresh_names else None
+    try:
         pages = source.iter_costs(window.start, window.end, line_items=window.line_items, limit=limit)
         for page in pages:
             ledger.replace_days(page.days, page.rows, now)
@@ -81,9 +83,38 @@ def fetch_into_ledger(
             fetched.rejected += page.rejected
             if on_page is not None:
                 on_page(page)
+    finally:
         if names is not None:
-            fetched.names_error = _save_names(ledger, names.result, now)
+            names.join()  # as the pool did: no names request outlives its fetch (bar a stop, see the module)
+    if names is not None:
+        fetched.names_error = _save_names(ledger, names.result, now)
     return fetched
+
+
+class _Background:
+    """`projects()` run in a daemon thread; `result()` returns its value or raises its exception."""
+
+    def __init__(self, projects: Callable[[], list[Project]]) -> None:
+        self._projects = projects
+        self._value: list[Project] = []
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="projects", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._projects()
+        except BaseException as exc:  # handed to the fetching thread, which raises it (as Future.result did)
+            self._error = exc
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def result(self) -> list[Project]:
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def refresh_names(source: CostSource, ledger: Ledger, now: dt.datetime) -> ExporterError | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import socket
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
@@ -20,6 +20,16 @@ from openai_cost_exporter.snapshot import PAGE_DAYS, CostSnapshot
 StartResponse = Callable[..., Any]
 
 
+#: A loop attempting no cycle for this many intervals (plus STALL_GRACE) is stalled; a loop whose last success is
+#: that old serves stale figures.
+STALE_INTERVALS = 3
+STALL_GRACE = dt.timedelta(minutes=2)
+#: Not ready once the last cycle failed and the last success is this many intervals older than its start: about
+#: three cycles failed in a row (cycle k+n starts about n intervals after cycle k ends). A time, not a count,
+#: because the loop keeps no streak; a blip of one or two failed cycles keeps the exporter ready.
+FAILING_INTERVALS = 2.5
+
+
 @dataclass(frozen=True, slots=True)
 class Health:
     """What the probes look at: the last cycle attempt and the current snapshot."""
@@ -31,17 +41,39 @@ class Health:
     clock: Clock
     alert_states: Callable[[], Mapping[str, str]] = dict  # project_id -> alert state, beside the snapshot
     cycle_done: Callable[[], bool] = lambda: True  # a first cycle has run to its end (alerts judged)
+    failed_stages: Callable[[], Sequence[str]] = list  # the stages the last finished cycle failed in; [] = ok
 
     def live(self) -> bool:
         """Alive while the loop keeps attempting cycles (a hung loop fails the liveness probe)."""
         attempt = self.last_attempt()
         if attempt is None:
             return True  # still starting
-        return (self.clock.now() - attempt).total_seconds() <= 3 * self.interval + 120
+        return self.clock.now() - attempt <= self._stale_after()
 
     def ready(self) -> bool:
-        """Ready once a cycle has produced figures and run to its end (so the page shows its alert states)."""
-        return self.snapshot() is not None and self.cycle_done()
+        return self.not_ready() is None
+
+    def not_ready(self) -> str | None:
+        """Why the exporter is not ready, or None: no finished first cycle with figures yet, cycles failing since
+        the last success (or since the start), or a last success older than 3 intervals + 2 minutes."""
+        if self.snapshot() is None or not self.cycle_done():
+            return "no successful cycle yet"
+        failed, success, attempt = list(self.failed_stages()), self.last_success(), self.last_attempt()
+        stages = f"stages: {', '.join(failed)}"
+        if success is None:  # a finished cycle that failed in no stage records its success
+            return f"no successful cycle yet: the last cycle failed ({stages})" if failed else None
+        if failed and attempt is not None and (attempt - success).total_seconds() > FAILING_INTERVALS * self.interval:
+            return f"cycles failing since the last success at {_when(success)} ({stages})"
+        if self.clock.now() - success > self._stale_after():
+            return f"last successful cycle at {_when(success)}, over {STALE_INTERVALS} intervals ago"
+        return None
+
+    def _stale_after(self) -> dt.timedelta:
+        return dt.timedelta(seconds=STALE_INTERVALS * self.interval) + STALL_GRACE
+
+
+def _when(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -61,7 +93,8 @@ def build_app(
         if path == "/healthz":
             return _text(start_response, health.live(), "ok", "cycle loop stalled")
         if path == "/readyz":
-            return _text(start_response, health.ready(), "ready", "no successful cycle yet")
+            reason = health.not_ready()
+            return _text(start_response, reason is None, "ready", reason or "")
         if path in {"/", "/index.html"}:
             body = render_page(_page_view(health))
             start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store")])
@@ -80,8 +113,10 @@ def _text(start_response: StartResponse, good: bool, yes: str, no: str) -> list[
 def _page_view(health: Health) -> PageView:
     snap = health.snapshot()
     now = health.clock.now()
+    failed = tuple(health.failed_stages())
+    failed_at = health.last_attempt() if failed else None  # the start of the failed cycle (none runs after it)
     if snap is None:
-        return PageView(now, None, [], {}, {}, {}, {}, {})
+        return PageView(now, health.last_success(), [], {}, {}, {}, {}, {}, failed, failed_at)
     # The last PAGE_DAYS UTC days ending today, whatever the ledger's retention.
     span = [snap.day - dt.timedelta(days=n) for n in range(PAGE_DAYS - 1, -1, -1)]
     return PageView(
@@ -93,6 +128,8 @@ def _page_view(health: Health) -> PageView:
         today=dict(snap.today),
         baseline=dict(snap.baseline),
         alerts=dict(health.alert_states()),
+        failed_stages=failed,
+        failed_at=failed_at,
     )
 
 

@@ -27,7 +27,7 @@ from openai_cost_exporter.fake.control import PREFIX as CONTROL_PREFIX
 from openai_cost_exporter.fake.control import Control
 from openai_cost_exporter.fake.costs import CostsRenderer, parse_costs_query
 from openai_cost_exporter.fake.faults import Faults as Faults  # noqa: PLC0414 (explicit re-export for the CLI, tests)
-from openai_cost_exporter.fake.http import Params, Reply, Response, json_response, truncate
+from openai_cost_exporter.fake.http import Params, Reply, Response, json_response, trickle, truncate
 from openai_cost_exporter.fake.org import FakeOrg
 from openai_cost_exporter.fake.projects import ProjectsListing
 from openai_cost_exporter.fake.usage import UsageRenderer, parse_usage_query
@@ -135,8 +135,11 @@ class FakeAdminAPI:
             self._check_access(authorization)
             response = self._route(method, url.path, parse_qs(url.query, keep_blank_values=True))
         except Reply as reply:
-            return self._error(reply)
-        return truncate(response) if self._take("truncate_next") else response
+            response = self._error(reply)
+        else:
+            response = truncate(response) if self._take("truncate_next") else response
+        pause, path = self.faults.trickle_seconds, self.faults.trickle_path
+        return trickle(response, pause) if pause > 0 and path in ("", url.path) else response
 
     def _take(self, counter: str) -> bool:
         with self._lock:

@@ -24,6 +24,8 @@ class Faults:
     usage_forbidden: bool = False  # 403 on the usage endpoints only
     error_as_string: bool = False  # {"error": "..."} instead of the error object
     latency_seconds: float = 0.0  # added to every API response
+    trickle_seconds: float = 0.0  # the body sent a few bytes at a time, this long apart (no read ever times out)
+    trickle_path: str = ""  # only replies to this path trickle (e.g. /v1/organization/projects); "": every path
 
     def update(self, changes: Mapping[str, object]) -> None:
         """Apply a partial change (such as a JSON body) all at once; ValueError if any field is bad."""

@@ -8,7 +8,8 @@ parameter, as the real API does. A `Response` is what the server writes, in one 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 Params = dict[str, list[str]]  # a parsed query string, as `urllib.parse.parse_qs` returns it
@@ -78,3 +79,19 @@ def truncate(response: Response) -> Response:
     """The same response with only the first half of its body (valid headers, cut JSON)."""
     whole = response.body if isinstance(response.body, bytes) else "".join(response.body).encode()
     return Response(response.status, whole[: len(whole) // 2], response.headers, response.content_type)
+
+
+#: Characters per piece of a trickled body.
+TRICKLE_PIECE = 8
+
+
+def trickle(response: Response, pause: float, *, sleep: Callable[[float], None] = time.sleep) -> Response:
+    """The same response with its body streamed `TRICKLE_PIECE` characters at a time, `pause` seconds apart."""
+    whole = response.body.decode() if isinstance(response.body, bytes) else "".join(response.body)
+
+    def pieces() -> Iterator[str]:
+        for start in range(0, len(whole), TRICKLE_PIECE):
+            sleep(pause)
+            yield whole[start : start + TRICKLE_PIECE]
+
+    return Response(response.status, pieces(), response.headers, response.content_type)
