@@ -100,10 +100,10 @@ class FakeSlack:
         with self._cond:
             self._failures.extend(_Failure(200, "ok", {}, delay=delay) for _ in range(n))
 
-    def trickle_next(self, n: int, interval: float) -> None:
-        """Take the next `n` POSTs, then send the 200 answer one byte every `interval` seconds."""
+    def trickle_next(self, n: int, interval: float, status: int = 200, body: str = "ok") -> None:
+        """Take the next `n` POSTs, then send the answer (a 200 unless told) one byte every `interval` seconds."""
         with self._cond:
-            self._failures.extend(_Failure(200, "ok", {}, trickle=interval) for _ in range(n))
+            self._failures.extend(_Failure(status, body, {}, trickle=interval) for _ in range(n))
 
     def drop_next(self, n: int) -> None:
         """Take the next `n` POSTs, then close the connection without an answer."""

@@ -468,3 +468,13 @@ def test_log_notifier(caplog: pytest.LogCaptureFixture) -> None:
     (record,) = caplog.records
     assert record.levelno == logging.WARNING
     assert record.getMessage() == "spike alert for proj_abc: hello | world"
+
+
+def test_a_send_given_up_at_its_deadline_posts_nothing_more(slack: FakeSlack) -> None:
+    """A 500 whose answer trickles past the deadline: the send is given up (in doubt) and its in-call retry, still
+    running behind it, does not post again (only the outbox may, once)."""
+    slack.trickle_next(1, interval=0.02, status=500, body="x")  # about 70 bytes: the answer ends after 1.4 s
+    with pytest.raises(MaybeDelivered):
+        SlackNotifier(slack.url, timeout=0.3, backoff=0, max_retry_after=0).send(outbox())
+    time.sleep(2.5)  # waiting for the abandoned thread's would-be retry, which runs on real sockets
+    assert len(slack.requests) == 1

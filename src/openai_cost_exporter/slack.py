@@ -93,7 +93,6 @@ class SlackNotifier:
         webhook_url: SecretStr | str,
         *,
         timeout: float = 10,
-        client: WebhookClient | None = None,
         backoff: float = 0.5,
         max_retry_after: float = 2.0,
         sleep: Callable[[float], None] = time.sleep,
@@ -105,11 +104,20 @@ class SlackNotifier:
         self._mask = _Masker(url)
         # Room for the one in-call retry (a refused connection, 500/503, a short 429), never much more.
         self._deadline = 2 * timeout + backoff + min(max_retry_after, timeout)
-        self._client = client or WebhookClient(
-            url,
-            timeout=timeout,  # type: ignore[arg-type]  # urllib takes a float; the SDK annotates int
+        self._url, self._timeout = url, timeout
+        self._backoff, self._max_retry_after, self._sleep = backoff, max_retry_after, sleep
+        self._client = self._webhook(threading.Event())  # the SDK client of the send in progress
+
+    def _webhook(self, given_up: threading.Event) -> WebhookClient:
+        """A WebhookClient whose in-call retry stops once the caller has given the send up (`given_up`): a post left
+        running past the deadline must not post again behind the outbox's back."""
+        return WebhookClient(
+            self._url,
+            timeout=self._timeout,  # type: ignore[arg-type]  # urllib takes a float; the SDK annotates int
             logger=_sdk_logger(self._mask),
-            retry_handlers=retry_handlers(backoff=backoff, max_retry_after=max_retry_after, sleep=sleep),
+            retry_handlers=retry_handlers(
+                given_up=given_up, backoff=self._backoff, max_retry_after=self._max_retry_after, sleep=self._sleep
+            ),
         )
 
     def __repr__(self) -> str:
@@ -118,10 +126,12 @@ class SlackNotifier:
     def send(self, message: OutboxMessage) -> None:
         payload = render(message)
         outcome: list[WebhookResponse | BaseException] = []
+        given_up = threading.Event()
+        client = self._client = self._webhook(given_up)
 
         def post() -> None:
             try:
-                outcome.append(self._client.send_dict(payload))
+                outcome.append(client.send_dict(payload))
             except BaseException as err:  # handed to the sending thread, classified there
                 outcome.append(err)
 
@@ -130,6 +140,7 @@ class SlackNotifier:
         worker.join(self._deadline)
         shown = self._mask.shown
         if not outcome:
+            given_up.set()
             raise AnswerLost(
                 f"Slack webhook {shown} gave no answer within {self._deadline:g} s; it may have posted the message"
             )
@@ -166,7 +177,11 @@ def _not_sent(err: BaseException) -> bool:
 
 
 class _NotSentRetryHandler(ConnectionErrorRetryHandler):
-    """The SDK's connection-error retry, only for a request that never went out."""
+    """The SDK's connection-error retry, only for a request that never went out, and not once given up."""
+
+    def __init__(self, given_up: threading.Event, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._given_up = given_up
 
     def _can_retry(
         self,
@@ -176,7 +191,27 @@ class _NotSentRetryHandler(ConnectionErrorRetryHandler):
         response: HttpResponse | None = None,
         error: Exception | None = None,
     ) -> bool:
-        return error is not None and _not_sent(error)
+        return not self._given_up.is_set() and error is not None and _not_sent(error)
+
+
+class _ServerErrorRetryHandler(ServerErrorRetryHandler):
+    """The SDK's 500/503 retry, not once the caller has given the send up."""
+
+    def __init__(self, given_up: threading.Event, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._given_up = given_up
+
+    def _can_retry(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if self._given_up.is_set():
+            return False
+        return super()._can_retry(state=state, request=request, response=response, error=error)
 
 
 class _Masker:
@@ -221,8 +256,11 @@ def _retry_after(headers: Any) -> float | None:
 class _ShortRateLimitHandler(RateLimitErrorRetryHandler):
     """Retries a 429 in the call only when Slack asks for a short wait; longer ones go back to the outbox."""
 
-    def __init__(self, max_retry_after: float, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self, given_up: threading.Event, max_retry_after: float, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
         super().__init__(max_retry_count=1)
+        self._given_up = given_up
         self._max = max_retry_after
         self._sleep = sleep
 
@@ -234,7 +272,7 @@ class _ShortRateLimitHandler(RateLimitErrorRetryHandler):
         response: HttpResponse | None = None,
         error: Exception | None = None,
     ) -> bool:
-        if response is None or response.status_code != HTTPStatus.TOO_MANY_REQUESTS:
+        if self._given_up.is_set() or response is None or response.status_code != HTTPStatus.TOO_MANY_REQUESTS:
             return False
         wait = _retry_after(response.headers)
         return wait is not None and wait <= self._max
@@ -254,14 +292,18 @@ class _ShortRateLimitHandler(RateLimitErrorRetryHandler):
 
 
 def retry_handlers(
-    *, backoff: float = 0.5, max_retry_after: float = 2.0, sleep: Callable[[float], None] = time.sleep
+    *,
+    given_up: threading.Event,
+    backoff: float = 0.5,
+    max_retry_after: float = 2.0,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> list[RetryHandler]:
     """One in-call retry for a request that never went out, 500/503 and short 429s; the outbox retries across
     cycles (and is the only one to retry an answer lost after the request went out)."""
     # One retry, so a fixed pause (the SDK's default calculator adds up to 1 s of random jitter to it).
     interval = FixedValueRetryIntervalCalculator(backoff)
     return [
-        _NotSentRetryHandler(max_retry_count=1, interval_calculator=interval),
-        ServerErrorRetryHandler(max_retry_count=1, interval_calculator=interval),
-        _ShortRateLimitHandler(max_retry_after, sleep),
+        _NotSentRetryHandler(given_up, max_retry_count=1, interval_calculator=interval),
+        _ServerErrorRetryHandler(given_up, max_retry_count=1, interval_calculator=interval),
+        _ShortRateLimitHandler(given_up, max_retry_after, sleep),
     ]
