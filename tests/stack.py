@@ -187,18 +187,19 @@ class VictoriaMetrics:
 
 
 @contextlib.contextmanager
-def victoria_metrics(workdir: Path) -> Iterator[VictoriaMetrics]:
-    """VictoriaMetrics with 100y retention, 1 ms dedup, no latency offset and no response cache."""
+def victoria_metrics(workdir: Path, dedup: str | None = "1ms") -> Iterator[VictoriaMetrics]:
+    """VictoriaMetrics with 100y retention, `-dedup.minScrapeInterval=dedup` (none when None), no latency offset
+    and no response cache."""
     port = free_port()
     argv = [
         require_binary("victoria-metrics"),
         f"-storageDataPath={workdir / 'vmdata'}",
         f"-httpListenAddr=127.0.0.1:{port}",
         "-retentionPeriod=100y",
-        "-dedup.minScrapeInterval=1ms",
         "-search.latencyOffset=0s",
         "-search.disableCache",
     ]
+    argv += [f"-dedup.minScrapeInterval={dedup}"] if dedup else []
     ready = http_ready(f"http://127.0.0.1:{port}/health")
     with run_service("victoria-metrics", argv, port, workdir / "victoria-metrics.log", ready) as service:
         vm = VictoriaMetrics(service)
