@@ -213,10 +213,11 @@ def test_a_misspelled_environment_variable_is_warned_about(api: FakeAdminAPI, tm
 
 
 def test_wrong_key_fails_with_one_clear_line(api: FakeAdminAPI, tmp_path: Path) -> None:
-    """A rejected key ends the cycle with exit 1 and one line naming the problem; no traceback, no key."""
+    """A rejected key ends `run --once` with exit 2 (a person must act, not a restart) and one line naming the
+    problem; no traceback, no key."""
     wrong = "sk-admin-WRONG-key-0000000000000000"
     result = run_once(api.base_url, tmp_path, env={"OPENAI_ADMIN_KEY": wrong}, now=cli_now(api.org))
-    assert result.returncode == 1
+    assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
     assert len(errors) == 1 and "401" in errors[0] and "admin key" in errors[0]
     assert wrong not in result.output and ADMIN_KEY not in result.output and "Traceback" not in result.output

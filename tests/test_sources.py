@@ -64,3 +64,25 @@ def test_backfill_reports_a_names_failure(ledger: Ledger) -> None:
     assert ledger.project_totals(DAY, DAY + dt.timedelta(days=1))[DAY]["proj_a"] == Decimal("1.25")
     result = backfill(Source(names_down=False), ledger, None, start=DAY, end=NOW.date(), now=NOW, line_items=False)
     assert result.projects == 1 and ledger.projects()["proj_a"].name == "Alpha"
+
+
+class Pushes:
+    """Stands in for the push target: counts the pushes it accepts."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def push(self, registry: object) -> int:
+        self.count += 1
+        return 0
+
+
+def test_a_second_backfill_pushes_nothing_already_pushed(ledger: Ledger) -> None:
+    """`backfill` over days already pushed and unchanged pushes nothing (no duplicates without dedup)."""
+    pusher = Pushes()
+    start = NOW.date() - dt.timedelta(days=6)
+    first = backfill(Source(names_down=False), ledger, pusher, start=start, end=NOW.date(), now=NOW, line_items=False)  # type: ignore[arg-type]
+    assert first.samples > 0 and pusher.count > 0
+    pusher.count = 0
+    second = backfill(Source(names_down=False), ledger, pusher, start=start, end=NOW.date(), now=NOW, line_items=False)  # type: ignore[arg-type]
+    assert second.samples == 0 and pusher.count == 0

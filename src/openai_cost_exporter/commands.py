@@ -26,7 +26,7 @@ from openai_cost_exporter.app import (
 )
 from openai_cost_exporter.clock import Clock, SystemClock, clock_from_env
 from openai_cost_exporter.config import Settings
-from openai_cost_exporter.errors import ConfigError, StateError
+from openai_cost_exporter.errors import AuthError, ConfigError, ScopeError, StateError
 from openai_cost_exporter.flags import settings_from_args
 from openai_cost_exporter.logs import setup_logging
 from openai_cost_exporter.service import CycleReport
@@ -76,7 +76,10 @@ def run(settings: Settings, *, once: bool, clock: Clock | None = None) -> int:
 
 
 def _once_exit_code(report: CycleReport) -> int:
-    """0 only if the cycle succeeded and nothing is left to send: cron or a timer unit must see a lost alert."""
+    """0 only if the cycle succeeded and nothing is left to send: cron or a timer unit must see a lost alert; 2 when
+    the admin key was rejected (a person must act: systemd's RestartPreventExitStatus=2 does not restart it)."""
+    if any(isinstance(err, AuthError) and not isinstance(err, ScopeError) for err in report.errors.values()):
+        return 2
     if report.pending_messages:
         log.error(
             "run --once: %d message(s) still pending (Slack did not take them); exiting 1, the next run retries",
