@@ -102,3 +102,14 @@ def test_settings_without_a_flag_come_from_the_environment(monkeypatch: pytest.M
     args = cli.build_parser().parse_args(["report", "--state-dir", str(tmp_path)])
     assert not hasattr(args, "push_url")
     assert flags.settings_from_args(args).push_url == "http://127.0.0.1:1/api/v1/import/prometheus"
+
+
+@pytest.mark.parametrize(
+    "argv", [["run", "--once", "--push-ur", "http://x"], ["report", "--offlin"], ["demo", "--po", "1"]]
+)
+def test_flag_abbreviations_are_refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """A shortened flag (`--push-ur`) is an error with exit 2, not silently taken for the flag it starts."""
+    with pytest.raises(SystemExit) as caught:
+        cli.build_parser().parse_args(argv)
+    assert caught.value.code == 2
+    assert "unrecognized arguments" in capsys.readouterr().err
