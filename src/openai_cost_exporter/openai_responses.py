@@ -14,9 +14,9 @@ import decimal
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -26,6 +26,8 @@ from openai_cost_exporter.money import MONEY_CONTEXT
 from openai_cost_exporter.retry_after import parse_retry_after
 
 log = logging.getLogger(__name__)
+
+K = TypeVar("K", bound=Hashable)
 
 MAX_MESSAGE = 300  # characters of a server message quoted in our errors
 #: Beyond this many dollars one result (a project's line item on one day) is not a bill but a broken figure:
@@ -133,21 +135,31 @@ def _object(value: object, where: str) -> Json:
     return value
 
 
-def parse_cost_page(body: Json, where: str, *, line_items: bool) -> CostPage:
-    """One costs page as domain values; rows with the same key in a bucket are summed, a repeated day skipped."""
-    days: dict[dt.date, None] = {}  # an ordered set
-    rows: list[CostRow] = []
-    rejected = 0
-    for index, raw_bucket in enumerate(_list(body, "data", where)):
+def unique_buckets(
+    page: Json, where: str, key: Callable[[Json, str], K], shown: str = ""
+) -> Iterator[tuple[K, list[Any], str]]:
+    """(key, results, where) of each bucket of a page, once: counting a repeated bucket twice would double its
+    figures, so the first one wins and a repeat is skipped with one warning naming it (`shown` before the key)."""
+    seen: set[K] = set()
+    for index, raw_bucket in enumerate(_list(page, "data", where)):
         bucket_where = f"{where}, bucket {index}"
         bucket = _object(raw_bucket, bucket_where)
-        day = _bucket_day(bucket, bucket_where)
+        bucket_key = key(bucket, bucket_where)
         results = _list(bucket, "results", bucket_where)
-        if day in days:
-            # Counting a repeated bucket twice would double its day; the first one wins (as for usage pages).
-            log.warning("%s: %s repeats an earlier bucket of the page; ignored", bucket_where, day)
+        if bucket_key in seen:
+            log.warning("%s: %s%s repeats an earlier bucket of the page; ignored", bucket_where, shown, bucket_key)
             continue
-        days[day] = None
+        seen.add(bucket_key)
+        yield bucket_key, results, bucket_where
+
+
+def parse_cost_page(body: Json, where: str, *, line_items: bool) -> CostPage:
+    """One costs page as domain values; rows with the same key in a bucket are summed, a repeated day skipped."""
+    days: list[dt.date] = []
+    rows: list[CostRow] = []
+    rejected = 0
+    for day, results, bucket_where in unique_buckets(body, where, _bucket_day):
+        days.append(day)
         bucket_rows, bucket_rejected = _bucket_rows(day, results, bucket_where, line_items)
         rows.extend(bucket_rows)
         rejected += bucket_rejected

@@ -176,32 +176,14 @@ def _not_sent(err: BaseException) -> bool:
     return isinstance(err, urllib.error.URLError) and not isinstance(err, urllib.error.HTTPError)
 
 
-class _NotSentRetryHandler(ConnectionErrorRetryHandler):
-    """The SDK's connection-error retry, only for a request that never went out, and not once given up."""
+class _UntilGivenUp(RetryHandler):
+    """A retry handler that retries nothing once the caller has given the send up (`given_up`)."""
 
     def __init__(self, given_up: threading.Event, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._given_up = given_up
 
-    def _can_retry(
-        self,
-        *,
-        state: RetryState,
-        request: HttpRequest,
-        response: HttpResponse | None = None,
-        error: Exception | None = None,
-    ) -> bool:
-        return not self._given_up.is_set() and error is not None and _not_sent(error)
-
-
-class _ServerErrorRetryHandler(ServerErrorRetryHandler):
-    """The SDK's 500/503 retry, not once the caller has given the send up."""
-
-    def __init__(self, given_up: threading.Event, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._given_up = given_up
-
-    def _can_retry(
+    def can_retry(
         self,
         *,
         state: RetryState,
@@ -211,7 +193,25 @@ class _ServerErrorRetryHandler(ServerErrorRetryHandler):
     ) -> bool:
         if self._given_up.is_set():
             return False
-        return super()._can_retry(state=state, request=request, response=response, error=error)
+        return super().can_retry(state=state, request=request, response=response, error=error)
+
+
+class _NotSentRetryHandler(_UntilGivenUp, ConnectionErrorRetryHandler):
+    """The SDK's connection-error retry, only for a request that never went out."""
+
+    def _can_retry(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        return error is not None and _not_sent(error)
+
+
+class _ServerErrorRetryHandler(_UntilGivenUp, ServerErrorRetryHandler):
+    """The SDK's 500/503 retry."""
 
 
 class _Masker:
@@ -253,14 +253,13 @@ def _retry_after(headers: Any) -> float | None:
     return None
 
 
-class _ShortRateLimitHandler(RateLimitErrorRetryHandler):
+class _ShortRateLimitHandler(_UntilGivenUp, RateLimitErrorRetryHandler):
     """Retries a 429 in the call only when Slack asks for a short wait; longer ones go back to the outbox."""
 
     def __init__(
         self, given_up: threading.Event, max_retry_after: float, sleep: Callable[[float], None] = time.sleep
     ) -> None:
-        super().__init__(max_retry_count=1)
-        self._given_up = given_up
+        super().__init__(given_up, max_retry_count=1)
         self._max = max_retry_after
         self._sleep = sleep
 
@@ -272,7 +271,7 @@ class _ShortRateLimitHandler(RateLimitErrorRetryHandler):
         response: HttpResponse | None = None,
         error: Exception | None = None,
     ) -> bool:
-        if self._given_up.is_set() or response is None or response.status_code != HTTPStatus.TOO_MANY_REQUESTS:
+        if response is None or response.status_code != HTTPStatus.TOO_MANY_REQUESTS:
             return False
         wait = _retry_after(response.headers)
         return wait is not None and wait <= self._max

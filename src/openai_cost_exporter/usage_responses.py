@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from openai_cost_exporter.errors import MalformedResponse
 from openai_cost_exporter.models import UNATTRIBUTED, UNKNOWN_MODEL, UsageRow
-from openai_cost_exporter.openai_responses import Json, _list, _object, _optional_str
+from openai_cost_exporter.openai_responses import Json, _object, _optional_str, unique_buckets
 
 log = logging.getLogger(__name__)
 
@@ -50,18 +50,10 @@ def parse_usage_page(body: object, where: str, *, kind: str) -> UsagePage:
     page = _object(body, where)
     if page.get("object") != "page":
         raise MalformedResponse(f"{where}: object is {page.get('object')!r}, not 'page'")
-    buckets: dict[int, None] = {}  # an ordered set
+    buckets: list[int] = []
     sums: dict[_Key, _Counts] = {}
-    for index, raw_bucket in enumerate(_list(page, "data", where)):
-        bucket_where = f"{where}, bucket {index}"
-        bucket = _object(raw_bucket, bucket_where)
-        start = _bucket_start(bucket, bucket_where)
-        results = _list(bucket, "results", bucket_where)
-        if start in buckets:
-            # Counting a repeated bucket twice would double its spend estimate; the first one wins.
-            log.warning("%s: start_time %s repeats an earlier bucket of the page; ignored", bucket_where, start)
-            continue
-        buckets[start] = None
+    for start, results, bucket_where in unique_buckets(page, where, _bucket_start, "start_time "):
+        buckets.append(start)
         _add_results(sums, start, results, bucket_where, kind, expected)
     return UsagePage(buckets=tuple(buckets), rows=tuple(_row(key, counts, kind) for key, counts in sums.items()))
 

@@ -130,6 +130,15 @@ def _group(cells: list[tuple[str | None, str, int]], query: CostsQuery) -> Itera
     return [(None, li, n) for li, n in sums.items()]
 
 
+def render_page(buckets: Iterable[str], next_start: int | None, start_time: int) -> Iterator[str]:
+    """A page of buckets (costs or usage), one piece per bucket, with its `has_more` and `next_page` cursor."""
+    yield '{"object":"page","data":['
+    for i, bucket in enumerate(buckets):
+        yield ("," if i else "") + bucket
+    cursor = json.dumps(encode_cursor(next_start, start_time) if next_start else None)
+    yield f'],"has_more":{json.dumps(next_start is not None)},"next_page":{cursor}}}'
+
+
 class CostsRenderer:
     """Writes costs pages as JSON text, bucket by bucket, from precomputed fragments (fast for big orgs)."""
 
@@ -146,11 +155,8 @@ class CostsRenderer:
     def page(self, query: CostsQuery) -> Iterator[str]:
         """The whole page, one piece per bucket."""
         bounds, next_start = bucket_bounds(query)
-        yield '{"object":"page","data":['
-        for i, (start, end) in enumerate(bounds):
-            yield ("," if i else "") + self.bucket(query, start, end)
-        cursor = json.dumps(encode_cursor(next_start, query.start_time) if next_start else None)
-        yield f'],"has_more":{json.dumps(next_start is not None)},"next_page":{cursor}}}'
+        buckets = (self.bucket(query, start, end) for start, end in bounds)
+        return render_page(buckets, next_start, query.start_time)
 
     def bucket(self, query: CostsQuery, start: int, end: int) -> str:
         day = dt.datetime.fromtimestamp(start, dt.UTC)

@@ -19,7 +19,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from openai_cost_exporter.fake.costs import decode_cursor, encode_cursor
+from openai_cost_exporter.fake.costs import decode_cursor, render_page
 from openai_cost_exporter.fake.http import Params, bad_request, int_param, limit_param, many_params, one_param
 from openai_cost_exporter.fake.org import FakeOrg
 from openai_cost_exporter.fake.prices import PRICES
@@ -124,11 +124,7 @@ class UsageRenderer:
         """The whole page, one piece per bucket."""
         self._plan = self._kind_plan(query)
         bounds, next_start = usage_bounds(query)
-        yield '{"object":"page","data":['
-        for i, (start, end) in enumerate(bounds):
-            yield ("," if i else "") + self.bucket(query, start, end)
-        cursor = json.dumps(encode_cursor(next_start, query.start_time) if next_start else None)
-        yield f'],"has_more":{json.dumps(next_start is not None)},"next_page":{cursor}}}'
+        return render_page((self.bucket(query, start, end) for start, end in bounds), next_start, query.start_time)
 
     def bucket(self, query: UsageQuery, start: int, end: int) -> str:
         rows = "" if query.batch_only else ",".join(self._rows(query, start, end))
