@@ -226,7 +226,14 @@ class _HangingNames:
         self.daemon: bool | None = None
 
     def iter_costs(
-        self, start: dt.date, end: dt.date, *, line_items: bool, limit: int, project_ids: Sequence[str] = ()
+        self,
+        start: dt.date,
+        end: dt.date,
+        *,
+        line_items: bool,
+        limit: int,
+        project_ids: Sequence[str] = (),
+        api_keys: bool = False,
     ) -> Iterator[CostPage]:
         return iter([CostPage(days=(start,), rows=(), rejected=0)])
 

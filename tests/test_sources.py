@@ -28,7 +28,14 @@ class Source:
         self.pages = 0
 
     def iter_costs(
-        self, start: dt.date, end: dt.date, *, line_items: bool, limit: int, project_ids: Sequence[str] = ()
+        self,
+        start: dt.date,
+        end: dt.date,
+        *,
+        line_items: bool,
+        limit: int,
+        project_ids: Sequence[str] = (),
+        api_keys: bool = False,
     ) -> Iterator[CostPage]:
         self.pages += 1
         yield CostPage((DAY,), (CostRow(DAY, "proj_a", None, Decimal("1.25")),), rejected=2)

@@ -25,16 +25,19 @@ from openai_cost_exporter.rules import (
     ORGANIZATION,
     Alert,
     AlertPolicy,
+    LimitFigures,
     RunawayFigures,
     SpendFigures,
     build_digest,
     evaluate,
     evaluate_runaways,
+    evaluate_spend_limits,
     fold_into_runaways,
     project_limits,
     runaway_resolved,
 )
 from openai_cost_exporter.snapshot import CostSnapshot, baseline
+from openai_cost_exporter.spend_limits import limit_details, limit_figures
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,7 @@ class Alerter:
         self._digest_grace = digest_grace
         self._retention = retention
         self._warned: set[str] = set()
+        self._limits: dict[str, LimitFigures] = {}  # the spend limit figures of the last evaluation, by subject
 
     def check_policy(self, names: Mapping[str, str]) -> None:
         """Say once, in the log, each `[alerts.projects]` key that matches no project (a typo keeps defaults)."""
@@ -89,6 +93,9 @@ class Alerter:
         alerts = []
         if snapshot is not None:
             alerts = evaluate(self._policy, project_figures(snapshot), organization_figures(snapshot))
+            limits = limit_figures(snapshot)
+            self._limits = {figures.subject_id: figures for figures in limits}
+            alerts += evaluate_spend_limits(self._policy, limits, snapshot.day.replace(day=1))
         runaways: list[Alert] = []
         if estimates is not None:
             runaways = self._runaways(estimates, names, day)
@@ -138,11 +145,15 @@ class Alerter:
         return alert_states(alerts)
 
     def _context(self, alert: Alert, data_time: dt.datetime, inputs: MessageInputs) -> MessageContext:
+        details = runaway_details(alert, inputs.models.get(alert.subject_id, ()))
+        if alert.rule == "spend_limit" and alert.subject_id in self._limits:
+            details = limit_details(self._limits[alert.subject_id], data_time)
         return MessageContext(
             line_items=top_line_items(alert.subject_id, inputs.line_items),
             data_time=data_time,
             baseline_days=self._policy.baseline_days,
-            details=runaway_details(alert, inputs.models.get(alert.subject_id, ())),
+            details=details,
+            keys=inputs.keys.get(alert.subject_id, ()),
         )
 
     def _queue_digest(self, today: dt.date, totals: Mapping[dt.date, Mapping[str, Decimal]], names: Names) -> None:
@@ -218,5 +229,7 @@ def alert_states(alerts: Sequence[Alert]) -> dict[str, str]:
             text = "runaway (estimate)"
         elif alert.rule == "monthly_budget":
             text = f"monthly budget {alert.level}"
+        elif alert.rule == "spend_limit":
+            text = {"forecast": "hard limit ahead", "firing": "near hard limit"}.get(alert.level, "hard limit reached")
         states[alert.subject_id] = ", ".join(filter(None, [states.get(alert.subject_id), text]))
     return states

@@ -8,9 +8,10 @@ import logging
 import signal
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import httpx
 from prometheus_client import CollectorRegistry
@@ -20,11 +21,15 @@ from openai_cost_exporter.alerter import Alerter
 from openai_cost_exporter.clock import Clock, SystemClock
 from openai_cost_exporter.collector import CostCollector
 from openai_cost_exporter.config import Settings, parse_listen
+from openai_cost_exporter.directory import Directory, DirectoryStage
+from openai_cost_exporter.directory_store import DirectoryStore
 from openai_cost_exporter.errors import ConfigError
 from openai_cost_exporter.estimate_metrics import EstimateCollector
+from openai_cost_exporter.key_metrics import KeyCollector
 from openai_cost_exporter.ledger import Ledger
 from openai_cost_exporter.loop import run_forever
 from openai_cost_exporter.messages import Notifier
+from openai_cost_exporter.models import ApiKey
 from openai_cost_exporter.notifications import Notifications
 from openai_cost_exporter.openai_client import AdminClient, RetryPolicy, build_http_client
 from openai_cost_exporter.pricing import PriceBook
@@ -36,6 +41,9 @@ from openai_cost_exporter.state import lock_state, open_state
 from openai_cost_exporter.usage_stage import UsageStage
 from openai_cost_exporter.usage_store import UsageStore
 from openai_cost_exporter.web import Health, WebServer, build_app
+
+if TYPE_CHECKING:  # report.py imports rich, which only `report` needs
+    from openai_cost_exporter.report import KeyDirectory
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +60,8 @@ def cycle_options(settings: Settings) -> CycleOptions:
         backfill_days=settings.backfill_days,
         projects_refresh=dt.timedelta(seconds=settings.projects_refresh),
         usage=settings.usage,
+        api_keys=settings.api_keys,
+        api_keys_top=settings.api_keys_top,
     )
 
 
@@ -146,6 +156,52 @@ def build_usage(
     return UsageStage(client, UsageStore(conn), PriceBook(), metrics, history_days=history)
 
 
+def build_directory(
+    settings: Settings,
+    client: AdminClient,
+    conn: sqlite3.Connection,
+    clock: Clock,
+    metrics: SelfMetrics,
+    stack: contextlib.ExitStack,
+) -> DirectoryStage | None:
+    """The background listings (API key names, hard spend limits), or None when neither is wanted."""
+    if not (settings.api_keys or settings.spend_limits):
+        return None
+    directory = Directory(client, clock)
+    stack.callback(directory.stop)
+    return DirectoryStage(
+        directory,
+        DirectoryStore(conn),
+        metrics,
+        refresh=dt.timedelta(seconds=settings.projects_refresh),
+        api_keys=settings.api_keys,
+        spend_limits=settings.spend_limits,
+    )
+
+
+def build_key_directory(client: AdminClient | None, conn: sqlite3.Connection, clock: Clock) -> KeyDirectory:
+    """Key names for `report --by api-key`: from the state file, the missing ones listed now (none offline)."""
+    store = DirectoryStore(conn)
+    if client is None:
+        return _StoredKeys(store)
+    return DirectoryStage(
+        Directory(client, clock, pace=0.0),
+        store,
+        SelfMetrics(CollectorRegistry()),
+        refresh=dt.timedelta(seconds=defaults.PROJECTS_REFRESH_SECONDS),
+        api_keys=True,
+        spend_limits=False,
+    )
+
+
+class _StoredKeys:
+    def __init__(self, store: DirectoryStore) -> None:
+        self._store = store
+
+    def key_names(self, project_ids: Collection[str], timeout: float) -> Mapping[str, ApiKey]:
+        return self._store.keys()
+
+
 def build_exporter(settings: Settings, *, clock: Clock | None = None) -> Exporter:
     """Open the state, build the clients, the collectors and the alert engine."""
     clock = clock or SystemClock()
@@ -168,8 +224,10 @@ def build_exporter(settings: Settings, *, clock: Clock | None = None) -> Exporte
             live_registry=registry,
             alerter=build_alerter(settings, conn, clock, metrics),
             usage=build_usage(settings, client, conn, metrics),
+            directory=build_directory(settings, client, conn, clock, metrics, stack),
         )
         registry.register(CostCollector(lambda: cycle.snapshot, settings.alerts, clock))
+        registry.register(KeyCollector(lambda: cycle.snapshot, clock))
         registry.register(EstimateCollector(lambda: cycle.estimates, lambda: cycle.snapshot, clock))
     except BaseException:
         stack.close()

@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 
 from openai_cost_exporter.models import DAY
@@ -78,13 +78,19 @@ def pace_forecast(totals: DayTotals, now: dt.datetime, month_to_date: Mapping[st
     today = now.date()
     next_month = (today.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
     days_after_today = (next_month - today - DAY).days
-    recent = [today - dt.timedelta(days=n) for n in range(1, PACE_DAYS + 1)]
+    paces = recent_pace(totals, today, month_to_date)
     forecast: dict[str, Decimal] = {}
     for pid, mtd in month_to_date.items():
-        pace = sum((totals.get(day, {}).get(pid, ZERO) for day in recent), ZERO) / PACE_DAYS
+        pace = paces[pid]
         if not pace:  # no recent closed day of spend: its pace is unknown, project the month so far
             forecast[pid] = month_forecast(mtd, now)
             continue
         today_so_far = totals.get(today, {}).get(pid, ZERO)
         forecast[pid] = mtd - today_so_far + max(today_so_far, pace) + pace * days_after_today
     return forecast
+
+
+def recent_pace(totals: DayTotals, today: dt.date, subjects: Iterable[str]) -> dict[str, Decimal]:
+    """USD per day of each subject: the mean of the last PACE_DAYS closed days (0 without spend in them)."""
+    recent = [today - dt.timedelta(days=n) for n in range(1, PACE_DAYS + 1)]
+    return {pid: sum((totals.get(day, {}).get(pid, ZERO) for day in recent), ZERO) / PACE_DAYS for pid in subjects}

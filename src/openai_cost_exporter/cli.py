@@ -30,8 +30,16 @@ BACKFILL_SETTINGS = COMMON_SETTINGS | {
     "job",
     "push_labels",
     "line_items",
+    "api_keys",
 }
-REPORT_SETTINGS = COMMON_SETTINGS | {"base_url", "request_timeout", "state_dir", "line_items", "alerts.baseline_days"}
+REPORT_SETTINGS = COMMON_SETTINGS | {
+    "base_url",
+    "request_timeout",
+    "state_dir",
+    "line_items",
+    "api_keys",
+    "alerts.baseline_days",
+}
 BACKTEST_SETTINGS = (  # the state file only, never the API: every alert setting, and whether usage is judged
     COMMON_SETTINGS | {"state_dir", "usage"} | {name for name in ALL_SETTINGS if name.startswith("alerts.")}
 )
@@ -88,6 +96,12 @@ def _report(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     report.add_argument("--days", type=int, default=14, help="days to show (default %(default)s)")
     report.add_argument("--format", choices=["table", "csv", "json"], default="table")
     report.add_argument("--offline", action="store_true", help="read the state file only, no API call")
+    report.add_argument(
+        "--by",
+        choices=["project", "api-key"],
+        default="project",
+        help="a row per project, or per API key of each project (names and owners listed as needed)",
+    )
     add_settings_flags(report, REPORT_SETTINGS)
 
 

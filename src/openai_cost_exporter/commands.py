@@ -18,6 +18,7 @@ from openai_cost_exporter import report as reporting
 from openai_cost_exporter.app import (
     build_client,
     build_exporter,
+    build_key_directory,
     build_ledger,
     build_pusher,
     lock_sender,
@@ -54,7 +55,9 @@ def dispatch(args: argparse.Namespace) -> int:
         return backfill(settings, args.days, clock=clock)
     if args.command == "backtest":
         return backtest(settings, days=args.days, fmt=args.format, clock=clock)
-    return report(settings, days=args.days, fmt=args.format, offline=args.offline, clock=clock)
+    return report(
+        settings, days=args.days, fmt=args.format, offline=args.offline, by_key=args.by == "api-key", clock=clock
+    )
 
 
 def warn_unknown_environment() -> None:
@@ -123,22 +126,27 @@ def backfill(settings: Settings, days: int, *, clock: Clock | None = None) -> in
     return 0
 
 
-def report(settings: Settings, *, days: int, fmt: str, offline: bool, clock: Clock | None = None) -> int:
+def report(
+    settings: Settings, *, days: int, fmt: str, offline: bool, by_key: bool = False, clock: Clock | None = None
+) -> int:
     if not 1 <= days <= MAX_DAYS:
         raise ConfigError(f"report --days must be between 1 and {MAX_DAYS}")
     if offline:
         require_state(settings, "run `run` or `backfill` first")
+    clock = clock or SystemClock()
     with contextlib.ExitStack() as stack:
         client = None if offline else build_client(settings, stack)
-        _, ledger = build_ledger(settings, stack)
+        conn, ledger = build_ledger(settings, stack)
         data = reporting.gather_report(
             client,
             ledger,
-            (clock or SystemClock()).now(),
+            clock.now(),
             days=days,
             baseline_days=settings.alerts.baseline_days,
             line_items=settings.line_items,
             progress=sys.stderr.isatty(),
+            by_key=by_key,
+            directory=build_key_directory(client, conn, clock) if by_key else None,
         )
     if fmt == "table":
         text = reporting.render_table(data, width=shutil.get_terminal_size().columns)

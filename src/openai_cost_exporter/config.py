@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     state_dir: Path = Field(default_factory=default_state_dir)
     line_items: bool = False
     usage: bool = True  # estimates from the usage endpoints, and the runaway alert
+    api_keys: bool = False  # costs by API key too (openai_daily_api_key_cost_usd), key names in the background
+    api_keys_top: int = Field(default=defaults.API_KEYS_TOP, ge=1, le=1000)
+    spend_limits: bool = True  # read the hard spend limits (organization, every project) in the background
     revision_days: int = Field(default=defaults.REVISION_DAYS, ge=0, le=60)
     retention_days: int = Field(default=defaults.RETENTION_DAYS, ge=31)
     backfill_days: int = Field(default=0, ge=0, le=366)

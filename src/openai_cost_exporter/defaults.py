@@ -26,6 +26,11 @@ ESCALATION_FACTOR = Decimal(2)
 RUNAWAY_RATIO = Decimal(3)
 RUNAWAY_MIN_USD = Decimal(5)  # estimated USD per hour
 
+SPEND_LIMIT_SHARE = Decimal("0.8")  # of a hard spend limit, month to date
+
+# Spend by API key: keys per project with a series of their own (the rest are one "other" series).
+API_KEYS_TOP = 10
+
 # Usage (estimates from token usage).
 USAGE_HISTORY_DAYS = 7
 

@@ -6,6 +6,7 @@
     │   ├── AuthError          401: the admin key is rejected (for every endpoint); never retried
     │   │   └── ScopeError     403: the key lacks a scope for this endpoint (api.usage.read); never retried
     │   ├── APIUnavailable     429/5xx/404/timeouts/resets that outlived the retry budget
+    │   ├── GroupingRefused    400: costs by api_key_id are refused for this window (before 2025-12-06)
     │   └── MalformedResponse  a page that is not JSON or not shaped like the schema
     ├── PushError              VictoriaMetrics (or vmagent) did not accept a push
     ├── StateError             the SQLite state file is corrupt, foreign or from a newer version
@@ -40,6 +41,10 @@ class ScopeError(AuthError):
 
 class APIUnavailable(OpenAIError):
     """Transient failures (429, 5xx, 404, timeouts) outlasted the retries."""
+
+
+class GroupingRefused(OpenAIError):
+    """The costs endpoint refused `group_by=api_key_id` for a window (a 400 that names the key epoch)."""
 
 
 class MalformedResponse(OpenAIError):

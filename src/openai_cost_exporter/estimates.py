@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -75,6 +75,28 @@ def fetch_usage(client: AdminClient, store: UsageStore, book: PriceBook, now: dt
     store.mark_fetched(current)
     store.prune(oldest - DAY_SECONDS)  # the share of the day reads whole days of the history window
     return pages
+
+
+def key_rates(
+    client: AdminClient, book: PriceBook, now: dt.datetime, project_ids: Sequence[str]
+) -> dict[str, dict[str, Decimal]]:
+    """Estimated spend of the last 60 minutes per API key of these projects (what drives a runaway): one request
+    per usage endpoint, grouped by key, weighted as the runaway rule's window (`_window`)."""
+    current = hour_of(now)
+    fraction = Decimal((now - dt.datetime.fromtimestamp(current, dt.UTC)).total_seconds()) / HOUR
+    rates: dict[str, dict[str, Decimal]] = defaultdict(dict)
+    for kind in USAGE_KINDS:
+        for page in client.iter_usage(
+            kind, current - HOUR, int(now.timestamp()) + 1, api_keys=True, project_ids=project_ids
+        ):
+            for row in page.rows:
+                amount = book.estimate(row)
+                if amount is None or row.api_key_id is None:
+                    continue
+                weighted = amount if row.start >= current else amount * (1 - fraction)
+                keys = rates[row.project_id]
+                keys[row.api_key_id] = keys.get(row.api_key_id, ZERO) + weighted
+    return dict(rates)
 
 
 def build_estimates(store: UsageStore, now: dt.datetime, *, history_days: int) -> Estimates:

@@ -69,6 +69,11 @@ SETTINGS_FLAGS: dict[str, tuple[str, Any, str]] = {
         float,
         "hours after UTC midnight before the digest",
     ),
+    "--api-keys-top": (
+        "api_keys_top",
+        int,
+        'keys per project with a series of their own; the rest are summed as api_key_id="other"',
+    ),
     "--log-level": ("log_level", str.upper, "DEBUG, INFO, WARNING or ERROR"),
     "--log-format": ("log_format", str, "text or json"),
 }
@@ -76,6 +81,8 @@ BOOLEAN_FLAGS: dict[str, tuple[str, str]] = {
     "--line-items": ("line_items", "also group costs by line_item (openai_daily_line_item_cost_usd)"),
     "--digest": ("digest", "send a daily digest to Slack after each UTC day closes"),
     "--usage": ("usage", "read token usage for hourly estimates and the runaway alert (default on)"),
+    "--api-keys": ("api_keys", "also group costs by API key (openai_daily_api_key_cost_usd); names in the background"),
+    "--spend-limits": ("spend_limits", "read OpenAI's hard spend limits and alert before one is reached (default on)"),
 }
 ALERT_FLAGS: dict[str, tuple[str, Any, str]] = {
     "--spike-ratio": ("spike_ratio", str, "spike when today > ratio x what is usually spent by now (and > 3 spreads)"),
@@ -87,6 +94,11 @@ ALERT_FLAGS: dict[str, tuple[str, Any, str]] = {
         "runaway when the estimated last 60 minutes > ratio x usual for the hour",
     ),
     "--runaway-min-usd": ("runaway_min_usd", str, "... and >= this many USD per hour (estimated)"),
+    "--spend-limit-share": (
+        "spend_limit_share",
+        str,
+        "alert when month to date > share x a hard spend limit, or the forecast crosses it",
+    ),
 }
 
 

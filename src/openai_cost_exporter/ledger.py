@@ -1,4 +1,4 @@
-"""The cost ledger: daily costs per project and line item, project names, and days awaiting a push.
+"""The cost ledger: daily costs per project and line item (and per API key), project names, days awaiting a push.
 
 Amounts are stored as TEXT holding the exact `Decimal` the API sent (it sends strings such as `"0E-6176"` and
 39-digit decimals, openai-admin-api.md §7.1) and are summed in Python, never with SQL `SUM` over floats.
@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from decimal import Decimal, localcontext
 
-from openai_cost_exporter.models import CostRow, Project
+from openai_cost_exporter.models import NO_API_KEY, CostRow, Project
 from openai_cost_exporter.money import MONEY_CONTEXT, exact_sum
 from openai_cost_exporter.state import transaction
 
@@ -26,6 +26,11 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS cost_rows (
         day TEXT NOT NULL, project_id TEXT NOT NULL, line_item TEXT NOT NULL, amount_usd TEXT NOT NULL,
         PRIMARY KEY (day, project_id, line_item)) WITHOUT ROWID""",
+    # Per API key, summed over line items; only for days fetched by key (`--api-keys`). api_key_id NO_API_KEY is
+    # spend outside keys. The same rows as cost_rows, summed the other way: a project's keys add up to it exactly.
+    """CREATE TABLE IF NOT EXISTS key_cost_rows (
+        day TEXT NOT NULL, project_id TEXT NOT NULL, api_key_id TEXT NOT NULL, amount_usd TEXT NOT NULL,
+        PRIMARY KEY (day, project_id, api_key_id)) WITHOUT ROWID""",
     "CREATE TABLE IF NOT EXISTS fetched_days (day TEXT PRIMARY KEY, fetched_at TEXT NOT NULL) WITHOUT ROWID",
     """CREATE TABLE IF NOT EXISTS projects (
         project_id TEXT PRIMARY KEY, name TEXT NOT NULL, archived INTEGER NOT NULL) WITHOUT ROWID""",
@@ -49,25 +54,36 @@ class Ledger:
             for statement in _SCHEMA:
                 conn.execute(statement)
 
-    def replace_days(self, days: Sequence[dt.date], rows: Iterable[CostRow], fetched_at: dt.datetime) -> set[dt.date]:
+    def replace_days(
+        self, days: Sequence[dt.date], rows: Iterable[CostRow], fetched_at: dt.datetime, *, by_key: bool = False
+    ) -> set[dt.date]:
         """Replace all stored rows of `days` (and of any day a row is on) by `rows`; return the changed days.
 
-        A day changed when a project total or a line item amount differs from what was stored; a day never
-        fetched before counts as stored empty, and a zero amount counts as absent. Changed days are marked
-        unpushed in the same transaction, whoever fetched them (a cycle, `backfill`, `report`), so their final
-        values reach VictoriaMetrics once they are closed, even after a crash or a failed page in between.
+        A day changed when a project total or a line item amount differs from what was stored (or, for rows
+        `by_key`, an API key's amount); a day never fetched before counts as stored empty, and a zero amount
+        counts as absent. Changed days are marked unpushed in the same transaction, whoever fetched them (a
+        cycle, `backfill`, `report`), so their final values reach VictoriaMetrics once they are closed, even
+        after a crash or a failed page in between. Rows not `by_key` leave their days without key figures.
         """
+        rows = list(rows)
         new = _aggregate(rows)
+        keyed = _aggregate_keys(rows) if by_key else {}
         all_days = sorted(set(days) | new.keys())
         if not all_days:
             return set()
+        start, end = all_days[0], all_days[-1] + dt.timedelta(days=1)
         with transaction(self._conn):
-            old = self._contents(all_days[0], all_days[-1] + dt.timedelta(days=1))
+            old = self._contents(start, end)
+            old_keys = self._key_contents(start, end)
             changed = {day for day in all_days if _differs(old.get(day, {}), new.get(day, {}))}
+            if by_key:
+                changed |= {day for day in all_days if _differs(old_keys.get(day, {}), keyed.get(day, {}))}
             for day in all_days:
                 # Value-identical days (the usual re-fetch) are not rewritten: that keeps a re-fetch cheap.
                 if old.get(day, {}) != new.get(day, {}):
                     self._write_day(day, new.get(day, {}))
+                if old_keys.get(day, {}) != keyed.get(day, {}):
+                    self._write_key_day(day, keyed.get(day, {}))
             self._conn.executemany(
                 "INSERT OR REPLACE INTO fetched_days (day, fetched_at) VALUES (?, ?)",
                 ((day.isoformat(), fetched_at.isoformat()) for day in all_days),
@@ -77,6 +93,10 @@ class Ledger:
             )
         log.debug("ledger replaced %s days, %s changed", len(all_days), len(changed))
         return changed
+
+    def key_totals(self, start: dt.date, end: dt.date) -> dict[dt.date, dict[tuple[str, str], Decimal]]:
+        """Per day in [start, end) fetched by key, per (project_id, api_key_id): the amount over line items."""
+        return self._key_contents(start, end)
 
     def project_totals(self, start: dt.date, end: dt.date) -> dict[dt.date, dict[str, Decimal]]:
         """Per day in [start, end), per project_id: the sum over its line items; days without rows absent."""
@@ -115,6 +135,7 @@ class Ledger:
         cutoff = (before.isoformat(),)
         with transaction(self._conn):
             deleted = self._conn.execute("DELETE FROM cost_rows WHERE day < ?", cutoff).rowcount
+            self._conn.execute("DELETE FROM key_cost_rows WHERE day < ?", cutoff)
             self._conn.execute("DELETE FROM fetched_days WHERE day < ?", cutoff)
             # Nothing is left to push for a pruned day; pushing it would overwrite real history with zeros.
             self._conn.execute("DELETE FROM unpushed_days WHERE day < ?", cutoff)
@@ -181,19 +202,36 @@ class Ledger:
             [(iso, project_id, line_item, str(amount)) for (project_id, line_item), amount in content.items()],
         )
 
+    def _write_key_day(self, day: dt.date, content: _DayContent) -> None:
+        iso = day.isoformat()
+        self._conn.execute("DELETE FROM key_cost_rows WHERE day = ?", (iso,))
+        self._conn.executemany(
+            "INSERT INTO key_cost_rows (day, project_id, api_key_id, amount_usd) VALUES (?, ?, ?, ?)",
+            [(iso, project_id, key_id, str(amount)) for (project_id, key_id), amount in content.items()],
+        )
+
+    def _key_contents(self, start: dt.date, end: dt.date) -> dict[dt.date, _DayContent]:
+        """Stored key rows of the days in [start, end), per day."""
+        return self._read(
+            "SELECT day, project_id, api_key_id, amount_usd FROM key_cost_rows WHERE day >= ? AND day < ?", start, end
+        )
+
     def _contents(self, start: dt.date, end: dt.date) -> dict[dt.date, _DayContent]:
         """Stored rows of the days in [start, end), per day."""
-        cursor = self._conn.execute(
-            "SELECT day, project_id, line_item, amount_usd FROM cost_rows WHERE day >= ? AND day < ?",
-            (start.isoformat(), end.isoformat()),
+        return self._read(
+            "SELECT day, project_id, line_item, amount_usd FROM cost_rows WHERE day >= ? AND day < ?", start, end
         )
+
+    def _read(self, query: str, start: dt.date, end: dt.date) -> dict[dt.date, _DayContent]:
+        """Rows (day, two key columns, amount) of [start, end), per day."""
+        cursor = self._conn.execute(query, (start.isoformat(), end.isoformat()))
         contents: dict[dt.date, _DayContent] = {}
         last_day, content = "", {}
-        for day, project_id, line_item, amount in cursor:
+        for day, first, second, amount in cursor:
             if day != last_day:  # rows come in primary-key order, grouped by day
                 content = contents.setdefault(dt.date.fromisoformat(day), {})
                 last_day = day
-            content[(project_id, line_item)] = Decimal(amount)
+            content[(first, second)] = Decimal(amount)
         return contents
 
 
@@ -206,6 +244,17 @@ def _aggregate(rows: Iterable[CostRow]) -> dict[dt.date, _DayContent]:
             content = days.setdefault(row.day, {})
             last_day = row.day
         key = (row.project_id, row.line_item or UNGROUPED)
+        previous = content.get(key)
+        content[key] = row.amount_usd if previous is None else exact_sum((previous, row.amount_usd))
+    return days
+
+
+def _aggregate_keys(rows: Iterable[CostRow]) -> dict[dt.date, _DayContent]:
+    """Rows per day per (project_id, api_key_id), summed over line items."""
+    days: dict[dt.date, _DayContent] = {}
+    for row in rows:
+        content = days.setdefault(row.day, {})
+        key = (row.project_id, row.api_key_id or NO_API_KEY)
         previous = content.get(key)
         content[key] = row.amount_usd if previous is None else exact_sum((previous, row.amount_usd))
     return days

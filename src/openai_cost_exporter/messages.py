@@ -30,6 +30,7 @@ class MessageContext:
     escalation: bool = False
     previous_value: Decimal | None = None  # the value notified earlier today, for an escalation
     details: Sequence[tuple[str, str]] = ()  # extra (label, text) lines a rule wants shown
+    keys: Sequence[tuple[str, str, Decimal]] = ()  # (name, owner, amount) of the top API keys driving the spend
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,7 @@ def read_alert(record: Record) -> tuple[Alert, MessageContext]:
         escalation=ctx["escalation"],
         previous_value=_decimal(ctx["previous_value"]),
         details=[(label, text) for label, text in ctx.get("details", [])],
+        keys=[(name, owner, Decimal(amount)) for name, owner, amount in ctx.get("keys", [])],
     )
     return alert, context
 
@@ -118,6 +120,7 @@ def _context_dict(ctx: MessageContext) -> dict[str, Any]:
         "escalation": ctx.escalation,
         "previous_value": ctx.previous_value,
         "details": [[label, text] for label, text in ctx.details],
+        "keys": [[name, owner, amount] for name, owner, amount in ctx.keys],
     }
 
 

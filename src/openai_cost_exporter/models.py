@@ -16,6 +16,11 @@ UNATTRIBUTED = "unattributed"
 
 DAY = dt.timedelta(days=1)
 
+#: `api_key_id` of spend outside API keys (the API sends null when grouped by key; §9), as stored and exported.
+NO_API_KEY = "none"
+#: The first day the costs endpoint groups by `api_key_id` (epoch 1764979200; openai-admin-api.md §9).
+API_KEYS_EPOCH = dt.date(2025, 12, 6)
+
 
 @dataclass(frozen=True, slots=True)
 class Project:
@@ -34,6 +39,7 @@ class CostRow:
     project_id: str  # UNATTRIBUTED when the API sends null
     line_item: str | None  # None unless grouped by line_item
     amount_usd: Decimal
+    api_key_id: str | None = None  # None unless grouped by api_key_id; NO_API_KEY for the API's null
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +49,7 @@ class CostPage:
     days: tuple[dt.date, ...]
     rows: tuple[CostRow, ...]
     rejected: int = 0  # results dropped for an unparsable or absurd amount (openai_responses.parse_amount)
+    by_key: bool = False  # grouped by api_key_id: every row carries its key
 
 
 def utc_day(timestamp: int) -> dt.date:
@@ -86,3 +93,22 @@ class UsageRow:
     requests: int
     batch: bool = False
     service_tier: str | None = None
+    api_key_id: str | None = None  # only when grouped by api_key_id (the messages' top keys); NO_API_KEY for null
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """An API key of a project, as `GET /organization/projects/{id}/api_keys` lists it."""
+
+    id: str
+    name: str  # the id itself when the API sends no name
+    owner: str  # the user's or service account's name (or e-mail, or id); "" when the API names none
+    owner_type: str  # "user", "service_account", or "" when unknown
+
+
+@dataclass(frozen=True, slots=True)
+class SpendLimit:
+    """A hard monthly spend limit: when the month's spend reaches it, OpenAI stops serving (§9)."""
+
+    threshold_usd: Decimal  # the API's `threshold_amount` is in cents
+    status: str  # `enforcement.status`: "inactive", or "enforcing" once spend reached it

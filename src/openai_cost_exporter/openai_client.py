@@ -1,4 +1,4 @@
-"""Client of the OpenAI Admin API: `GET /organization/costs` and `GET /organization/projects`.
+"""Client of the OpenAI Admin API: costs, usage, projects, and each project's API keys and hard spend limit.
 
 Owns the requests: paging, retries and the mapping of HTTP failures to `errors.py`; reading the bodies is
 `openai_responses.py`'s job. Every quirk it guards against is listed in openai-admin-api.md §7. Retries go
@@ -18,13 +18,15 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import httpx
 import stamina
 
 from openai_cost_exporter import __version__, defaults
-from openai_cost_exporter.errors import APIUnavailable, MalformedResponse, OpenAIError
-from openai_cost_exporter.models import CostPage, Project, day_start
+from openai_cost_exporter.directory_responses import parse_api_keys, parse_spend_limit
+from openai_cost_exporter.errors import APIUnavailable, GroupingRefused, MalformedResponse, OpenAIError
+from openai_cost_exporter.models import API_KEYS_EPOCH, ApiKey, CostPage, Project, SpendLimit, day_start
 from openai_cost_exporter.openai_failures import Transient, failure_kind, status_error
 from openai_cost_exporter.openai_responses import (
     Json,
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 
 COSTS_PATH = "/organization/costs"
 PROJECTS_PATH = "/organization/projects"
+SPEND_LIMIT_PATH = "/organization/spend_limit"
 USAGE_PATH = "/organization/usage"
 #: Hourly buckets per usage page: a day (the API allows 168); a page is parsed whole, and a week of a 2,000-project
 #: organization in one page would be a million results.
@@ -61,10 +64,15 @@ MAX_ERROR_BYTES = 64 * 1024
 #: organization at ~14k rows a page; grouped by line item (~3x the rows) two days keep it near that.
 COSTS_PAGE_DAYS = 7
 COSTS_PAGE_DAYS_WITH_LINE_ITEMS = 2
+#: Grouped by API key as well, a day has a row per key (a few per project): fewer days again.
+COSTS_PAGE_DAYS_BY_KEY = 3
+COSTS_PAGE_DAYS_BY_KEY_WITH_LINE_ITEMS = 1
 
 
-def costs_page_days(line_items: bool) -> int:
-    """Days per costs page: fewer when each day has a row per line item."""
+def costs_page_days(line_items: bool, api_keys: bool = False) -> int:
+    """Days per costs page: fewer when each day has a row per line item, or per API key."""
+    if api_keys:
+        return COSTS_PAGE_DAYS_BY_KEY_WITH_LINE_ITEMS if line_items else COSTS_PAGE_DAYS_BY_KEY
     return COSTS_PAGE_DAYS_WITH_LINE_ITEMS if line_items else COSTS_PAGE_DAYS
 
 
@@ -133,16 +141,58 @@ class AdminClient:
         line_items: bool = False,
         limit: int = MAX_COSTS_LIMIT,
         project_ids: Sequence[str] = (),
+        api_keys: bool = False,
     ) -> Iterator[CostPage]:
         """Daily costs of the UTC days [start, end), one `CostPage` per API page, grouped by project.
 
-        Arguments are checked at the call; requests start when the iterator is first advanced.
+        With `api_keys`, grouped by API key too, for the days the API allows it (from API_KEYS_EPOCH on; a window
+        it refuses comes by project only, said once). Arguments are checked at the call; requests start when the
+        iterator is first advanced.
         """
         if not 1 <= limit <= MAX_COSTS_LIMIT:
             raise ValueError(f"limit must be 1..{MAX_COSTS_LIMIT}, not {limit}")
         if end <= start:
             raise ValueError(f"end ({end}) must be after start ({start})")
+        if api_keys:
+            return self._cost_pages_by_key(start, end, line_items, limit, project_ids)
+        return self._cost_pages(start, end, line_items, limit, project_ids, api_keys=False)
+
+    def _cost_pages_by_key(
+        self, start: dt.date, end: dt.date, line_items: bool, limit: int, project_ids: Sequence[str]
+    ) -> Iterator[CostPage]:
+        """Pages by key where the API has them, by project before its key epoch or where it refuses the key."""
+        if start < API_KEYS_EPOCH:
+            split = min(end, API_KEYS_EPOCH)
+            log.info(
+                "costs by API key begin on %s (OpenAI refuses the grouping before); %s to %s come by project only",
+                API_KEYS_EPOCH,
+                start,
+                split - dt.timedelta(days=1),
+            )
+            yield from self._cost_pages(start, split, line_items, limit, project_ids, api_keys=False)
+            if split >= end:
+                return
+            start = split
+        try:
+            yield from self._cost_pages(start, end, line_items, limit, project_ids, api_keys=True)
+        except GroupingRefused as exc:
+            # Never widened: the same window again, by project only (its days keep no key figures).
+            log.warning("%s; %s to %s come by project only", exc, start, end - dt.timedelta(days=1))
+            yield from self._cost_pages(start, end, line_items, limit, project_ids, api_keys=False)
+
+    def _cost_pages(
+        self,
+        start: dt.date,
+        end: dt.date,
+        line_items: bool,
+        limit: int,
+        project_ids: Sequence[str],
+        *,
+        api_keys: bool,
+    ) -> Iterator[CostPage]:
         group_by = ["project_id", "line_item"] if line_items else ["project_id"]
+        if api_keys:
+            group_by.append("api_key_id")
         # Midnight UTC on both ends, so that each bucket is one UTC calendar day (§4 "Timezone").
         query: Query = [
             ("start_time", day_start(start)),
@@ -152,19 +202,33 @@ class AdminClient:
         query += [("group_by", group) for group in group_by]  # repeated keys (§1.1)
         query += [("project_ids", project_id) for project_id in project_ids]  # only these projects
         query.append(("limit", limit))
-        pages = self._pages("costs", COSTS_PATH, query, "page", next_page_cursor)
-        return (parse_cost_page(body, f"GET {COSTS_PATH} page {n}", line_items=line_items) for n, body in pages)
+        for n, body in self._pages("costs", COSTS_PATH, query, "page", next_page_cursor):
+            yield parse_cost_page(body, f"GET {COSTS_PATH} page {n}", line_items=line_items, api_keys=api_keys)
 
-    def iter_usage(self, kind: str, start: int, end: int, *, limit: int = USAGE_HOURS_LIMIT) -> Iterator[UsagePage]:
-        """Hourly token usage of `/organization/usage/{kind}` in [start, end) (Unix seconds), by project and model.
+    def iter_usage(
+        self,
+        kind: str,
+        start: int,
+        end: int,
+        *,
+        limit: int = USAGE_HOURS_LIMIT,
+        api_keys: bool = False,
+        project_ids: Sequence[str] = (),
+    ) -> Iterator[UsagePage]:
+        """Hourly token usage of `/organization/usage/{kind}` in [start, end) (Unix seconds), by project and model
+        (and API key with `api_keys`; only `project_ids` when given).
 
         Usage is seen within minutes (openai-admin-api.md §3, §9): what estimates and the runaway rule read.
         """
         path = f"{USAGE_PATH}/{kind}"
         query: Query = [("start_time", start), ("end_time", end), ("bucket_width", "1h")]
-        query += [("group_by", "project_id"), ("group_by", "model"), ("limit", limit)]
+        query += [("group_by", "project_id"), ("group_by", "model")]
+        if api_keys:
+            query.append(("group_by", "api_key_id"))
+        query += [("project_ids", project_id) for project_id in project_ids]
+        query.append(("limit", limit))
         pages = self._pages(f"usage_{kind}", path, query, "page", next_page_cursor)
-        return (parse_usage_page(body, f"GET {path} page {n}", kind=kind) for n, body in pages)
+        return (parse_usage_page(body, f"GET {path} page {n}", kind=kind, api_keys=api_keys) for n, body in pages)
 
     def list_projects(self) -> list[Project]:
         """Every project of the organization, archived ones included (§2, §7.9)."""
@@ -174,6 +238,22 @@ class AdminClient:
             for project in parse_projects(body, f"GET {PROJECTS_PATH} page {page_no}"):
                 projects[project.id] = project
         return list(projects.values())
+
+    def list_api_keys(self, project_id: str) -> list[ApiKey]:
+        """Every API key of one project, with its name and owner (§9)."""
+        path = f"{PROJECTS_PATH}/{quote(project_id, safe='')}/api_keys"
+        query: Query = [("limit", PROJECTS_LIMIT)]
+        keys: dict[str, ApiKey] = {}
+        for page_no, body in self._pages("api_keys", path, query, "after", next_after_cursor):
+            for key in parse_api_keys(body, f"GET {path} page {page_no}"):
+                keys[key.id] = key
+        return list(keys.values())
+
+    def spend_limit(self, project_id: str | None) -> SpendLimit | None:
+        """The hard spend limit of the organization (None) or of one project; None when it has none (§9)."""
+        path = SPEND_LIMIT_PATH if project_id is None else f"{PROJECTS_PATH}/{quote(project_id, safe='')}/spend_limit"
+        body = self._get("spend_limit", path, [], absent_ok=True)
+        return parse_spend_limit(body, f"GET {path}")
 
     def _pages(
         self, endpoint: str, path: str, query: Query, cursor_param: str, next_cursor: Callable[[Json], str]
@@ -196,8 +276,8 @@ class AdminClient:
             seen.add(cursor)
         raise MalformedResponse(f"GET {path}: still has_more after {MAX_PAGES} pages; giving up")
 
-    def _get(self, endpoint: str, path: str, query: Query) -> Json:
-        """The JSON object of one request, tried as the retry policy allows."""
+    def _get(self, endpoint: str, path: str, query: Query, *, absent_ok: bool = False) -> Json:
+        """The JSON object of one request, tried as the retry policy allows; `{}` for a 404 if `absent_ok`."""
         attempts = 0
         body: Json = {}
         failed: tuple[float, Transient] | None = None  # when the last attempt failed, and why
@@ -214,7 +294,7 @@ class AdminClient:
                     if failed is not None:
                         _log_retry(path, attempts, time.monotonic() - failed[0], failed[1])
                     try:
-                        body = self._attempt(endpoint, path, query)
+                        body = self._attempt(endpoint, path, query, absent_ok)
                     except Transient as exc:
                         failed = (time.monotonic(), exc)
                         raise
@@ -231,7 +311,7 @@ class AdminClient:
             return True
         return exc.retry_after if exc.retry_after <= self._retry.timeout else False
 
-    def _attempt(self, endpoint: str, path: str, query: Query) -> Json:
+    def _attempt(self, endpoint: str, path: str, query: Query, absent_ok: bool = False) -> Json:
         """One request; raises `Transient` for what is worth another try."""
         deadline = self._clock() + self._deadline
         try:
@@ -251,6 +331,8 @@ class AdminClient:
         if response.is_success:
             return self._json(endpoint, path, response)
         self._count(endpoint, str(response.status_code))
+        if absent_ok and response.status_code == httpx.codes.NOT_FOUND:
+            return {}
         raise status_error(path, response, self._secret)
 
     def _read(self, endpoint: str, path: str, streamed: httpx.Response, deadline: float) -> httpx.Response:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import httpx
 
 from openai_cost_exporter import defaults
-from openai_cost_exporter.errors import AuthError, OpenAIError, ScopeError
+from openai_cost_exporter.errors import AuthError, GroupingRefused, OpenAIError, ScopeError
 from openai_cost_exporter.openai_responses import retry_after_seconds, server_message
 from openai_cost_exporter.redact import redact
 
@@ -49,7 +49,9 @@ def status_error(path: str, response: httpx.Response, secret: str) -> Exception:
         return Transient(f"HTTP 404: {message}", hint=_not_found_hint(response, secret))
     if status >= httpx.codes.INTERNAL_SERVER_ERROR or status == httpx.codes.REQUEST_TIMEOUT:
         return Transient(f"HTTP {status}: {message}")
-    return OpenAIError(f"GET {path} was rejected (HTTP {status}: {message})")
+    # A 400 naming the key: costs by api_key_id are refused for windows before the key epoch (§9).
+    refused = GroupingRefused if status == httpx.codes.BAD_REQUEST and "api_key_id" in message else OpenAIError
+    return refused(f"GET {path} was rejected (HTTP {status}: {message})")
 
 
 def _not_found_hint(response: httpx.Response, secret: str) -> str:

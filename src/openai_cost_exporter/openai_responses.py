@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import httpx
 
 from openai_cost_exporter.errors import MalformedResponse
-from openai_cost_exporter.models import UNATTRIBUTED, ZERO, CostPage, CostRow, Project, utc_day
+from openai_cost_exporter.models import NO_API_KEY, UNATTRIBUTED, ZERO, CostPage, CostRow, Project, utc_day
 from openai_cost_exporter.money import MONEY_CONTEXT
 from openai_cost_exporter.retry_after import parse_retry_after
 
@@ -153,17 +153,17 @@ def unique_buckets(
         yield bucket_key, results, bucket_where
 
 
-def parse_cost_page(body: Json, where: str, *, line_items: bool) -> CostPage:
+def parse_cost_page(body: Json, where: str, *, line_items: bool, api_keys: bool = False) -> CostPage:
     """One costs page as domain values; rows with the same key in a bucket are summed, a repeated day skipped."""
     days: list[dt.date] = []
     rows: list[CostRow] = []
     rejected = 0
     for day, results, bucket_where in unique_buckets(body, where, _bucket_day):
         days.append(day)
-        bucket_rows, bucket_rejected = _bucket_rows(day, results, bucket_where, line_items)
+        bucket_rows, bucket_rejected = _bucket_rows(day, results, bucket_where, line_items, api_keys)
         rows.extend(bucket_rows)
         rejected += bucket_rejected
-    return CostPage(days=tuple(days), rows=tuple(rows), rejected=rejected)
+    return CostPage(days=tuple(days), rows=tuple(rows), rejected=rejected, by_key=api_keys)
 
 
 def _bucket_day(bucket: Json, where: str) -> dt.date:
@@ -176,8 +176,10 @@ def _bucket_day(bucket: Json, where: str) -> dt.date:
         raise MalformedResponse(f"{where}: start_time {start_time} is out of range") from None
 
 
-def _bucket_rows(day: dt.date, results: Sequence[object], where: str, line_items: bool) -> tuple[list[CostRow], int]:
-    sums: dict[tuple[str, str | None], Decimal] = {}
+def _bucket_rows(
+    day: dt.date, results: Sequence[object], where: str, line_items: bool, api_keys: bool
+) -> tuple[list[CostRow], int]:
+    sums: dict[tuple[str, str | None, str | None], Decimal] = {}
     rejected = 0
     for index, raw_result in enumerate(results):
         result_where = f"{where}, result {index}"
@@ -185,15 +187,18 @@ def _bucket_rows(day: dt.date, results: Sequence[object], where: str, line_items
         # A null project_id is allowed by the schema even when grouped (§1.4); line_item may be filled
         # even when not grouped by it (§1.4), and is then dropped so that the project's rows are summed.
         project_id = _optional_str(result, "project_id", result_where) or UNATTRIBUTED
-        key = (project_id, _optional_str(result, "line_item", result_where) if line_items else None)
+        line_item = _optional_str(result, "line_item", result_where) if line_items else None
+        # A null key is spend outside API keys (§9): its own series, never dropped.
+        api_key_id = (_optional_str(result, "api_key_id", result_where) or NO_API_KEY) if api_keys else None
         try:
             amount = parse_amount(result.get("amount"), result_where)
         except _RejectedAmount as exc:
             log.warning("%s: cost of project %s on %s rejected: %s", result_where, _quote(project_id), day, exc)
             rejected += 1
             continue
+        key = (project_id, line_item, api_key_id)
         sums[key] = MONEY_CONTEXT.add(sums[key], amount) if key in sums else amount
-    rows = [CostRow(day, project_id, line_item, amount) for (project_id, line_item), amount in sums.items()]
+    rows = [CostRow(day, pid, item, amount, key_id) for (pid, item, key_id), amount in sums.items()]
     return rows, rejected
 
 

@@ -11,9 +11,10 @@ import datetime as dt
 import io
 import json
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Protocol
 
 from rich import box
 from rich.cells import cell_len
@@ -22,8 +23,9 @@ from rich.progress import Progress
 from rich.table import Table
 from rich.text import Text
 
+from openai_cost_exporter.api_keys import key_name, key_owner
 from openai_cost_exporter.ledger import Ledger
-from openai_cost_exporter.models import DAY
+from openai_cost_exporter.models import DAY, ApiKey
 from openai_cost_exporter.money import ZERO, exact_sum, plain
 from openai_cost_exporter.openai_client import costs_page_days
 from openai_cost_exporter.snapshot import baseline
@@ -47,12 +49,27 @@ _BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u20
 
 @dataclass(frozen=True, slots=True)
 class ReportData:
-    """What a report shows: the days (oldest first), totals per day per project, names and baselines."""
+    """What a report shows: the days (oldest first), totals per day per row, names and baselines.
+
+    A row is a project, or with `keys` (`report --by api-key`) one API key of a project: its id is then
+    `key_row(project_id, api_key_id)` and `keys` gives its KeyRow."""
 
     days: list[dt.date]
     totals: dict[dt.date, dict[str, Decimal]]
     names: dict[str, str]
     baseline: dict[str, Decimal]
+    keys: dict[str, KeyRow] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRow:
+    """What a row of `report --by api-key` is: one key of one project."""
+
+    project_id: str
+    project: str
+    api_key_id: str
+    api_key: str
+    owner: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,12 +92,15 @@ def gather_report(
     baseline_days: int,
     line_items: bool,
     progress: bool = False,
+    by_key: bool = False,
+    directory: KeyDirectory | None = None,
 ) -> ReportData:
-    """The last `days` days (today included) per project, with the baseline of today; offline without a source."""
+    """The last `days` days (today included) per project (per API key with `by_key`), with the baseline of today;
+    offline without a source. Keys are named from `directory` (listing the projects not listed yet)."""
     today = now.date()
     first = today - dt.timedelta(days=max(days - 1, baseline_days))
     if source is not None:
-        window = Window(first, today + DAY, line_items, costs_page_days(line_items))
+        window = Window(first, today + DAY, line_items, costs_page_days(line_items, by_key), api_keys=by_key)
         with Progress(transient=True, disable=not progress) as bar:
             task = bar.add_task("fetching costs", total=(window.end - window.start).days)
             fetched = fetch_into_ledger(
@@ -91,12 +111,56 @@ def gather_report(
     totals = ledger.project_totals(first, today + DAY)
     names = {pid: project.name for pid, project in ledger.projects().items()}
     shown = [today - dt.timedelta(days=n) for n in range(days - 1, -1, -1)]
+    if by_key:
+        return _by_key(ledger, first, today, shown, names, baseline_days, directory)
     projects = {pid for day in shown for pid in totals.get(day, {})}
     return ReportData(
         days=shown,
         totals={day: dict(totals.get(day, {})) for day in shown},
         names={pid: names.get(pid, pid) for pid in projects},
         baseline=baseline(totals, today, baseline_days),
+    )
+
+
+class KeyDirectory(Protocol):
+    """Names and owners of API keys, listing the given projects' keys first if needed."""
+
+    def key_names(self, project_ids: Collection[str], timeout: float) -> Mapping[str, ApiKey]: ...
+
+
+#: How long `report --by api-key` waits for the key listings of the projects that spend by key.
+KEY_LISTING_SECONDS = 120.0
+
+
+def key_row(project_id: str, api_key_id: str) -> str:
+    """The row id of one key of a project."""
+    return f"{project_id}/{api_key_id}"
+
+
+def _by_key(
+    ledger: Ledger,
+    first: dt.date,
+    today: dt.date,
+    shown: list[dt.date],
+    names: Mapping[str, str],
+    baseline_days: int,
+    directory: KeyDirectory | None,
+) -> ReportData:
+    by_key = ledger.key_totals(first, today + DAY)
+    totals = {day: {key_row(*key): amount for key, amount in amounts.items()} for day, amounts in by_key.items()}
+    spenders = {pid for day in shown for (pid, _) in by_key.get(day, {})}
+    keys = directory.key_names(spenders, KEY_LISTING_SECONDS) if directory is not None and spenders else {}
+    rows: dict[str, KeyRow] = {}
+    for day in shown:
+        for pid, key_id in by_key.get(day, {}):
+            project = names.get(pid, pid)
+            rows[key_row(pid, key_id)] = KeyRow(pid, project, key_id, key_name(key_id, keys), key_owner(key_id, keys))
+    return ReportData(
+        days=shown,
+        totals={day: dict(totals.get(day, {})) for day in shown},
+        names={row: f"{key.project}: {key.api_key}" for row, key in rows.items()},
+        baseline=baseline(totals, today, baseline_days),
+        keys=rows,
     )
 
 
@@ -107,7 +171,7 @@ def render_table(data: ReportData, *, width: int | None = None) -> str:
     total = _total_line(data, lines)
     shown = _days_that_fit(data.days, [*lines, total], width)
     table = Table(box=box.SIMPLE_HEAD, caption=_caption(len(data.days), shown), caption_justify="left")
-    table.add_column("Project", max_width=NAME_MAX, overflow="fold")
+    table.add_column("Project: API key" if data.keys is not None else "Project", max_width=NAME_MAX, overflow="fold")
     for day in data.days[len(data.days) - shown :]:
         table.add_column(day.strftime("%m-%d"), justify="right", no_wrap=True)
     for header in ("Total", "vs base"):
@@ -122,13 +186,23 @@ def render_table(data: ReportData, *, width: int | None = None) -> str:
 
 
 def render_csv(data: ReportData) -> str:
-    """Long format, one row per day and project with spend: day,project_id,project,cost_usd (exact)."""
+    """Long format, one row per day and project with spend: day,project_id,project,cost_usd (exact); by API key
+    also api_key_id,api_key,owner."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["day", "project_id", "project", "cost_usd"])
+    if data.keys is not None:
+        writer.writerow(["day", "project_id", "project", "api_key_id", "api_key", "owner", "cost_usd"])
+    else:
+        writer.writerow(["day", "project_id", "project", "cost_usd"])
     for day in data.days:
-        for project_id, amount in sorted(data.totals.get(day, {}).items()):
-            writer.writerow([day.isoformat(), project_id, _name(data, project_id), format_exact(amount)])
+        for row, amount in sorted(data.totals.get(day, {}).items()):
+            if data.keys is not None:
+                k = data.keys[row]
+                writer.writerow(
+                    [day.isoformat(), k.project_id, k.project, k.api_key_id, k.api_key, k.owner, format_exact(amount)]
+                )
+            else:
+                writer.writerow([day.isoformat(), row, _name(data, row), format_exact(amount)])
     return out.getvalue()
 
 
@@ -137,10 +211,9 @@ def render_json(data: ReportData) -> str:
     lines = _lines(data)
     document = {
         "days": [day.isoformat() for day in data.days],
-        "projects": [
+        "api_keys" if data.keys is not None else "projects": [
             {
-                "project_id": line.project_id,
-                "project": line.name,
+                **_json_ids(data, line),
                 "total_usd": format_exact(line.total),
                 "baseline_usd": None if line.baseline is None else format_exact(line.baseline),
                 "daily": {day.isoformat(): format_exact(v) for day, v in zip(data.days, line.daily, strict=True)},
@@ -150,6 +223,19 @@ def render_json(data: ReportData) -> str:
         "total_usd": format_exact(exact_sum(line.total for line in lines)),
     }
     return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+
+
+def _json_ids(data: ReportData, line: _Line) -> dict[str, str]:
+    if data.keys is None:
+        return {"project_id": line.project_id, "project": line.name}
+    k = data.keys[line.project_id]
+    return {
+        "project_id": k.project_id,
+        "project": k.project,
+        "api_key_id": k.api_key_id,
+        "api_key": k.api_key,
+        "owner": k.owner,
+    }
 
 
 def sparkline(values: Sequence[Decimal]) -> str:

@@ -20,12 +20,14 @@ from prometheus_client import CollectorRegistry
 
 from openai_cost_exporter import defaults
 from openai_cost_exporter.alerter import Alerter
+from openai_cost_exporter.api_keys import capped, kept_keys
 from openai_cost_exporter.clock import Clock
+from openai_cost_exporter.directory import DirectoryStage
 from openai_cost_exporter.errors import AuthError, ExporterError, ScopeError
 from openai_cost_exporter.estimates import Estimates
 from openai_cost_exporter.history import push_closed_days
 from openai_cost_exporter.ledger import Ledger
-from openai_cost_exporter.message_inputs import MessageInputs, gather_inputs
+from openai_cost_exporter.message_inputs import KEY_NAMES_WAIT_SECONDS, KeyFigures, MessageInputs, gather_inputs
 from openai_cost_exporter.models import DAY, UNATTRIBUTED, days_between, end_of
 from openai_cost_exporter.money import usd
 from openai_cost_exporter.openai_client import costs_page_days
@@ -52,6 +54,8 @@ class CycleOptions:
     projects_refresh: dt.timedelta = dt.timedelta(seconds=defaults.PROJECTS_REFRESH_SECONDS)
     usage: bool = False  # estimates from token usage (the settings turn it on by default)
     usage_history_days: int = defaults.USAGE_HISTORY_DAYS
+    api_keys: bool = False  # costs by API key too
+    api_keys_top: int = defaults.API_KEYS_TOP
 
 
 @dataclass
@@ -88,6 +92,7 @@ class CostCycle:
         live_registry: CollectorRegistry | None = None,
         alerter: Alerter | None = None,
         usage: UsageStage | None = None,
+        directory: DirectoryStage | None = None,
     ) -> None:
         self._source = source
         self._ledger = ledger
@@ -99,6 +104,7 @@ class CostCycle:
         self._live_registry = live_registry
         self._alerter = alerter
         self._usage = usage
+        self._directory = directory
         self.estimates: Estimates | None = None
         self._unresolved: set[str] = set()  # ids a refresh could not name; asked again only at the next refresh
         self.snapshot: CostSnapshot | None = None
@@ -119,6 +125,10 @@ class CostCycle:
         usage, pusher, alerter, live = self._usage, self._pusher, self._alerter, self._live_registry
         if isinstance(report.errors.get("costs"), AuthError) and not isinstance(report.errors["costs"], ScopeError):
             usage = None  # the key itself was rejected: one line says so, the usage endpoints would only repeat it
+        directory = self._directory
+        if fetched and directory is not None:  # listings in the background: nothing here waits for them
+            window_start = now.date() - dt.timedelta(days=PAGE_DAYS - 1)
+            self._stage("directory", report, lambda: directory.refresh(self._ledger, now, window_start))
         if usage is not None:  # before the snapshot: its baselines use the usual shape of the day
             self._stage("usage", report, lambda: self._estimate(usage, now))
         if fetched:
@@ -131,6 +141,8 @@ class CostCycle:
             # other; with neither, nothing new is judged, but what was decided still goes out.
             judged = snapshot if fetched else None
             self._stage("alerts", report, lambda: self._alert(alerter, judged, now, report))
+        if directory is not None:  # what arrived meanwhile: a `run --once` keeps every listing it made
+            self._stage("directory", report, directory.store_arrived)
         report.duration = time.perf_counter() - started
         report.requests = self._requests.total - requests_before
         self._record(report)
@@ -187,8 +199,10 @@ class CostCycle:
         today = now.date()
         start = self.fetch_start(now)
         # The usual window (revision days + today) is one page; a cold start pages by costs_page_days.
-        page_days = max(costs_page_days(self._options.line_items), self._options.revision_days + 1)
-        window = Window(start, today + DAY, self._options.line_items, page_days)
+        page_days = max(
+            costs_page_days(self._options.line_items, self._options.api_keys), self._options.revision_days + 1
+        )
+        window = Window(start, today + DAY, self._options.line_items, page_days, api_keys=self._options.api_keys)
         stale = self._names_stale(now)
         fetched = fetch_into_ledger(self._source, self._ledger, window, now, refresh_names=stale)
         self._metrics.rejected_rows.inc(fetched.rejected)
@@ -246,6 +260,11 @@ class CostCycle:
         if self._options.line_items:
             line_items = self._ledger.line_item_totals(today, today + DAY).get(today, {})
         shares = self._recent_shares(now)
+        directory = self._directory
+        keys = None
+        if self._options.api_keys:
+            by_key = self._ledger.key_totals(today - dt.timedelta(days=PAGE_DAYS - 1), today + DAY)
+            keys = capped(by_key.get(today, {}), kept_keys(by_key, self._options.api_keys_top))
         snapshot = build_snapshot(
             now,
             names,
@@ -253,6 +272,9 @@ class CostCycle:
             baseline_days=self._options.baseline_days,
             line_items=line_items,
             day_shares=shares,
+            keys=keys,
+            key_names=directory.known_keys() if directory is not None and keys is not None else None,
+            spend_limits=directory.spend_limits() if directory is not None else None,
         )
         self.snapshot = snapshot
         report.projects = len(snapshot.project_ids)
@@ -311,4 +333,15 @@ class CostCycle:
             baseline_days=self._options.baseline_days,
             digest=digest,
             estimates=self._fresh_estimates(now=now),
+            keys=self._key_figures(),
+            now=now,
+        )
+
+    def _key_figures(self) -> KeyFigures | None:
+        directory, usage = self._directory, self._usage
+        if directory is None or not self._options.api_keys:
+            return None
+        return KeyFigures(
+            names=lambda projects: directory.key_names(projects, KEY_NAMES_WAIT_SECONDS),
+            rates=usage.key_rates if usage is not None else None,
         )

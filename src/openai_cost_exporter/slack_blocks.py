@@ -7,6 +7,7 @@ rest out; the fallback `text` keeps the full names and the full text of whatever
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
@@ -24,6 +25,9 @@ _TITLES = {
     ("daily_budget", "firing"): "Daily budget exceeded",
     ("monthly_budget", "forecast"): "Monthly budget forecast to be exceeded",
     ("monthly_budget", "exceeded"): "Monthly budget exceeded",
+    ("spend_limit", "forecast"): "Hard spend limit ahead",
+    ("spend_limit", "firing"): "Near the hard spend limit",
+    ("spend_limit", "exceeded"): "Hard spend limit reached",
 }
 _VALUE_LABELS = {"forecast": "Month-end forecast", "exceeded": "Month to date", "firing": "Today so far"}
 _RUNAWAY_VALUE = "Estimated spend, last 60 minutes"
@@ -158,8 +162,34 @@ def build_alert_message(alert: Alert, ctx: MessageContext) -> dict[str, Any]:
         full = [f"• {escape(name)}: {money(amount)}" for name, amount in ctx.line_items]
         blocks.append(_text_section("*Top line items today*\n" + "\n".join(shown)))
         text = _with_full_lines(text, shown, full)
+    if ctx.keys:
+        heading = "*Top API keys, last 60 minutes (estimate)*" if alert.rule == "runaway" else "*Top API keys today*"
+        shown = [_key_line(name, owner, amount, _LIST_NAME_CHARS) for name, owner, amount in ctx.keys]
+        full = [_key_line(name, owner, amount, None) for name, owner, amount in ctx.keys]
+        blocks.append(_text_section(heading + "\n" + "\n".join(shown)))
+        text = _with_full_lines(text, shown, full)
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _footer(alert, ctx)}]})
     return fit({"text": text, "blocks": blocks})
+
+
+def _key_line(name: str, owner: str, amount: Decimal, width: int | None) -> str:
+    who = f" ({_list_name(owner, width)})" if owner else ""
+    return f"• {_list_name(name, width)}{who}: {money(amount)}"
+
+
+def _limit_value_label(alert: Alert) -> str:
+    return "Month-end forecast" if alert.level == "forecast" else "Month to date"
+
+
+def _limit_fields(alert: Alert, ctx: MessageContext) -> list[dict[str, str]]:
+    if alert.subject_id == ORGANIZATION:
+        fields = [_field("Scope", "Whole organization")]
+    else:
+        fields = [_field("Project", f"{_name(alert.subject_name)}\n`{_name(alert.subject_id)}`")]
+    fields.append(_field(_limit_value_label(alert), money(alert.value)))
+    fields.append(_field("Hard limit (OpenAI's)", f"{money(alert.threshold)} a month"))
+    fields += [_field(label, escape(text)) for label, text in ctx.details]
+    return fields[:MAX_FIELDS]
 
 
 def _runaway_fields(alert: Alert, ctx: MessageContext) -> list[dict[str, str]]:
@@ -178,6 +208,8 @@ def _runaway_fields(alert: Alert, ctx: MessageContext) -> list[dict[str, str]]:
 def _alert_fields(alert: Alert, ctx: MessageContext) -> list[dict[str, str]]:
     if alert.rule == "runaway":
         return _runaway_fields(alert, ctx)
+    if alert.rule == "spend_limit":
+        return _limit_fields(alert, ctx)
     if alert.subject_id == ORGANIZATION:
         fields = [_field("Scope", "Whole organization")]
     else:
@@ -202,6 +234,9 @@ def _summary(alert: Alert, ctx: MessageContext) -> str:
     if alert.rule == "runaway":
         versus = f"{_ratio(alert.ratio)} its usual" if alert.ratio is not None else "new spend"
         return escape(f"{who}: an estimated {money(alert.value)}/h over the last 60 minutes, {versus} (estimate)")
+    if alert.rule == "spend_limit":
+        what = f"{_limit_value_label(alert).lower()} {money(alert.value)}"
+        return escape(f"{who}: {what}, OpenAI's hard limit {money(alert.threshold)} a month")
     what = f"{_VALUE_LABELS[alert.level].lower()} {money(alert.value)}"
     if alert.rule != "spike":
         return escape(f"{who}: {what}, budget {money(alert.threshold)}")

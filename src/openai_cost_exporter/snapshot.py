@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from openai_cost_exporter.baselines import by_this_hour, pace_forecast, spread, usual_day
-from openai_cost_exporter.models import ZERO
+from openai_cost_exporter.baselines import by_this_hour, pace_forecast, recent_pace, spread, usual_day
+from openai_cost_exporter.models import ZERO, ApiKey, SpendLimit
 
 DayTotals = Mapping[dt.date, Mapping[str, Decimal]]
 
@@ -35,6 +35,11 @@ class CostSnapshot:
     usual: Mapping[str, Decimal] = field(default_factory=dict)  # the usual full day (median of its kind)
     spread: Mapping[str, Decimal] = field(default_factory=dict)  # how much the day usually varies, by now
     line_items: Mapping[tuple[str, str], Decimal] | None = None  # today, when line items are collected
+    pace: Mapping[str, Decimal] = field(default_factory=dict)  # USD per day: the mean of the last 7 closed days
+    # Today by (project_id, api_key_id), keys beyond the cap summed as "other" (api_keys.py); None: not collected
+    keys: Mapping[tuple[str, str], Decimal] | None = None
+    key_names: Mapping[str, ApiKey] = field(default_factory=dict)  # every key listed, by id
+    spend_limits: Mapping[str | None, SpendLimit] = field(default_factory=dict)  # by project id; None: organization
 
     @property
     def project_ids(self) -> list[str]:
@@ -71,6 +76,9 @@ def build_snapshot(
     baseline_days: int,
     line_items: Mapping[tuple[str, str], Decimal] | None = None,
     day_shares: Mapping[str, Decimal] | None = None,
+    keys: Mapping[tuple[str, str], Decimal] | None = None,
+    key_names: Mapping[str, ApiKey] | None = None,
+    spend_limits: Mapping[str | None, SpendLimit] | None = None,
 ) -> CostSnapshot:
     """Compute every figure of `now`'s UTC day from daily totals (which must cover month start and baseline);
     `day_shares` (from hourly usage) scale the usual day to what is usually spent by now."""
@@ -92,4 +100,8 @@ def build_snapshot(
         forecast=pace_forecast(totals, now, mtd),
         history={day: dict(projects) for day, projects in totals.items() if day >= first_page_day},
         line_items=dict(line_items) if line_items is not None else None,
+        pace=recent_pace(totals, today, mtd),
+        keys=dict(keys) if keys is not None else None,
+        key_names=dict(key_names or {}),
+        spend_limits=dict(spend_limits or {}),
     )

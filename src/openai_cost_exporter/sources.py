@@ -28,9 +28,17 @@ class CostSource(Protocol):
     """Daily billed costs and project names of one organization."""
 
     def iter_costs(
-        self, start: dt.date, end: dt.date, *, line_items: bool, limit: int, project_ids: Sequence[str] = ()
+        self,
+        start: dt.date,
+        end: dt.date,
+        *,
+        line_items: bool,
+        limit: int,
+        project_ids: Sequence[str] = (),
+        api_keys: bool = False,
     ) -> Iterator[CostPage]:
-        """Daily costs of the UTC days [start, end), one page at a time (only `project_ids` when given)."""
+        """Daily costs of the UTC days [start, end), one page at a time (only `project_ids` when given; by API
+        key too with `api_keys`, where the source has them)."""
         ...
 
     def list_projects(self) -> list[Project]:
@@ -46,6 +54,7 @@ class Window:
     end: dt.date
     line_items: bool
     page_days: int  # daily buckets per costs page
+    api_keys: bool = False  # by API key too (from the key epoch on)
 
 
 @dataclass
@@ -75,12 +84,11 @@ def fetch_into_ledger(
     limit = max(1, min((window.end - window.start).days, window.page_days))
     names = _Background(source.list_projects) if refresh_names else None
     try:
-        pages = source.iter_costs(window.start, window.end, line_items=window.line_items, limit=limit)
+        pages = source.iter_costs(
+            window.start, window.end, line_items=window.line_items, limit=limit, api_keys=window.api_keys
+        )
         for page in pages:
-            ledger.replace_days(page.days, page.rows, now)
-            fetched.days.extend(page.days)
-            fetched.spenders.update(row.project_id for row in page.rows)
-            fetched.rejected += page.rejected
+            store_page(ledger, page, now, fetched)
             if on_page is not None:
                 on_page(page)
     finally:
@@ -89,6 +97,14 @@ def fetch_into_ledger(
     if names is not None:
         fetched.names_error = _save_names(ledger, names.result, now)
     return fetched
+
+
+def store_page(ledger: Ledger, page: CostPage, now: dt.datetime, fetched: Fetched) -> None:
+    """Store one cost page in the ledger (one transaction) and note what it brought in `fetched`."""
+    ledger.replace_days(page.days, page.rows, now, by_key=page.by_key)
+    fetched.days.extend(page.days)
+    fetched.spenders.update(row.project_id for row in page.rows)
+    fetched.rejected += page.rejected
 
 
 class _Background:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from openai_cost_exporter.errors import MalformedResponse
-from openai_cost_exporter.models import UNATTRIBUTED, UNKNOWN_MODEL, UsageRow
+from openai_cost_exporter.models import NO_API_KEY, UNATTRIBUTED, UNKNOWN_MODEL, UsageRow
 from openai_cost_exporter.openai_responses import Json, _object, _optional_str, unique_buckets
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ KINDS = ("completions", "embeddings")
 
 # (start, project_id, model, batch, service_tier): rows with the same key in a page are added up (they differ
 # only by a dimension we did not group by, e.g. user_id or api_key_id).
-_Key = tuple[int, str, str, bool, str | None]
+_Key = tuple[int, str, str, bool, str | None, str | None]  # start, project, model, batch, tier, api key
 # input, cached input, output, requests
 _Counts = tuple[int, int, int, int]
 
@@ -44,7 +44,7 @@ def result_object(kind: str) -> str:
     return f"organization.usage.{kind}.result"
 
 
-def parse_usage_page(body: object, where: str, *, kind: str) -> UsagePage:
+def parse_usage_page(body: object, where: str, *, kind: str, api_keys: bool = False) -> UsagePage:
     """One usage page as domain values; rows with the same key in a bucket are summed, a repeated bucket skipped."""
     expected = result_object(kind)
     page = _object(body, where)
@@ -54,12 +54,12 @@ def parse_usage_page(body: object, where: str, *, kind: str) -> UsagePage:
     sums: dict[_Key, _Counts] = {}
     for start, results, bucket_where in unique_buckets(page, where, _bucket_start, "start_time "):
         buckets.append(start)
-        _add_results(sums, start, results, bucket_where, kind, expected)
+        _add_results(sums, start, results, bucket_where, kind, expected, api_keys)
     return UsagePage(buckets=tuple(buckets), rows=tuple(_row(key, counts, kind) for key, counts in sums.items()))
 
 
 def _row(key: _Key, counts: _Counts, kind: str) -> UsageRow:
-    start, project_id, model, batch, service_tier = key
+    start, project_id, model, batch, service_tier, api_key_id = key
     input_tokens, cached_input_tokens, output_tokens, requests = counts
     return UsageRow(
         start=start,
@@ -72,6 +72,7 @@ def _row(key: _Key, counts: _Counts, kind: str) -> UsageRow:
         requests=requests,
         batch=batch,
         service_tier=service_tier,
+        api_key_id=api_key_id,
     )
 
 
@@ -92,29 +93,37 @@ def _unix_time(bucket: Json, key: str, where: str) -> int:
 
 
 def _add_results(
-    sums: dict[_Key, _Counts], start: int, results: Sequence[object], where: str, kind: str, expected: str
+    sums: dict[_Key, _Counts],
+    start: int,
+    results: Sequence[object],
+    where: str,
+    kind: str,
+    expected: str,
+    api_keys: bool,
 ) -> None:
     for index, raw_result in enumerate(results):
         result_where = f"{where}, result {index}"
         result = _object(raw_result, result_where)
         if result.get("object") != expected:
             raise MalformedResponse(f"{result_where}: object is {result.get('object')!r}, not {expected!r}")
-        key = _result_key(start, result, result_where, kind)
+        key = _result_key(start, result, result_where, kind, api_keys)
         counts = _result_counts(result, result_where, kind)
         previous = sums.get(key)
         sums[key] = counts if previous is None else _add(previous, counts)
 
 
-def _result_key(start: int, result: Json, where: str, kind: str) -> _Key:
+def _result_key(start: int, result: Json, where: str, kind: str, api_keys: bool) -> _Key:
     # Null dimensions: unattributed usage, or a page not grouped by that field (§7.3).
     project_id = _optional_str(result, "project_id", where) or UNATTRIBUTED
     model = _optional_str(result, "model", where) or UNKNOWN_MODEL
+    # Read only when grouped by it: a filled field of a page not grouped by it would split the stored rows.
+    api_key_id = (_optional_str(result, "api_key_id", where) or NO_API_KEY) if api_keys else None
     if kind != "completions":  # embeddings have neither batch nor service_tier (§3)
-        return (start, project_id, model, False, None)
+        return (start, project_id, model, False, None, api_key_id)
     batch = result.get("batch")
     if batch is not None and not isinstance(batch, bool):
         raise MalformedResponse(f"{where}: batch is {batch!r}, not a boolean")
-    return (start, project_id, model, bool(batch), _optional_str(result, "service_tier", where))
+    return (start, project_id, model, bool(batch), _optional_str(result, "service_tier", where), api_key_id)
 
 
 def _result_counts(result: Json, where: str, kind: str) -> _Counts:

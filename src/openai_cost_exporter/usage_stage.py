@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
+from decimal import Decimal
 
 from openai_cost_exporter.errors import ScopeError
-from openai_cost_exporter.estimates import Estimates, build_estimates, fetch_usage
+from openai_cost_exporter.estimates import Estimates, build_estimates, fetch_usage, key_rates
 from openai_cost_exporter.openai_client import AdminClient
 from openai_cost_exporter.pricing import PriceBook
 from openai_cost_exporter.selfmetrics import SelfMetrics
@@ -51,6 +53,10 @@ class UsageStage:
         estimates = build_estimates(self._store, now, history_days=self._history_days)
         self._metrics.unpriced_models.set(len(estimates.unpriced))
         return estimates
+
+    def key_rates(self, now: dt.datetime, project_ids: Sequence[str]) -> dict[str, dict[str, Decimal]]:
+        """Estimated spend of the last 60 minutes per API key of these projects (a runaway message's top keys)."""
+        return key_rates(self._client, self._book, now, project_ids)
 
 
 class _Quiet(ScopeError):

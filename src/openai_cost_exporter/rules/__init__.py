@@ -10,6 +10,8 @@ against tests/alert_cases.yaml so the two engines cannot drift:
                   else forecast > budget -> "forecast" (warning)
 - runaway:        estimated spend of the last 60 minutes > runaway_ratio x its usual for that hour AND >= the
                   hourly floor (rules/runaway.py; estimates from token usage, not billed figures)
+- spend_limit:    month_to_date >= OpenAI's hard limit (or it enforces it) -> "exceeded"; > share x limit ->
+                  "firing"; forecast > limit -> "forecast" (rules/spend_limit.py; once per month and level)
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ from openai_cost_exporter.rules.digest import DigestRow as DigestRow
 from openai_cost_exporter.rules.digest import build_digest as build_digest
 from openai_cost_exporter.rules.runaway import RunawayFigures as RunawayFigures  # re-exported
 from openai_cost_exporter.rules.runaway import is_runaway
+from openai_cost_exporter.rules.spend_limit import LimitFigures as LimitFigures  # re-exported
+from openai_cost_exporter.rules.spend_limit import limit_level
 
-Rule = Literal["spike", "daily_budget", "monthly_budget", "runaway"]
+Rule = Literal["spike", "daily_budget", "monthly_budget", "runaway", "spend_limit"]
 Severity = Literal["warning", "critical"]
 Level = Literal["firing", "forecast", "exceeded", "resolved"]
 
@@ -70,6 +74,7 @@ class AlertPolicy(BaseModel):
     monthly_budget_usd: Decimal | None = Field(default=None, gt=0)  # organization total
     runaway_ratio: Decimal = Field(default=defaults.RUNAWAY_RATIO, gt=0)
     runaway_min_usd: Decimal = Field(default=defaults.RUNAWAY_MIN_USD, ge=0)  # estimated USD per hour
+    spend_limit_share: Decimal = Field(default=defaults.SPEND_LIMIT_SHARE, gt=0, le=1)  # of OpenAI's hard limit
     organization: bool = True  # spike rule on the organization total too
     include: list[str] = Field(default_factory=list)  # fnmatch globs on project id or name; empty = all
     exclude: list[str] = Field(default_factory=list)
@@ -168,6 +173,36 @@ def evaluate_runaways(policy: AlertPolicy, projects: Sequence[RunawayFigures]) -
                 baseline=figures.usual,
                 ratio=figures.rate / figures.usual if figures.usual > _ZERO else None,
                 level="firing",
+            )
+        )
+    return alerts
+
+
+def evaluate_spend_limits(policy: AlertPolicy, subjects: Sequence[LimitFigures], month: dt.date) -> list[Alert]:
+    """An alert for every watched subject near or at its hard spend limit; keyed by the month (`since`), so each
+    level is one message a month."""
+    alerts = []
+    for figures in subjects:
+        if (
+            figures.subject_id != ORGANIZATION
+            and project_limits(policy, figures.subject_id, figures.subject_name) is None
+        ):
+            continue
+        level = limit_level(figures, policy.spend_limit_share)
+        if level is None:
+            continue
+        alerts.append(
+            Alert(
+                rule="spend_limit",
+                subject_id=figures.subject_id,
+                subject_name=figures.subject_name,
+                severity="warning" if level == "forecast" else "critical",
+                value=figures.forecast if level == "forecast" else figures.month_to_date,
+                threshold=figures.limit,
+                baseline=figures.pace,
+                ratio=figures.month_to_date / figures.limit if figures.limit > _ZERO else None,
+                level=level,
+                since=month,
             )
         )
     return alerts

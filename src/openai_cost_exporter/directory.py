@@ -1,0 +1,261 @@
+"""Per-project listings, fetched in the background: the API keys of the projects that spend by key, and the hard
+spend limits of the organization and of every project.
+
+Each is one request per project, so none is on the path of a cycle's figures (a 2,000-project organization would
+wait minutes): the cycle asks for what is missing or older than the names' refresh interval (`DirectoryStage`),
+a few daemon workers fetch it at a bounded pace (`Directory`), and the cycle stores what has arrived, at its
+next stage and at its end. A key name that a message needs now is asked first (`Directory.urgent`), waited for
+a few seconds at most. The workers are daemons: a listing that hangs never keeps a stopped process alive.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import logging
+import queue
+import threading
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from openai_cost_exporter.clock import Clock
+from openai_cost_exporter.directory_store import KEYS, LIMIT, DirectoryStore
+from openai_cost_exporter.errors import ExporterError, ScopeError
+from openai_cost_exporter.ledger import Ledger
+from openai_cost_exporter.models import DAY, NO_API_KEY, ApiKey, SpendLimit
+from openai_cost_exporter.selfmetrics import SelfMetrics
+
+log = logging.getLogger(__name__)
+
+Task = tuple[str, str | None]  # (KEYS or LIMIT, project id; None: the organization's spend limit)
+#: Concurrent listings, and the pause of each worker between two of them: 2,000 projects take minutes, slowly.
+WORKERS = 4
+PACE_SECONDS = 0.1
+_URGENT, _BACKGROUND = 0, 1
+
+
+class DirectorySource(Protocol):
+    """Where the listings come from (the Admin API client)."""
+
+    def list_api_keys(self, project_id: str) -> list[ApiKey]:
+        """Every API key of one project."""
+        ...
+
+    def spend_limit(self, project_id: str | None) -> SpendLimit | None:
+        """The hard spend limit of the organization (None) or of a project; None when there is none."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """What one listing brought: keys, a limit (or none), or the error it failed with."""
+
+    task: Task
+    at: dt.datetime
+    keys: tuple[ApiKey, ...] = ()
+    limit: SpendLimit | None = None
+    error: ExporterError | None = None
+
+
+class Directory:
+    """A bounded pool of daemon workers that make listings and hold the results until they are taken."""
+
+    def __init__(
+        self, source: DirectorySource, clock: Clock, *, workers: int = WORKERS, pace: float = PACE_SECONDS
+    ) -> None:
+        self._source = source
+        self._clock = clock
+        self._workers = workers
+        self._pace = pace
+        self._queue: queue.PriorityQueue[tuple[int, int, Task]] = queue.PriorityQueue()
+        self._order = itertools.count()
+        self._lock = threading.Condition()
+        self._pending: set[Task] = set()
+        self._arrived: list[Listing] = []
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+
+    def __repr__(self) -> str:
+        return f"Directory(workers={self._workers}, pending={len(self._pending)})"
+
+    def ask(self, tasks: Iterable[Task], *, urgent: bool = False) -> int:
+        """Queue the listings not queued yet; return how many were new."""
+        new = 0
+        with self._lock:
+            for task in tasks:
+                if task in self._pending:
+                    continue
+                self._pending.add(task)
+                self._queue.put((_URGENT if urgent else _BACKGROUND, next(self._order), task))
+                new += 1
+        if new:
+            self._start()
+        return new
+
+    def urgent(self, tasks: Collection[Task], timeout: float) -> None:
+        """Ask these listings first and wait for them, `timeout` seconds at most (a message should not wait)."""
+        self.ask(tasks, urgent=True)
+        with self._lock:
+            self._lock.wait_for(lambda: not (set(tasks) & self._pending), timeout=timeout)
+
+    def take(self) -> list[Listing]:
+        """The listings that arrived since the last call."""
+        with self._lock:
+            arrived, self._arrived = self._arrived, []
+        return arrived
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _start(self) -> None:
+        with self._lock:
+            while len(self._threads) < self._workers:
+                thread = threading.Thread(target=self._work, name=f"directory-{len(self._threads)}", daemon=True)
+                self._threads.append(thread)
+                thread.start()
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            _, _, task = self._queue.get()
+            listing = self._list(task)
+            with self._lock:
+                self._arrived.append(listing)
+                self._pending.discard(task)
+                self._lock.notify_all()
+            self._stop.wait(self._pace)
+
+    def _list(self, task: Task) -> Listing:
+        kind, project_id = task
+        try:
+            if kind == KEYS and project_id is not None:
+                keys = tuple(self._source.list_api_keys(project_id))
+                return Listing(task, self._clock.now(), keys=keys)
+            return Listing(task, self._clock.now(), limit=self._source.spend_limit(project_id))
+        except ExporterError as exc:
+            return Listing(task, self._clock.now(), error=exc)
+        except Exception as exc:  # a bug must not end the worker: say it, count the listing as failed
+            log.exception("listing %s of %s failed unexpectedly", kind, project_id or "the organization")
+            return Listing(task, self._clock.now(), error=ExporterError(f"{type(exc).__name__}: {exc}"))
+
+
+class DirectoryStage:
+    """The cycle's side of the listings: store what arrived, ask for what is missing or stale."""
+
+    def __init__(
+        self,
+        directory: Directory,
+        store: DirectoryStore,
+        metrics: SelfMetrics,
+        *,
+        refresh: dt.timedelta,
+        api_keys: bool,
+        spend_limits: bool,
+    ) -> None:
+        self._directory = directory
+        self._store = store
+        self._metrics = metrics
+        self._refresh = refresh
+        self._api_keys = api_keys
+        self._spend_limits = spend_limits
+        self._unresolved: set[str] = set()  # key ids a listing did not name (deleted since): not asked again
+        self._refused: set[str] = set()  # kinds the admin key may not list (403): said once
+
+    def refresh(self, ledger: Ledger, now: dt.datetime, start: dt.date) -> None:
+        """Store what arrived, then ask for the listings the figures of [start, today] need."""
+        self.store_arrived()
+        tasks: list[Task] = []
+        if self._spend_limits:
+            tasks += self._stale_limits(ledger, now)
+        if self._api_keys:
+            tasks += self._stale_keys(ledger, now, start)
+        asked = self._directory.ask(tasks)
+        if asked:
+            log.debug("%d listing(s) asked in the background", asked)
+
+    def name_keys_now(self, project_ids: Collection[str], timeout: float) -> None:
+        """List, and wait for, the keys of these projects if never listed (an alert message names its keys)."""
+        if not self._api_keys:
+            return
+        listed = self._store.listed(KEYS)
+        missing = [(KEYS, pid) for pid in sorted(project_ids) if pid not in listed]
+        if missing:
+            self._directory.urgent(missing, timeout)
+        self.store_arrived()
+
+    def key_names(self, project_ids: Collection[str], timeout: float) -> dict[str, ApiKey]:
+        """Every key listed so far, by id, once the keys of these projects were listed (`name_keys_now`)."""
+        self.name_keys_now(project_ids, timeout)
+        return self._store.keys()
+
+    def known_keys(self) -> dict[str, ApiKey]:
+        return self._store.keys()
+
+    def spend_limits(self) -> dict[str | None, SpendLimit]:
+        """The hard spend limits listed so far (none when spend limits are off)."""
+        return self._store.limits() if self._spend_limits else {}
+
+    def store_arrived(self) -> None:
+        """Store every listing that arrived; failures are counted, and said in one line per kind."""
+        failed: dict[str, list[Listing]] = {}
+        for listing in self._directory.take():
+            kind, project_id = listing.task
+            if listing.error is not None:
+                failed.setdefault(kind, []).append(listing)
+                self._store.mark_listed(kind, project_id, listing.at)
+            elif kind == KEYS and project_id is not None:
+                self._store.save_keys(project_id, listing.keys, listing.at)
+            else:
+                self._store.save_limit(project_id, listing.limit, listing.at)
+        for kind, listings in failed.items():
+            self._metrics.count_error(kind)
+            self._say_failed(kind, listings)
+
+    def _say_failed(self, kind: str, listings: list[Listing]) -> None:
+        first = listings[0]
+        if isinstance(first.error, ScopeError):
+            if kind in self._refused:
+                return
+            self._refused.add(kind)
+        what = "API keys" if kind == KEYS else "spend limits"
+        log.warning(
+            "%d listing(s) of %s failed, asked again at the next refresh (e.g. %s: %s)",
+            len(listings),
+            what,
+            first.task[1] or "the organization",
+            first.error,
+        )
+
+    def _stale_limits(self, ledger: Ledger, now: dt.datetime) -> list[Task]:
+        listed = self._store.listed(LIMIT)
+        scopes: list[str | None] = [None]
+        scopes += sorted(pid for pid, project in ledger.projects().items() if not project.archived)
+        return [(LIMIT, scope) for scope in scopes if self._stale(listed.get(scope), now)]
+
+    def _stale_keys(self, ledger: Ledger, now: dt.datetime, start: dt.date) -> list[Task]:
+        listed = self._store.listed(KEYS)
+        spending: dict[str, set[str]] = {}
+        for day in ledger.key_totals(start, now.date() + DAY).values():
+            for (pid, key_id), amount in day.items():
+                if key_id != NO_API_KEY and amount:
+                    spending.setdefault(pid, set()).add(key_id)
+        known = self._store.keys()
+        tasks: list[Task] = []
+        for pid, keys in sorted(spending.items()):
+            stale = self._stale(listed.get(pid), now)
+            unknown = keys - known.keys() - self._unresolved
+            if stale or unknown:
+                tasks.append((KEYS, pid))
+            if not stale and unknown:
+                self._unresolved |= unknown  # listed once more for them; a deleted key stays unnamed
+            if stale:
+                self._unresolved -= keys
+        return tasks
+
+    def _stale(self, listed_at: dt.datetime | None, now: dt.datetime) -> bool:
+        return listed_at is None or now - listed_at >= self._refresh
