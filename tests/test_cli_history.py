@@ -234,7 +234,15 @@ def test_backfill_days_pushes_forty_days_on_first_start_only(
 ) -> None:
     """`run --once --backfill-days 40` fetches and pushes the 40 closed days on a fresh state dir; the next cycle
     only reads the revision window again and, nothing having changed, pushes no closed day."""
-    push = ("--push-url", vm.import_url, "--push-label", "run=first-start", "--backfill-days", "40")
+    push = (
+        "--push-url",
+        vm.import_url,
+        "--push-label",
+        "run=first-start",
+        "--backfill-days",
+        "40",
+        "--no-spend-limits",
+    )
     first = run_once(api.base_url, tmp_path, *push, now=cli_now(api.org))
     assert first.returncode == 0, first.output
     assert " 40 closed days pushed" in first.stderr

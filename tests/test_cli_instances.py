@@ -33,7 +33,17 @@ def api(org: FakeOrg) -> Iterator[FakeAdminAPI]:
 def service(api: FakeAdminAPI, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A `run` loop on tmp_path/state, its first cycle done; stopped with SIGTERM afterwards."""
     log = tmp_path / "service.txt"
-    args = ["run", "--base-url", api.base_url, "--state-dir", str(tmp_path / "state"), "--listen", ""]
+    # No spend limits: their listings go on in the background and would count as the second run's requests.
+    args = [
+        "run",
+        "--base-url",
+        api.base_url,
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--listen",
+        "",
+        "--no-spend-limits",
+    ]
     with log.open("wb") as err:  # a file, not a pipe: read with a deadline, never blocks
         proc = subprocess.Popen(command(*args, "--interval", "3600"), env=clean_env(now=cli_now(api.org)), stderr=err)
 
@@ -95,7 +105,17 @@ def test_readers_work_beside_a_running_service(
 
 def test_the_lock_goes_with_the_process(api: FakeAdminAPI, tmp_path: Path) -> None:
     """A SIGKILLed service leaves no stale lock: the next `run` on its state dir starts and succeeds."""
-    args = ["run", "--base-url", api.base_url, "--state-dir", str(tmp_path / "state"), "--listen", ""]
+    # No spend limits: their listings go on in the background and would count as the second run's requests.
+    args = [
+        "run",
+        "--base-url",
+        api.base_url,
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--listen",
+        "",
+        "--no-spend-limits",
+    ]
     log = tmp_path / "service.txt"
     with log.open("wb") as err:
         proc = subprocess.Popen(command(*args, "--interval", "3600"), env=clean_env(now=cli_now(api.org)), stderr=err)

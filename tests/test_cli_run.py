@@ -105,10 +105,11 @@ def test_run_once_pushes_what_the_api_bills(
 
 def test_warm_cycle_makes_one_costs_request_and_one_per_usage_endpoint(api: FakeAdminAPI, tmp_path: Path) -> None:
     """With names and usage history in the state dir, a cycle asks for one costs page and one page of each usage
-    endpoint (the last complete hour and this one), never the history again."""
-    assert run_once(api.base_url, tmp_path, now=cli_now(api.org)).returncode == 0
+    endpoint (the last complete hour and this one), never the history again (spend limits, listed in the
+    background, are off here: tests/test_cli_keys.py covers them)."""
+    assert run_once(api.base_url, tmp_path, "--no-spend-limits", now=cli_now(api.org)).returncode == 0
     before = api.request_counts()
-    result = run_once(api.base_url, tmp_path, now=cli_now(api.org))
+    result = run_once(api.base_url, tmp_path, "--no-spend-limits", now=cli_now(api.org))
     assert result.returncode == 0, result.output
     after = api.request_counts()
     assert {path: after[path] - before.get(path, 0) for path in after if after[path] != before.get(path, 0)} == {

@@ -145,23 +145,28 @@ def costs(client: httpx.Client, days_back: int = 7, **params: Any) -> httpx.Resp
         {"group_by": ["project_id", "line_item"]},
         {"group_by[]": ["project_id", "line_item"]},
         {"group_by": ["project_id", "line_item", "api_key_id"]},
+        {"group_by[]": ["project_id", "api_key_id"]},
+        {"group_by": "api_key_id"},
     ],
-    ids=["none", "project", "line-item", "both-repeated", "both-brackets", "with-api-key"],
+    ids=["none", "project", "line-item", "both-repeated", "both-brackets", "with-api-key", "project-key", "key"],
 )
 def test_costs_match_the_contract_for_every_grouping(client: httpx.Client, group_by: dict[str, Any]) -> None:
-    """Each group_by combination (repeated or bracket keys) gives a response valid against the spec."""
+    """Each group_by combination (repeated or bracket keys) gives a response valid against the spec; api_key_id
+    is set (or null for spend outside keys) only when grouped by it."""
     response = costs(client, **group_by)
     assert response.status_code == 200
     validate(response)
     page = response.json()
     assert len(page["data"]) == 7 and page["has_more"] is True
     wanted = {g for v in group_by.values() for g in ([v] if isinstance(v, str) else v)}
-    for bucket in page["data"]:
-        for r in bucket["results"]:
-            assert (r["line_item"] is not None) == ("line_item" in wanted)
-            assert ("project_name" in r) == (r["project_id"] is not None)
-            assert r["api_key_id"] is None and r["organization_id"].startswith("org-")
-            assert r["amount"]["currency"] == "usd"
+    results = [r for bucket in page["data"] for r in bucket["results"]]
+    for r in results:
+        assert (r["line_item"] is not None) == ("line_item" in wanted)
+        assert ("project_name" in r) == (r["project_id"] is not None)
+        assert r["organization_id"].startswith("org-")
+        assert r["amount"]["currency"] == "usd"
+    keys = {r["api_key_id"] for r in results}
+    assert (keys - {None}) if "api_key_id" in wanted else (keys == {None})
 
 
 def test_results_follow_the_grouping(client: httpx.Client, org: FakeOrg) -> None:
@@ -361,6 +366,7 @@ def test_costs_limit_counts_buckets(client: httpx.Client, limit: int | None, buc
         ({"bucket_width": "1h"}, "bucket_width"),
         ({"group_by": "model"}, "group_by"),
         ({"group_by": "project_id,line_item"}, "group_by"),
+        ({"group_by": "api_key_id", "start_time": 1764979199}, "group_by"),
         ({"page": "page_%%%"}, "page"),
         ({"page": "not-a-cursor"}, "page"),
         ({"page": "page_" + base64.b64encode(struct.pack(">qq", 5, 1)).decode()}, "page"),
@@ -404,7 +410,8 @@ def usage(client: httpx.Client, kind: str = "completions", **params: Any) -> htt
     ids=["defaults", "1d-both", "1h-project-brackets", "1m-model", "1h-other-groups"],
 )
 def test_usage_pages_match_the_contract(client: httpx.Client, kind: str, params: dict[str, Any]) -> None:
-    """Usage pages of every bucket width and grouping validate against the spec and carry usage rows."""
+    """Usage pages of every bucket width and grouping validate against the spec and carry usage rows, with
+    api_key_id set only when grouped by it."""
     response = usage(client, kind, **params)
     assert response.status_code == 200, response.text
     validate(response)
@@ -417,8 +424,12 @@ def test_usage_pages_match_the_contract(client: httpx.Client, kind: str, params:
     for r in results:
         assert "project_id" in wanted or r["project_id"] is None
         assert (r["model"] is not None) == ("model" in wanted)
-        assert r["input_tokens"] > 0 and r["num_model_requests"] > 0
+        assert r["input_tokens"] >= 0 and r["num_model_requests"] >= 0
+        if "api_key_id" not in wanted:  # split over keys, a row may get a few tokens and no request
+            assert r["input_tokens"] > 0 and r["num_model_requests"] > 0
         assert kind == "embeddings" or r["input_cached_tokens"] <= r["input_tokens"]
+    keys = {r["api_key_id"] for r in results}
+    assert (keys - {None}) if "api_key_id" in wanted else (keys == {None})
 
 
 def test_a_mutated_usage_page_fails_validation(client: httpx.Client) -> None:
@@ -558,13 +569,115 @@ def test_projects_validation_errors_are_400(client: httpx.Client, params: dict[s
     assert response.status_code == 400 and validate_error(response)["param"] == param
 
 
+# ---- API keys and hard spend limits -----------------------------------------------------------------------
+
+
+def api_keys(client: httpx.Client, project_id: str, **params: Any) -> httpx.Response:
+    return client.get(f"/organization/projects/{project_id}/api_keys", params=params)
+
+
+def test_api_key_pages_match_the_contract(client: httpx.Client, org: FakeOrg) -> None:
+    """Every page of the many-keys project's listing, at the default and the largest limit, and a small project's
+    whole listing validate against ProjectApiKeyListResponse; both owner types appear."""
+    pid = org.many_keys_project_id
+    assert pid is not None
+    small = next(p.id for p in org.projects if p.id != pid and org.api_keys(p.id))
+    owners = set()
+    walks: list[tuple[str, dict[str, Any]]] = [
+        (pid, {}),
+        (pid, {"limit": 100}),
+        (small, {"owner_project_access": "any"}),
+    ]
+    for project_id, first in walks:
+        params = dict(first)
+        while True:
+            response = api_keys(client, project_id, **params)
+            assert response.status_code == 200, response.text
+            validate(response)
+            page = response.json()
+            owners |= {k["owner"]["type"] for k in page["data"]}
+            if not page["has_more"]:
+                break
+            params["after"] = page["last_id"]
+    assert owners == {"user", "service_account"}
+
+
+def test_a_mutated_api_key_page_fails_validation(client: httpx.Client, org: FakeOrg) -> None:
+    """The key listing's contract check is not vacuous: a key without owner_project_access, or a string
+    created_at, fails it."""
+    assert org.many_keys_project_id is not None
+    response = api_keys(client, org.many_keys_project_id, limit=3)
+    validate(response)
+    mutations: list[Callable[[dict[str, Any]], object]] = [
+        lambda p: p["data"][0].pop("owner_project_access"),
+        lambda p: p["data"][1].__setitem__("created_at", "yesterday"),
+    ]
+    for mutate in mutations:
+        page = copy.deepcopy(response.json())
+        mutate(page)
+        with pytest.raises(Exception, match=r"InvalidData|not valid|is not"):
+            validate(httpx.Response(200, json=page, request=response.request))
+
+
+def test_spend_limits_match_the_contract(client: httpx.Client, org: FakeOrg) -> None:
+    """The organization's and every limited project's hard spend limit validate against their resources."""
+    response = client.get("/organization/spend_limit")
+    validate(response)
+    assert response.json()["object"] == "organization.spend_limit"
+    limited = {org.near_limit_project_id, org.limit_reached_project_id, *org.far_limit_project_ids}
+    assert None not in limited and len(limited) == 4
+    for pid in limited:
+        response = client.get(f"/organization/projects/{pid}/spend_limit")
+        validate(response)
+        assert response.json()["object"] == "project.spend_limit"
+
+
+@pytest.mark.parametrize(
+    ("params", "param"),
+    [
+        ({"limit": 101}, "limit"),
+        ({"limit": 0}, "limit"),
+        ({"after": "key_nope"}, "after"),
+        ({"owner_project_access": "sometimes"}, "owner_project_access"),
+    ],
+)
+def test_api_key_validation_errors_are_400(
+    client: httpx.Client, org: FakeOrg, params: dict[str, Any], param: str
+) -> None:
+    """Bad key-list parameters get 400 with the error envelope naming the parameter (limit is not clamped)."""
+    assert org.many_keys_project_id is not None
+    response = api_keys(client, org.many_keys_project_id, **params)
+    assert response.status_code == 400 and validate_error(response)["param"] == param
+
+
+@pytest.mark.parametrize("resource", ["api_keys", "spend_limit"])
+def test_an_unknown_project_is_404(client: httpx.Client, resource: str) -> None:
+    """Keys and spend limit of a project the organization does not have: 404 with the error envelope."""
+    response = client.get(f"/organization/projects/proj_nope/{resource}")
+    assert response.status_code == 404 and validate_error(response)["param"] == "project_id"
+
+
+def test_a_project_without_a_limit_is_404_or_an_empty_object(
+    api: FakeAdminAPI, client: httpx.Client, org: FakeOrg
+) -> None:
+    """No hard limit: 404 with the error envelope, or `200 {}` (not a valid resource) with spend_limit_empty."""
+    pid = next(p.id for p in org.projects if org.spend_limit(p.id) is None)
+    response = client.get(f"/organization/projects/{pid}/spend_limit")
+    assert response.status_code == 404 and "spend limit" in validate_error(response)["message"]
+    api.faults.spend_limit_empty = True
+    response = client.get(f"/organization/projects/{pid}/spend_limit")
+    assert response.status_code == 200 and response.json() == {}
+    with pytest.raises(Exception, match=r"InvalidData|not valid|is not|required"):
+        validate(response)
+
+
 # ---- auth and faults --------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     "authorization", [None, "Bearer sk-admin-wrong-key-0123456789", "Basic abc", "Bearer", "Bearer short"]
 )
-@pytest.mark.parametrize("path", ["/organization/costs", "/organization/projects"])
+@pytest.mark.parametrize("path", ["/organization/costs", "/organization/projects", "/organization/spend_limit"])
 def test_bad_or_missing_key_is_401_and_masked(api: FakeAdminAPI, authorization: str | None, path: str) -> None:
     """Missing, wrong or non-bearer keys get 401 invalid_api_key; the message never holds the whole key."""
     headers = {"Authorization": authorization} if authorization else {}
@@ -764,6 +877,11 @@ def test_control_runaway(control: httpx.Client, org: FakeOrg) -> None:
         ("POST", "/_fake/spend", {"day": "2026-11-01", "project_id": "proj_x", "line_item": "x", "amount": "1"}),
         ("POST", "/_fake/spend", {"day": "2026-11-01", "project_id": None, "line_item": "x", "amount": "abc"}),
         ("POST", "/_fake/scale_today", {"factor": "2"}),
+        ("POST", "/_fake/spend_limit", {"project_id": "proj_x", "threshold_cents": 100}),
+        ("POST", "/_fake/spend_limit", {"project_id": None, "threshold_cents": "100"}),
+        ("POST", "/_fake/spend_limit", {"project_id": None, "threshold_cents": -1}),
+        ("POST", "/_fake/spend_limit", {"project_id": None, "threshold_cents": 100, "status": "maybe"}),
+        ("POST", "/_fake/spend_limit", {"project_id": None}),
         ("GET", "/_fake/totals", None),
         ("GET", "/_fake/nothing", None),
     ],

@@ -17,13 +17,14 @@ import queue
 import threading
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Protocol
 
 from openai_cost_exporter.clock import Clock
 from openai_cost_exporter.directory_store import KEYS, LIMIT, DirectoryStore
 from openai_cost_exporter.errors import ExporterError, ScopeError
 from openai_cost_exporter.ledger import Ledger
-from openai_cost_exporter.models import DAY, NO_API_KEY, ApiKey, SpendLimit
+from openai_cost_exporter.models import DAY, NO_API_KEY, ZERO, ApiKey, SpendLimit
 from openai_cost_exporter.selfmetrics import SelfMetrics
 
 log = logging.getLogger(__name__)
@@ -233,8 +234,14 @@ class DirectoryStage:
 
     def _stale_limits(self, ledger: Ledger, now: dt.datetime) -> list[Task]:
         listed = self._store.listed(LIMIT)
-        scopes: list[str | None] = [None]
-        scopes += sorted(pid for pid, project in ledger.projects().items() if not project.archived)
+        # The biggest spenders of the month first: they are the ones a limit may stop soon.
+        month = now.date().replace(day=1)
+        spent: dict[str, Decimal] = {}
+        for amounts in ledger.project_totals(month, now.date() + DAY).values():
+            for pid, amount in amounts.items():
+                spent[pid] = spent.get(pid, ZERO) + amount
+        active = [pid for pid, project in ledger.projects().items() if not project.archived]
+        scopes: list[str | None] = [None, *sorted(active, key=lambda pid: (-spent.get(pid, ZERO), pid))]
         return [(LIMIT, scope) for scope in scopes if self._stale(listed.get(scope), now)]
 
     def _stale_keys(self, ledger: Ledger, now: dt.datetime, start: dt.date) -> list[Task]:

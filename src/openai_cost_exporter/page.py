@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from html import escape
 
@@ -50,6 +50,7 @@ th,td{text-align:left;padding:6px 10px;border-bottom:1px solid var(--line)}
 th{color:var(--muted);font-weight:600;font-size:12px}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 td.id{color:var(--muted);font-family:ui-monospace,monospace;font-size:12px}
 .badge{border-radius:10px;padding:1px 8px;font-size:12px;background:var(--alert-bg);color:var(--alert-fg)}
+.keys{color:var(--muted);font-size:12px}
 .ok{color:var(--muted)}.empty{color:var(--muted);padding:40px 0;text-align:center}
 """
 
@@ -68,6 +69,7 @@ class PageView:
     alerts: dict[str, str]  # project_id -> alert state text (e.g. "spike (4.0x)", "budget"); absent = ok
     failed_stages: tuple[str, ...] = ()  # the stages the last cycle failed in (costs, push, ...); () = it did not
     failed_at: dt.datetime | None = None  # when that failed cycle started
+    keys: dict[str, list[tuple[str, str, Decimal]]] = field(default_factory=dict)  # alerting project -> top keys
 
 
 def render_page(view: PageView, *, top: int = 8, stale_after: dt.timedelta = STALE_AFTER) -> bytes:
@@ -270,11 +272,22 @@ def _row(view: PageView, project_id: str) -> str:
     state_html = f'<span class="badge">{escape(state)}</span>' if state else '<span class="ok">ok</span>'
     name = view.names.get(project_id, project_id)
     return (
-        f'<tr data-project-id="{escape(project_id)}"><td>{escape(name)}</td>'
+        f'<tr data-project-id="{escape(project_id)}"><td>{escape(name)}{_keys(view, project_id)}</td>'
         f'<td class="id">{escape(project_id)}</td><td class="num">{usd(today)}</td>'
         f'<td class="num">{usd(baseline)}</td><td class="num">{_ratio(today, baseline)}</td>'
         f"<td>{state_html}</td></tr>"
     )
+
+
+def _keys(view: PageView, project_id: str) -> str:
+    """The top API keys of an alerting project, under its name."""
+    keys = view.keys.get(project_id)
+    if not keys:
+        return ""
+    shown = ", ".join(
+        f"{escape(name)}{f' ({escape(owner)})' if owner else ''} {usd(amount)}" for name, owner, amount in keys
+    )
+    return f'<div class="keys">top keys today: {shown}</div>'
 
 
 _COLUMNS = (

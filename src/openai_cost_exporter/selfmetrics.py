@@ -80,16 +80,24 @@ class SelfMetrics:
         self.api_requests.labels(endpoint=endpoint, status=status).inc()
 
 
+#: Endpoints listed per project in the background (directory.py): counted apart from the cycle's requests.
+LISTING_ENDPOINTS = frozenset({"api_keys", "spend_limit"})
+
+
 class RequestCounter:
     """The API client's request hook: counts requests (for the cycle's log line) and forwards each one."""
 
     def __init__(self, forward: Callable[[str, str], None] | None = None) -> None:
-        self.total = 0
+        self.total = 0  # the cycle's own requests
+        self.listings = 0  # per-project listings, made in the background
         self._forward = forward
-        self._lock = threading.Lock()  # names and costs are fetched from two threads
+        self._lock = threading.Lock()  # names, costs and listings are fetched from several threads
 
     def __call__(self, endpoint: str, status: str) -> None:
         with self._lock:
-            self.total += 1
+            if endpoint in LISTING_ENDPOINTS:
+                self.listings += 1
+            else:
+                self.total += 1
         if self._forward is not None:
             self._forward(endpoint, status)

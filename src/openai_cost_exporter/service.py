@@ -67,6 +67,7 @@ class CycleReport:
     projects: int = 0
     today_usd: Decimal = Decimal(0)
     requests: int = 0
+    listings: int = 0  # per-project listings (key names, spend limits) made in the background meanwhile
     pushed_days: int = 0
     duration: float = 0.0
     pending_messages: int = 0
@@ -117,7 +118,7 @@ class CostCycle:
     # -- the cycle -----------------------------------------------------------------------------------------
     def run_once(self) -> CycleReport:
         started = time.perf_counter()
-        requests_before = self._requests.total
+        requests_before, listings_before = self._requests.total, self._requests.listings
         now = self._clock.now()
         self.last_attempt = now
         report = CycleReport()
@@ -145,6 +146,7 @@ class CostCycle:
             self._stage("directory", report, directory.store_arrived)
         report.duration = time.perf_counter() - started
         report.requests = self._requests.total - requests_before
+        report.listings = self._requests.listings - listings_before
         self._record(report)
         # Last, so the pushed self-metrics describe this very cycle (a `run --once` from cron would otherwise
         # always push a last-success time of 0). A failure here still fails the cycle and is counted.
@@ -184,11 +186,12 @@ class CostCycle:
 
     def _log(self, report: CycleReport) -> None:
         log.info(
-            "cycle %s: %d projects, today %s, %d API requests, %d closed days pushed, %.2f s%s",
+            "cycle %s: %d projects, today %s, %d API requests%s, %d closed days pushed, %.2f s%s",
             "ok" if report.ok else "FAILED",
             report.projects,
             usd(report.today_usd),
             report.requests,
+            f" (and {report.listings} listings in the background)" if report.listings else "",
             report.pushed_days,
             report.duration,
             f" (failed: {', '.join(report.failed_stages)})" if report.failed_stages else "",

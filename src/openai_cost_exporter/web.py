@@ -7,15 +7,20 @@ import socket
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
+from openai_cost_exporter.api_keys import top_keys
 from openai_cost_exporter.clock import Clock
 from openai_cost_exporter.page import PageView, render_page
 from openai_cost_exporter.snapshot import PAGE_DAYS, CostSnapshot
+
+#: API keys shown under the name of a project with an alert state.
+PAGE_TOP_KEYS = 3
 
 StartResponse = Callable[..., Any]
 
@@ -130,7 +135,15 @@ def _page_view(health: Health) -> PageView:
         alerts=dict(health.alert_states()),
         failed_stages=failed,
         failed_at=failed_at,
+        keys=page_keys(snap, health.alert_states()),
     )
+
+
+def page_keys(snap: CostSnapshot, alerts: Mapping[str, str]) -> dict[str, list[tuple[str, str, Decimal]]]:
+    """The top API keys of today (billed, as capped for the metrics) of each project with an alert state."""
+    if snap.keys is None:
+        return {}
+    return {pid: top_keys(pid, snap.keys, snap.key_names, PAGE_TOP_KEYS) for pid in alerts}
 
 
 class _IPv6WSGIServer(ThreadingWSGIServer):

@@ -1,12 +1,14 @@
 """A fake OpenAI Admin API over HTTP on 127.0.0.1, serving a `FakeOrg`, with switchable faults.
 
 This module owns the server: routing, bearer auth, applying `Faults` (fake/faults.py) and error envelopes. The
-pages themselves come from fake/costs.py, fake/usage.py and fake/projects.py; the `/_fake/` control endpoints,
-for tests that run the fake in another process, from fake/control.py.
+pages themselves come from fake/costs.py, fake/usage.py, fake/projects.py, fake/api_keys.py and fake/limits.py;
+the `/_fake/` control endpoints, for tests that run the fake in another process, from fake/control.py.
 
 Endpoints (openai-admin-openapi.yaml): `GET /v1/organization/costs`, `GET /v1/organization/projects`,
-`GET /v1/organization/usage/completions` and `GET /v1/organization/usage/embeddings`, bearer auth with the
-admin key.
+`GET /v1/organization/usage/completions`, `GET /v1/organization/usage/embeddings`,
+`GET /v1/organization/projects/{project_id}/api_keys`, `GET /v1/organization/spend_limit` and
+`GET /v1/organization/projects/{project_id}/spend_limit`, bearer auth with the admin key. An unknown project is
+a 404; so is a missing hard spend limit, or `200 {}` with the `spend_limit_empty` fault (§9).
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
+from openai_cost_exporter.fake.api_keys import api_keys_page
 from openai_cost_exporter.fake.control import PREFIX as CONTROL_PREFIX
 from openai_cost_exporter.fake.control import Control
 from openai_cost_exporter.fake.costs import CostsRenderer, parse_costs_query
 from openai_cost_exporter.fake.faults import Faults as Faults  # noqa: PLC0414 (explicit re-export for the CLI, tests)
 from openai_cost_exporter.fake.http import Params, Reply, Response, json_response, trickle, truncate
+from openai_cost_exporter.fake.limits import spend_limit_json
 from openai_cost_exporter.fake.org import FakeOrg
 from openai_cost_exporter.fake.projects import ProjectsListing
 from openai_cost_exporter.fake.usage import UsageRenderer, parse_usage_query
@@ -36,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 COSTS_PATH = "/v1/organization/costs"
 PROJECTS_PATH = "/v1/organization/projects"
+SPEND_LIMIT_PATH = "/v1/organization/spend_limit"
 USAGE_PATHS = {
     "/v1/organization/usage/completions": "completions",
     "/v1/organization/usage/embeddings": "embeddings",
@@ -178,7 +183,34 @@ class FakeAdminAPI:
         if method == "GET" and path in USAGE_PATHS:
             usage = parse_usage_query(USAGE_PATHS[path], params, int(self.org.clock.now().timestamp()))
             return Response(200, UsageRenderer(self.org).page(usage))
+        if method == "GET" and path == SPEND_LIMIT_PATH:
+            return self._spend_limit(None)
+        if method == "GET" and path.startswith(PROJECTS_PATH + "/"):
+            return self._project_resource(path, params)
         raise Reply(404, f"Invalid URL ({method} {path})")
+
+    def _project_resource(self, path: str, params: Params) -> Response:
+        """`.../projects/{project_id}/api_keys` or `.../spend_limit`; 404 for an unknown project."""
+        raw_id, _, resource = path.removeprefix(PROJECTS_PATH + "/").partition("/")
+        if resource not in ("api_keys", "spend_limit"):
+            raise Reply(404, f"Invalid URL (GET {path})")
+        project_id = unquote(raw_id)
+        try:
+            keys = self.org.api_keys(project_id)
+        except KeyError:
+            raise Reply(404, f"No project found with id {project_id[:40]!r}.", param="project_id") from None
+        if resource == "api_keys":
+            return json_response(200, api_keys_page(keys, params))
+        return self._spend_limit(project_id)
+
+    def _spend_limit(self, project_id: str | None) -> Response:
+        limit = self.org.spend_limits.get(project_id)
+        if limit is not None:
+            return json_response(200, spend_limit_json(project_id, limit))
+        if self.faults.spend_limit_empty:
+            return json_response(200, {})
+        holder = "organization" if project_id is None else "project"
+        raise Reply(404, f"No hard spend limit is set for this {holder}.")
 
     def _error(self, reply: Reply) -> Response:
         headers = {"Retry-After": "1"} if reply.status == HTTPStatus.TOO_MANY_REQUESTS else {}

@@ -12,6 +12,9 @@ No auth, no faults, not logged; `fake/api.py` routes every `/_fake/` path here:
                               {"project_id": ..., "stop": true} ends it now
     GET  /_fake/totals?day=YYYY-MM-DD   {"day": ..., "totals": {project_id: "12.3", ...}}: amounts are
                               decimal strings; the unattributed total (null project_id) is under key "null"
+    POST /_fake/spend_limit   {"project_id": str|null, "threshold_cents": int|null, "status": "inactive"}: set the
+                              hard monthly limit of a project (null: of the organization); null cents removes
+                              it; status "inactive" (the default) or "enforcing"
 """
 
 from __future__ import annotations
@@ -94,6 +97,10 @@ class Control:
             return _OK
         if action == ("POST", "/_fake/runaway"):
             self._runaway(payload)
+            return _OK
+        if action == ("POST", "/_fake/spend_limit"):
+            status = payload.get("status", "inactive")
+            self._org.set_spend_limit(payload["project_id"], payload["threshold_cents"], str(status))
             return _OK
         if action == ("GET", "/_fake/totals"):
             day = dt.date.fromisoformat(params["day"][0])

@@ -4,8 +4,14 @@
 streams a page bucket by bucket; `wire_amount` gives `amount.value` the shapes seen live (openai-admin-api.md
 §7.1).
 
-Deliberate simplifications: a bucket not starting at a UTC midnight reports its whole day; `api_key_ids` and
-`group_by=api_key_id` are accepted but every `api_key_id` is null (keys are not simulated).
+Grouped by `api_key_id` (with project_id and/or line_item, or alone) a bucket has one row per (project, key, line
+item) as grouped: every cell split over the project's keys (fake/keys.py), so the rows add up to the ungrouped
+ones exactly; `api_key_id` is null for spend outside API keys. Like the real API (openai-admin-api.md §9) the
+grouping is refused with a 400 for a `start_time` before `KEYS_EPOCH` (2025-12-06). `api_key_ids` keeps only
+those keys' shares, whatever the grouping. Without either, pages are what they were before keys existed.
+Paging is unchanged: `limit` counts daily buckets, however many rows a bucket has.
+
+Deliberate simplification: a bucket not starting at a UTC midnight reports its whole day.
 """
 
 from __future__ import annotations
@@ -19,12 +25,16 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from openai_cost_exporter.fake.http import Params, bad_request, int_param, limit_param, many_params, one_param
+from openai_cost_exporter.fake.keys import KEYS_EPOCH, KeyCell
 from openai_cost_exporter.fake.org import NANOS, FakeOrg
 
+#: The 400 for `group_by=api_key_id` with an earlier start_time; like the real one it names the epoch (§9).
+KEY_GROUPING_REFUSED = f"Grouping by api_key_id is only supported for start_time >= {KEYS_EPOCH}."
 _DAY_SECONDS = 86400
 #: The string forms of a non-zero amount, in the order rows rotate through them (§7.1).
 _STRING_SHAPES = ("plain", "padded", "exponent")
 _Cell = tuple[str | None, str | None, int]
+_KeyRow = tuple[str | None, str | None, str | None, int]  # (project_id, api_key_id, line_item, nanos), as grouped
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +48,8 @@ class CostsQuery:
     by_project: bool
     by_line_item: bool
     project_ids: frozenset[str | None] | None
+    by_api_key: bool = False
+    api_key_ids: frozenset[str | None] | None = None
 
 
 def parse_costs_query(params: Params, now: int) -> CostsQuery:
@@ -52,11 +64,9 @@ def parse_costs_query(params: Params, now: int) -> CostsQuery:
         end = max(now, start)
     if one_param(params, "bucket_width") not in (None, "1d"):
         raise bad_request("Invalid value for 'bucket_width': only '1d' is supported.", "bucket_width")
-    group_by = many_params(params, "group_by")
-    for value in group_by:
-        if value not in ("project_id", "line_item", "api_key_id"):
-            raise bad_request(f"Invalid value for 'group_by': {value[:40]!r}.", "group_by")
+    group_by = _group_by(params, start)
     project_ids = many_params(params, "project_ids")
+    api_key_ids = many_params(params, "api_key_ids")
     page = one_param(params, "page")
     return CostsQuery(
         start_time=start,
@@ -66,7 +76,19 @@ def parse_costs_query(params: Params, now: int) -> CostsQuery:
         by_project="project_id" in group_by,
         by_line_item="line_item" in group_by,
         project_ids=frozenset(project_ids) if project_ids else None,
+        by_api_key="api_key_id" in group_by,
+        api_key_ids=frozenset(api_key_ids) if api_key_ids else None,
     )
+
+
+def _group_by(params: Params, start: int) -> list[str]:
+    group_by = many_params(params, "group_by")
+    for value in group_by:
+        if value not in ("project_id", "line_item", "api_key_id"):
+            raise bad_request(f"Invalid value for 'group_by': {value[:40]!r}.", "group_by")
+    if "api_key_id" in group_by and start < KEYS_EPOCH:
+        raise bad_request(KEY_GROUPING_REFUSED, "group_by")
+    return group_by
 
 
 def encode_cursor(page_start: int, start_time: int) -> str:
@@ -130,6 +152,19 @@ def _group(cells: list[tuple[str | None, str, int]], query: CostsQuery) -> Itera
     return [(None, li, n) for li, n in sums.items()]
 
 
+def _group_keys(cells: list[KeyCell], query: CostsQuery) -> Iterable[_KeyRow]:
+    """Key rows (project_id, api_key_id, line_item, nanos) kept by `api_key_ids` and summed as grouped."""
+    if query.api_key_ids is not None:
+        cells = [c for c in cells if c[1] in query.api_key_ids]
+    if query.by_project and query.by_line_item and query.by_api_key:
+        return cells
+    sums: dict[tuple[str | None, str | None, str | None], int] = {}
+    for p, k, li, n in cells:
+        key = (p if query.by_project else None, k if query.by_api_key else None, li if query.by_line_item else None)
+        sums[key] = sums.get(key, 0) + n
+    return [(p, k, li, n) for (p, k, li), n in sums.items()]
+
+
 def render_page(buckets: Iterable[str], next_start: int | None, start_time: int) -> Iterator[str]:
     """A page of buckets (costs or usage), one piece per bucket, with its `has_more` and `next_page` cursor."""
     yield '{"object":"page","data":['
@@ -146,7 +181,8 @@ class CostsRenderer:
         self._org = org
         self._format = amount_format
         self._row = 0
-        self._tail = f',"api_key_id":null,"organization_id":{json.dumps(org.organization_id)}}}'
+        self._organization = json.dumps(org.organization_id)
+        self._tails: dict[str | None, str] = {None: f',"api_key_id":null,"organization_id":{self._organization}}}'}
         self._projects = {
             p.id: f'"project_id":{json.dumps(p.id)},"project_name":{json.dumps(p.name)}' for p in org.projects
         }
@@ -160,14 +196,19 @@ class CostsRenderer:
 
     def bucket(self, query: CostsQuery, start: int, end: int) -> str:
         day = dt.datetime.fromtimestamp(start, dt.UTC)
-        cells = self._org.cells(day.date(), query.project_ids, include_zero=self._format != "number")
-        rows = ",".join(self._result(p, li, n) for p, li, n in _group(cells, query))
+        include_zero = self._format != "number"
+        if query.by_api_key or query.api_key_ids is not None:
+            cells = self._org.key_cells(day.date(), query.project_ids, include_zero=include_zero)
+            rows = ",".join(self._result(p, li, n, k) for p, k, li, n in _group_keys(cells, query))
+        else:
+            plain = self._org.cells(day.date(), query.project_ids, include_zero=include_zero)
+            rows = ",".join(self._result(p, li, n) for p, li, n in _group(plain, query))
         return (
             f'{{"object":"bucket","start_time":{start},"end_time":{end},'
             f'"start_time_iso":"{day.isoformat()}","results":[{rows}]}}'
         )
 
-    def _result(self, project_id: str | None, line_item: str | None, nanos: int) -> str:
+    def _result(self, project_id: str | None, line_item: str | None, nanos: int, api_key_id: str | None = None) -> str:
         li = self._line_items.get(line_item)
         if li is None:
             li = self._line_items[line_item] = json.dumps(line_item)
@@ -180,5 +221,13 @@ class CostsRenderer:
             amount = wire_amount(nanos, self._format, self._row)
         return (
             f'{{"object":"organization.costs.result","amount":{{"value":{amount},"currency":"usd"}},'
-            f'"line_item":{li},{project}{self._tail}'
+            f'"line_item":{li},{project}{self._tail(api_key_id)}'
         )
+
+    def _tail(self, api_key_id: str | None) -> str:
+        tail = self._tails.get(api_key_id)
+        if tail is None:
+            tail = self._tails[api_key_id] = (
+                f',"api_key_id":{json.dumps(api_key_id)},"organization_id":{self._organization}}}'
+            )
+        return tail

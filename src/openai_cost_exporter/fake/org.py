@@ -12,6 +12,10 @@ at SPIKE_FACTOR and is billed without lag and never below noon's total, so the d
 Tests change the truth with `set_cost` (one billed cell; usage is not affected), `scale_today` (a spend jump,
 billed and usage) and `start_runaway` (a rate jump from a moment on); the sums the exporter must reproduce come
 from `daily_total`, `daily_totals`, `line_item_totals`, `spend_between` and `usage_tokens`.
+
+Projects have API keys (fake/keys.py): every amount splits over them exactly, so `key_totals` and
+`key_line_item_totals` add up to `daily_totals` and `line_item_totals`. The organization and a few projects
+have hard spend limits (fake/limits.py); `set_spend_limit` changes them.
 """
 
 from __future__ import annotations
@@ -23,6 +27,15 @@ from collections.abc import Collection
 from decimal import Decimal
 
 from openai_cost_exporter.clock import Clock, SystemClock
+from openai_cost_exporter.fake.keys import FakeApiKey, KeyBook, KeyCell, split_cells
+from openai_cost_exporter.fake.limits import (
+    FAR_RANKS,
+    NEAR_RANK,
+    REACHED_RANK,
+    initial_limits,
+    limit_candidates,
+    ranked,
+)
 from openai_cost_exporter.fake.plan import (
     AWKWARD_NAMES,
     DEFAULT_NAME,
@@ -78,6 +91,13 @@ class FakeOrg:
         self.spend = SpendModel(seed, self.spenders, noise)
         self._by_id = {p.id: p for p in self.projects}
         self._spender = {s.project_id: i for i, s in enumerate(self.spenders)}
+        candidates = limit_candidates(self.projects, set(roster.ids.values()))
+        self.many_keys_project_id = _rank(candidates, 0)  # the busiest: MANY_KEYS listed keys
+        self.near_limit_project_id = _rank(candidates, NEAR_RANK)  # month-to-date ~85% of its limit
+        self.limit_reached_project_id = _rank(candidates, REACHED_RANK)  # "enforcing"
+        self.far_limit_project_ids = ranked(candidates, *FAR_RANKS)  # limits far above their spend
+        self.keys = KeyBook(seed, int(clock.now().timestamp()), self.projects, self.spenders, self.many_keys_project_id)
+        self.spend_limits = initial_limits(self.projects, candidates, self._month_nanos)
 
     @classmethod
     def generate(
@@ -199,6 +219,58 @@ class FakeOrg:
             by_direction[direction] += spend[item]
         return PRICES[model].counts(by_direction)
 
+    def month_to_date(self, project_id: str | None) -> Decimal:
+        """Truth: the project's billed spend from the 1st of the clock's month up to now (days as `daily_total`)."""
+        return from_nanos(self._month_nanos(project_id))
+
+    def _month_nanos(self, project_id: str | None) -> int:
+        today = self.clock.now().date()
+        days = (today.replace(day=1) + dt.timedelta(days=n) for n in range(today.day))
+        return sum(n for day in days for _, _, n in self.cells(day, (project_id,)))
+
+    # ---- API keys and spend limits -------------------------------------------------------------------------
+
+    def api_keys(self, project_id: str) -> list[FakeApiKey]:
+        """The project's keys as the API lists them, in its order (deleted ones left out); KeyError if unknown."""
+        self.project(project_id)
+        ring = self.keys.ring(project_id)
+        return list(ring.listed) if ring else []
+
+    def all_api_keys(self, project_id: str) -> list[FakeApiKey]:
+        """Truth: every key that spent for the project, the deleted one (not listed) last; KeyError if unknown."""
+        self.project(project_id)
+        ring = self.keys.ring(project_id)
+        return list(ring.keys) if ring else []
+
+    def key_cells(
+        self, day: dt.date, project_ids: Collection[str | None] | None = None, *, include_zero: bool = False
+    ) -> list[KeyCell]:
+        """`cells` split over the projects' keys: (project_id, api_key_id or None, line_item, nanodollars)."""
+        cells = self.cells(day, project_ids, include_zero=include_zero)
+        return split_cells(self.keys, day.toordinal(), cells, include_zero)
+
+    def key_totals(self, day: dt.date) -> dict[tuple[str | None, str | None], Decimal]:
+        """Truth: billed spend per (project_id, api_key_id) on a day (api_key_id None: outside API keys),
+        summed over line items, non-zero ones only."""
+        sums: dict[tuple[str | None, str | None], int] = {}
+        for p, k, _, n in self.key_cells(day):
+            sums[(p, k)] = sums.get((p, k), 0) + n
+        return {key: from_nanos(n) for key, n in sums.items() if n}
+
+    def key_line_item_totals(self, day: dt.date) -> dict[tuple[str | None, str | None, str], Decimal]:
+        """Truth: billed spend per (project_id, api_key_id, line_item) on a day, non-zero ones only."""
+        return {(p, k, li): from_nanos(n) for p, k, li, n in self.key_cells(day)}
+
+    def spend_limit(self, project_id: str | None) -> tuple[int, str] | None:
+        """The hard limit of a project (None: of the organization) as (cents a month, enforcement status)."""
+        limit = self.spend_limits.get(project_id)
+        return None if limit is None else (limit.cents, limit.status)
+
+    def set_spend_limit(self, project_id: str | None, cents: int | None, status: str = "inactive") -> None:
+        """Set (None cents: remove) the hard limit of a project or (project_id None) of the organization."""
+        self._check_project(project_id)
+        self.spend_limits.set(project_id, cents, status)
+
     # ---- switches ------------------------------------------------------------------------------------------
 
     def set_cost(self, day: dt.date, project_id: str | None, line_item: str, amount: Decimal) -> None:
@@ -225,3 +297,7 @@ class FakeOrg:
     def _check_project(self, project_id: str | None) -> None:
         if project_id is not None and project_id not in self._by_id:
             raise ValueError("unknown project_id")
+
+
+def _rank(candidates: list[str], rank: int) -> str | None:
+    return candidates[rank] if rank < len(candidates) else None
