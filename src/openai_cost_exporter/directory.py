@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 Task = tuple[str, str | None]  # (KEYS or LIMIT, project id; None: the organization's spend limit)
 #: Concurrent listings, and the pause of each worker between two of them: 2,000 projects take minutes, slowly.
 WORKERS = 4
-PACE_SECONDS = 0.1
+PACE_SECONDS = 0.25
 _URGENT, _BACKGROUND = 0, 1
 
 
@@ -164,8 +164,8 @@ class DirectoryStage:
         self._refresh = refresh
         self._api_keys = api_keys
         self._spend_limits = spend_limits
-        self._unresolved: set[str] = set()  # key ids a listing did not name (deleted since): not asked again
         self._refused: set[str] = set()  # kinds the admin key may not list (403): said once
+        self._spending: dict[str, set[str]] = {}  # project -> key ids spending in the window (the last refresh)
 
     def refresh(self, ledger: Ledger, now: dt.datetime, start: dt.date) -> None:
         """Store what arrived, then ask for the listings the figures of [start, today] need."""
@@ -206,11 +206,16 @@ class DirectoryStage:
         failed: dict[str, list[Listing]] = {}
         for listing in self._directory.take():
             kind, project_id = listing.task
-            if listing.error is not None:
+            if kind == KEYS and project_id is not None:
+                # Keys that spend but were not listed (deleted since, or the listing failed) are kept by id, so no
+                # later cycle, in this process or the next, lists the project again for them before its refresh.
+                unlisted = self._spending.get(project_id, set()) - {key.id for key in listing.keys}
+                self._store.save_keys(project_id, listing.keys, listing.at, unlisted)
+                if listing.error is not None:
+                    failed.setdefault(kind, []).append(listing)
+            elif listing.error is not None:
                 failed.setdefault(kind, []).append(listing)
                 self._store.mark_listed(kind, project_id, listing.at)
-            elif kind == KEYS and project_id is not None:
-                self._store.save_keys(project_id, listing.keys, listing.at)
             else:
                 self._store.save_limit(project_id, listing.limit, listing.at)
         for kind, listings in failed.items():
@@ -251,18 +256,13 @@ class DirectoryStage:
             for (pid, key_id), amount in day.items():
                 if key_id != NO_API_KEY and amount:
                     spending.setdefault(pid, set()).add(key_id)
-        known = self._store.keys()
-        tasks: list[Task] = []
-        for pid, keys in sorted(spending.items()):
-            stale = self._stale(listed.get(pid), now)
-            unknown = keys - known.keys() - self._unresolved
-            if stale or unknown:
-                tasks.append((KEYS, pid))
-            if not stale and unknown:
-                self._unresolved |= unknown  # listed once more for them; a deleted key stays unnamed
-            if stale:
-                self._unresolved -= keys
-        return tasks
+        self._spending = spending
+        known = self._store.keys()  # listed keys, and those that spent but were not listed (stored by id)
+        return [
+            (KEYS, pid)
+            for pid, keys in sorted(spending.items())
+            if self._stale(listed.get(pid), now) or keys - known.keys()  # a new key: listed once more for it
+        ]
 
     def _stale(self, listed_at: dt.datetime | None, now: dt.datetime) -> bool:
         return listed_at is None or now - listed_at >= self._refresh

@@ -42,9 +42,19 @@ class DirectoryStore:
             for statement in _SCHEMA:
                 conn.execute(statement)
 
-    def save_keys(self, project_id: str, keys: Iterable[ApiKey], listed_at: dt.datetime) -> None:
-        """Upsert the listed keys of a project (keys not listed keep what they had) and the listing time."""
+    def save_keys(
+        self, project_id: str, keys: Iterable[ApiKey], listed_at: dt.datetime, unlisted: Iterable[str] = ()
+    ) -> None:
+        """Upsert the listed keys of a project (keys not listed keep what they had) and the listing time.
+
+        `unlisted` are ids that spend but were not listed (deleted since): kept by id, so that no later cycle, in
+        this process or the next, lists the project again for them before its refresh is due."""
         with transaction(self._conn):
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO api_keys (project_id, api_key_id, name, owner, owner_type)"
+                " VALUES (?, ?, ?, '', '')",
+                ((project_id, key_id, key_id) for key_id in unlisted),
+            )
             self._conn.executemany(
                 "INSERT OR REPLACE INTO api_keys (project_id, api_key_id, name, owner, owner_type)"
                 " VALUES (?, ?, ?, ?, ?)",

@@ -148,11 +148,11 @@ def _by_key(
 ) -> ReportData:
     by_key = ledger.key_totals(first, today + DAY)
     totals = {day: {key_row(*key): amount for key, amount in amounts.items()} for day, amounts in by_key.items()}
-    spenders = {pid for day in shown for (pid, _) in by_key.get(day, {})}
+    spenders = {pid for amounts in by_key.values() for (pid, _) in amounts}
     keys = directory.key_names(spenders, KEY_LISTING_SECONDS) if directory is not None and spenders else {}
-    rows: dict[str, KeyRow] = {}
-    for day in shown:
-        for pid, key_id in by_key.get(day, {}):
+    rows: dict[str, KeyRow] = {}  # every key of the window: the shown days' and those with a baseline
+    for amounts in by_key.values():
+        for pid, key_id in amounts:
             project = names.get(pid, pid)
             rows[key_row(pid, key_id)] = KeyRow(pid, project, key_id, key_name(key_id, keys), key_owner(key_id, keys))
     return ReportData(

@@ -29,6 +29,10 @@ _TITLES = {
     ("spend_limit", "firing"): "Near the hard spend limit",
     ("spend_limit", "exceeded"): "Hard spend limit reached",
 }
+_KEY_HEADINGS = {
+    "runaway": "*Top API keys, last 60 minutes (estimate)*",
+    "spend_limit": "*Top API keys this month*",
+}
 _VALUE_LABELS = {"forecast": "Month-end forecast", "exceeded": "Month to date", "firing": "Today so far"}
 _RUNAWAY_VALUE = "Estimated spend, last 60 minutes"
 
@@ -163,7 +167,7 @@ def build_alert_message(alert: Alert, ctx: MessageContext) -> dict[str, Any]:
         blocks.append(_text_section("*Top line items today*\n" + "\n".join(shown)))
         text = _with_full_lines(text, shown, full)
     if ctx.keys:
-        heading = "*Top API keys, last 60 minutes (estimate)*" if alert.rule == "runaway" else "*Top API keys today*"
+        heading = _KEY_HEADINGS.get(alert.rule, "*Top API keys today*")
         shown = [_key_line(name, owner, amount, _LIST_NAME_CHARS) for name, owner, amount in ctx.keys]
         full = [_key_line(name, owner, amount, None) for name, owner, amount in ctx.keys]
         blocks.append(_text_section(heading + "\n" + "\n".join(shown)))

@@ -6,6 +6,7 @@ The limits themselves are listed in the background (directory.py); the rule is r
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 
 from openai_cost_exporter.models import ZERO
 from openai_cost_exporter.money import usd
@@ -51,25 +52,36 @@ def limit_figures(snapshot: CostSnapshot) -> list[LimitFigures]:
 
 def limit_details(figures: LimitFigures, data_time: dt.datetime) -> list[tuple[str, str]]:
     """What a spend limit message says beyond the figures: how far, how soon, and what happens there."""
-    share = figures.month_to_date / figures.limit if figures.limit > ZERO else None
-    spent = usd(figures.month_to_date) + (f" ({share:.0%} of the limit)" if share is not None else "")
     whose = "the organization's" if figures.subject_id == ORGANIZATION else "this project's"
+    lines = []
+    if figures.limit > ZERO:
+        lines.append(("Spent of the limit", f"{figures.month_to_date / figures.limit:.0%} this month"))
     days = days_to_limit(figures)
     if figures.enforcing:
-        when = "OpenAI is enforcing the limit now"
+        when = "now: OpenAI is enforcing it"
     elif days is not None and days <= ZERO:
         when = "reached"
     elif days is None:
         when = "no spend in the last 7 closed days to project from"
     else:
-        shown = f"{days:.1f}" if days < WHOLE_DAYS else f"{days:.0f}"
-        around = (data_time + dt.timedelta(days=float(days))).date()
-        when = f"in about {shown} days at {usd(figures.pace)} a day (around {around:%b} {around.day})"
-    return [
-        ("Spent this month", spent),
-        ("Limit reached", when),
-        (
-            "At the limit",
-            f"OpenAI stops serving {whose} API requests until the month ends or someone raises the limit",
-        ),
-    ]
+        try:
+            around = data_time + dt.timedelta(days=float(days))
+            at = f" (around {around:%b} {around.day})"
+        except OverflowError:  # a trickle of spend puts the limit past year 9999: no date to show
+            at = ""
+        when = f"{_in_about(days)} at {usd(figures.pace)} a day{at}"
+    lines.append(("Limit reached", when))
+    lines.append(
+        ("At the limit", f"OpenAI stops serving {whose} API requests until the month ends or someone raises the limit")
+    )
+    return lines
+
+
+def _in_about(days: Decimal) -> str:
+    """`in about 5 hours`, `in about 3.8 days`, `in about 12 days`."""
+    if days < 1:
+        hours = max(1, round(days * 24))
+        return f"in about {hours} hour{'' if hours == 1 else 's'}"
+    if days < WHOLE_DAYS:
+        return f"in about {days:.1f} days"
+    return f"in about {days:.0f} days"

@@ -200,7 +200,7 @@ class FakeAdminAPI:
         except KeyError:
             raise Reply(404, f"No project found with id {project_id[:40]!r}.", param="project_id") from None
         if resource == "api_keys":
-            return json_response(200, api_keys_page(keys, params))
+            return json_response(200, api_keys_page(keys, params, self.faults.key_page_cap))
         return self._spend_limit(project_id)
 
     def _spend_limit(self, project_id: str | None) -> Response:

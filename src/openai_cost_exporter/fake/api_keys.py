@@ -34,9 +34,11 @@ def api_key_json(key: FakeApiKey) -> dict[str, Any]:
     }
 
 
-def api_keys_page(keys: Sequence[FakeApiKey], params: Params) -> dict[str, Any]:
-    """One page of a project's listed keys; 400 `Reply` on a bad parameter."""
+def api_keys_page(keys: Sequence[FakeApiKey], params: Params, cap: int = 0) -> dict[str, Any]:
+    """One page of a project's listed keys (at most `cap` when set: a server may send fewer than asked); 400
+    `Reply` on a bad parameter."""
     limit = limit_param(params, 20, 100)
+    limit = min(limit, cap) if cap > 0 else limit
     access = one_param(params, "owner_project_access")
     if access is not None and access not in _ACCESS:
         raise bad_request(

@@ -27,6 +27,7 @@ class Faults:
     trickle_seconds: float = 0.0  # the body sent a few bytes at a time, this long apart (no read ever times out)
     trickle_path: str = ""  # only replies to this path trickle (e.g. /v1/organization/projects); "": every path
     spend_limit_empty: bool = False  # no hard spend limit: 200 {} instead of 404 (both seen, openai-admin-api.md §9)
+    key_page_cap: int = 0  # at most this many keys per page of a key listing, whatever `limit` asks (0: no cap)
 
     def update(self, changes: Mapping[str, object]) -> None:
         """Apply a partial change (such as a JSON body) all at once; ValueError if any field is bad."""

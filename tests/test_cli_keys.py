@@ -1,0 +1,192 @@
+"""Cost per API key and hard spend limits through the CLI: the fake organization on loopback, a real VictoriaMetrics,
+a fake Slack webhook. The figures are compared with the fake's own sums (`key_totals`, `api_keys`)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from openai_cost_exporter.clock import FrozenClock
+from openai_cost_exporter.fake.api import FakeAdminAPI
+from openai_cost_exporter.fake.org import FakeOrg
+from openai_cost_exporter.models import UNATTRIBUTED
+from tests.clirun import ADMIN_KEY, clean_env, cli_now, command, frozen_now, run_cli, run_once
+from tests.fake_slack import FakeSlack
+from tests.stack import VictoriaMetrics, free_port, require_binary, wait_until
+
+VM_REL = 1e-11  # VictoriaMetrics keeps ~12 significant digits (tests/test_cli_history.py)
+LISTINGS_TIMEOUT = 60.0  # seconds for the background listings of 40 projects; a few seconds here
+
+
+@pytest.fixture
+def org() -> FakeOrg:
+    return FakeOrg.generate(seed=7, project_count=40, clock=FrozenClock(frozen_now()))
+
+
+@pytest.fixture
+def api(org: FakeOrg) -> Iterator[FakeAdminAPI]:
+    with FakeAdminAPI(org, admin_key=ADMIN_KEY) as fake:
+        yield fake
+
+
+def truth_today(org: FakeOrg) -> dict[tuple[str, str], Decimal]:
+    """The fake's billed spend of today per (project_id, api_key_id) as the exporter labels them."""
+    today = org.clock.now().date()
+    return {(pid or UNATTRIBUTED, key or "none"): amount for (pid, key), amount in org.key_totals(today).items()}
+
+
+def test_keys_pushed_to_victoriametrics_equal_the_fakes_sums(
+    api: FakeAdminAPI, org: FakeOrg, vm: VictoriaMetrics, tmp_path: Path
+) -> None:
+    """`run --once --api-keys` pushes today's cost of every key (no cap needed here): each equals the fake's sum,
+    spend outside keys is its own `none` series, and the keys of a project add up to the project."""
+    push = ("--push-url", vm.import_url, "--push-label", "run=keys", "--api-keys-top", "1000", "--no-usage")
+    result = run_once(api.base_url, tmp_path, "--api-keys", *push, now=cli_now(org))
+    assert result.returncode == 0, result.output
+    vm.force_flush()
+    got = {
+        (s["metric"]["project_id"], s["metric"]["api_key_id"]): float(s["value"][1])
+        for s in vm.query('openai_daily_api_key_cost_usd{run="keys"}')
+    }
+    truth = truth_today(org)
+    assert set(got) == set(truth)
+    for key, amount in truth.items():
+        assert got[key] == pytest.approx(float(amount), rel=VM_REL), key
+    assert any(key_id == "none" for _, key_id in truth)
+    projects = {s["metric"]["project_id"]: float(s["value"][1]) for s in vm.query('openai_daily_cost_usd{run="keys"}')}
+    for pid in {pid for pid, _ in truth}:
+        summed = sum(amount for (p, _), amount in got.items() if p == pid)
+        assert summed == pytest.approx(projects[pid], rel=1e-9), pid
+
+
+def test_metrics_cap_the_keys_of_a_project_and_add_up_exactly(api: FakeAdminAPI, org: FakeOrg, tmp_path: Path) -> None:
+    """With `--api-keys-top 10`, the 45-key project exports at most 10 keys plus `other` and `none`; for every
+    project the exposed key values add up exactly (as decimals) to its `openai_daily_cost_usd`, and
+    `promtool check metrics` accepts the page."""
+    port = free_port()
+    args = ["run", "--base-url", api.base_url, "--state-dir", str(tmp_path), "--listen", f"127.0.0.1:{port}"]
+    proc = subprocess.Popen(
+        command(*args, "--api-keys", "--api-keys-top", "10", "--no-usage", "--interval", "3600"),
+        env=clean_env(now=cli_now(org)),
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        wait_until(lambda: b"openai_daily_api_key_cost_usd{" in _get(url), LISTINGS_TIMEOUT, "the first cycle")
+        text = _get(url).decode()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+    keys: dict[str, list[tuple[str, Decimal]]] = {}
+    projects: dict[str, Decimal] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "openai_daily_api_key_cost_usd":
+                keys.setdefault(sample.labels["project_id"], []).append(
+                    (sample.labels["api_key_id"], Decimal(repr(sample.value)))
+                )
+            elif sample.name == "openai_daily_cost_usd":
+                projects[sample.labels["project_id"]] = Decimal(repr(sample.value))
+    many = keys[str(org.many_keys_project_id)]
+    assert len([k for k, _ in many if k not in ("other", "none")]) == 10
+    assert "other" in {k for k, _ in many}
+    assert all(len(series) <= 12 for series in keys.values())
+    for pid, series in keys.items():
+        assert sum((amount for _, amount in series), Decimal(0)) == projects[pid], pid
+    promtool = [require_binary("promtool"), "check", "metrics"]
+    check = subprocess.run(promtool, input=text, capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def _get(url: str) -> bytes:
+    done = subprocess.run(["curl", "-s", url], capture_output=True, check=False)
+    return done.stdout
+
+
+def test_report_by_api_key_names_every_key_and_owner_across_pages(
+    api: FakeAdminAPI, org: FakeOrg, tmp_path: Path
+) -> None:
+    """`report --by api-key` lists the 45 keys of one project (three pages of the key listing) with the names and
+    owners OpenAI gives, keeps the id of a key deleted since, and its amounts are the fake's."""
+    api.faults.key_page_cap = 20  # the client asks 100 a page; the server sends 20
+    result = run_cli(
+        "report",
+        "--by",
+        "api-key",
+        "--days",
+        "1",
+        "--format",
+        "json",
+        "--base-url",
+        api.base_url,
+        "--state-dir",
+        str(tmp_path),
+        now=cli_now(org),
+    )
+    assert result.returncode == 0, result.output
+    rows = json.loads(result.stdout)["api_keys"]
+    pid = str(org.many_keys_project_id)
+    mine = {row["api_key_id"]: row for row in rows if row["project_id"] == pid}
+    listed = {key.id: key for key in org.api_keys(pid)}
+    deleted = [key for key in org.all_api_keys(pid) if key.deleted]
+    truth = {key_id: amount for (p, key_id), amount in truth_today(org).items() if p == pid}
+    assert set(mine) == set(truth)
+    for key_id, row in mine.items():
+        assert Decimal(row["total_usd"]) == truth[key_id]
+        if key_id in listed:
+            key = listed[key_id]
+            assert row["api_key"] == key.name
+            assert key.owner.name in row["owner"]
+    for key in deleted:
+        if key.id in mine:
+            assert mine[key.id]["api_key"] == key.id and mine[key.id]["owner"] == ""
+    assert api.request_counts()[f"/v1/organization/projects/{pid}/api_keys"] == 3  # 45 keys at 20 a page
+    assert ADMIN_KEY not in result.output
+
+
+def test_a_project_near_its_hard_limit_gets_one_message_with_the_days_left(
+    api: FakeAdminAPI, org: FakeOrg, tmp_path: Path
+) -> None:
+    """The project at 85% of its hard limit (cents, from the fake) gets exactly one limit message, saying when the
+    limit is reached at the recent pace; far-from-limit projects and projects without a limit get none; once
+    every listing is stored a cycle makes no listing request."""
+    near, far = str(org.near_limit_project_id), set(org.far_limit_project_ids)
+    with FakeSlack() as slack:
+
+        def cycle() -> str:
+            result = run_once(
+                api.base_url,
+                tmp_path,
+                "--no-usage",
+                "--api-keys",
+                env={"SLACK_WEBHOOK_URL": slack.url},
+                now=cli_now(org),
+            )
+            assert result.returncode == 0, result.output
+            assert slack.url not in result.output
+            return result.stderr
+
+        def listed_everything() -> bool:
+            return "listings in the background" not in cycle()
+
+        wait_until(listed_everything, LISTINGS_TIMEOUT, "every listing stored")
+        before = api.request_counts()
+        assert "listings in the background" not in cycle()  # warm: names and limits are fresh
+        after = api.request_counts()
+        assert not [p for p in after if p.endswith(("/api_keys", "/spend_limit")) and after[p] != before.get(p)]
+        limit_posts = [p for p in slack.posts if "hard spend limit" in p.body["text"].lower()]
+    near_posts = [p for p in limit_posts if near in p.body["text"]]
+    assert len(near_posts) == 1, [p.body["text"] for p in limit_posts]
+    fields = json.dumps(near_posts[0].body["blocks"])
+    assert "Near the hard spend limit" in fields and "85% this month" in fields and "in about" in fields
+    assert "OpenAI stops serving" in fields
+    assert not [p for p in limit_posts if any(pid in p.body["text"] for pid in far)]
+    subjects = {pid for pid in (near, org.limit_reached_project_id) if pid}
+    without = [p.id for p in org.projects if p.id not in far and p.id not in subjects]
+    assert not [p for p in limit_posts if any(pid in p.body["text"] for pid in without)]
