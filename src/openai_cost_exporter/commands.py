@@ -227,6 +227,7 @@ def demo(args: argparse.Namespace) -> int:
             state_dir=args.state_dir or Path(tmp),
             interval=args.interval or defaults.DEMO_INTERVAL_SECONDS,
             line_items=True if args.line_items is None else args.line_items,
+            api_keys=True if args.api_keys is None else args.api_keys,
         )
         setup_logging(settings.log_level, settings.log_format)
         warn_unknown_environment()
@@ -253,9 +254,11 @@ def _demo_banner(settings: Settings, url: str, projects: int, slack: bool) -> No
                 f"openai-cost-exporter demo: a simulated organization of {projects} projects, polled every "
                 f"{settings.interval:g} s.",
                 f"  spend page   {url}/",
-                f"  metrics      {url}/metrics   (openai_daily_cost_usd, openai_daily_cost_baseline_usd, ...)",
+                f"  metrics      {url}/metrics   (openai_daily_cost_usd, openai_daily_api_key_cost_usd, "
+                "openai_spend_limit_usd, ...)",
                 f"  alerts       {alerts}: 'Search Reranker' is spiking today (billed), and 'Agent Loop' runs"
-                " away at 10x since 40 minutes ago (an estimate from token usage)",
+                " away at 10x since 40 minutes ago (an estimate from token usage); two projects are near or at"
+                " their hard spend limit (listed in the background: their messages follow within a minute)",
                 "  stop with Ctrl-C",
                 "",
             ]

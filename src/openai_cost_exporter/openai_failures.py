@@ -36,11 +36,7 @@ def status_error(path: str, response: httpx.Response, secret: str) -> Exception:
             "check that the configured key is a valid, unrevoked admin key (sk-admin-...)"
         )
     if status == httpx.codes.FORBIDDEN:
-        return ScopeError(
-            f"The admin key lacks permission for GET {path} (HTTP 403: {message}); it likely misses "
-            "the api.usage.read scope. An organization admin key (sk-admin-...) is required; "
-            "project keys (sk-proj-...) never work here"
-        )
+        return ScopeError(f"The admin key lacks permission for GET {path} (HTTP 403: {message}); {_scope_hint(path)}")
     if status == httpx.codes.TOO_MANY_REQUESTS:
         wait = retry_after_seconds(response)
         hint = "" if wait is None else f" (Retry-After {wait:g} s)"
@@ -52,6 +48,16 @@ def status_error(path: str, response: httpx.Response, secret: str) -> Exception:
     # A 400 naming the key: costs by api_key_id are refused for windows before the key epoch (§9).
     refused = GroupingRefused if status == httpx.codes.BAD_REQUEST and "api_key_id" in message else OpenAIError
     return refused(f"GET {path} was rejected (HTTP {status}: {message})")
+
+
+def _scope_hint(path: str) -> str:
+    """What a 403 most likely means for this endpoint."""
+    if path.endswith(("/api_keys", "/spend_limit")):  # listed per project (directory.py): the rest goes on
+        return "a restricted admin key needs read access to the projects' API keys and limits for this"
+    return (
+        "it likely misses the api.usage.read scope. An organization admin key (sk-admin-...) is required; "
+        "project keys (sk-proj-...) never work here"
+    )
 
 
 def _not_found_hint(response: httpx.Response, secret: str) -> str:
