@@ -1,5 +1,5 @@
 """The Grafana dashboard: valid JSON, sane structure, and every query answered by a real VictoriaMetrics fed by
-the exporter CLI (`run --once --backfill-days 30 --line-items`) against the fake OpenAI organization."""
+the exporter CLI (`run --once --backfill-days 30 --line-items --api-keys`) against the fake OpenAI organization."""
 
 from __future__ import annotations
 
@@ -30,6 +30,8 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 SUBSTITUTIONS = {"$project": ".*", "$__rate_interval": "15m", "$__interval": "1h", "$__range": "30d"}
 DAY = 86_400
 CLOSED_DAYS = 30
+KEYS_PANEL = "Top API keys today (billed)"
+LIMITS_PANEL = "Hard spend limit: month to date vs limit"
 #: Organization and per-project budgets, so the budget panels have series (the fake has no notion of budgets).
 BUDGETS = """[alerts]
 monthly_budget_usd = 1000
@@ -48,6 +50,15 @@ def panels() -> list[dict[str, Any]]:
 def daily_panel() -> dict[str, Any]:
     """The stacked bar chart of daily spend (the one panel with a 1d interval)."""
     return next(p for p in panels() if p.get("interval") == "1d")
+
+
+def panel(title: str) -> dict[str, Any]:
+    return next(p for p in panels() if p["title"] == title)
+
+
+def metric_names(expr: str) -> set[str]:
+    """The exporter metrics an expression reads (every one is named `openai_...`)."""
+    return set(re.findall(r"\bopenai_\w+", expr))
 
 
 def targets() -> list[tuple[str, dict[str, Any]]]:
@@ -79,9 +90,17 @@ def daily_by_label(org: FakeOrg, day: dt.date) -> dict[str, float]:
     return {label: float(amount) for label, amount in sums.items()}
 
 
+def month_to_date(org: FakeOrg, project_id: str | None) -> Decimal:
+    """The fake's truth: a project's billed spend from the 1st of the fake's UTC month to today so far."""
+    today = org.clock.now().date()
+    days = (today.replace(day=1) + dt.timedelta(days=n) for n in range(today.day))
+    return sum((org.daily_totals(day).get(project_id, Decimal(0)) for day in days), Decimal(0))
+
+
 def feed_sample_data(vm: VictoriaMetrics, api: FakeAdminAPI, workdir: Path) -> None:
     """Run the exporter CLI twice against the fake, as a fresh install with a 30-day backfill: 30 closed days,
-    today's live figures and line items, budgets and self-metrics (two samples each, for rate())."""
+    today's live figures, line items and API keys, the fake's hard spend limits, budgets and self-metrics (two
+    samples each, for rate())."""
     config = workdir / "budgets.toml"
     config.write_text(BUDGETS, encoding="utf-8")
     for _ in range(2):
@@ -93,6 +112,7 @@ def feed_sample_data(vm: VictoriaMetrics, api: FakeAdminAPI, workdir: Path) -> N
             "--backfill-days",
             str(CLOSED_DAYS),
             "--line-items",
+            "--api-keys",
             "--config",
             str(config),
         )
@@ -181,6 +201,8 @@ def test_dashboard_covers_the_required_panels() -> None:
         "openai_month_to_date_cost_usd",
         "topk(10,",
         "openai_daily_line_item_cost_usd",
+        "openai_daily_api_key_cost_usd",
+        "openai_spend_limit_usd",
         "openai_cost_exporter_last_success_timestamp_seconds",
         "openai_cost_exporter_errors_total",
         "openai_cost_exporter_api_requests_total",
@@ -193,6 +215,31 @@ def test_per_project_queries_filter_by_the_project_variable() -> None:
     for title, target in targets():
         for metric in re.findall(r"openai_(?:daily|month|estimated)\w*_usd\w*\{[^}]*\}", target["expr"]):
             assert 'project=~"$project"' in metric, f"{title}: {metric}"
+
+
+def test_key_and_limit_panels_read_the_exporters_series() -> None:
+    """The top keys panel ranks today's billed cost per key of the selected projects; the limit panel divides each
+    limited project's month to date by its own hard limit and the organization's total by the organization's."""
+    [keys] = panel(KEYS_PANEL)["targets"]
+    assert keys["expr"].startswith("topk(20,") and keys["instant"]
+    assert metric_names(keys["expr"]) == {"openai_daily_api_key_cost_usd"}
+    assert "{{api_key}}" in keys["legendFormat"] and "{{project}}" in keys["legendFormat"]
+    limits = panel(LIMITS_PANEL)
+    assert limits["fieldConfig"]["defaults"]["unit"] == "percent"
+    project, organization = limits["targets"]
+    assert (
+        metric_names(project["expr"])
+        == metric_names(organization["expr"])
+        == {
+            "openai_month_to_date_cost_usd",
+            "openai_spend_limit_usd",
+        }
+    )
+    assert 'openai_spend_limit_usd{scope="project"}' in project["expr"] and "on (project_id)" in project["expr"]
+    assert 'openai_month_to_date_cost_usd{project=~"$project"}' in project["expr"]
+    # The organization's limit is held against every project's spend, whatever the selection.
+    assert 'openai_spend_limit_usd{scope="organization"}' in organization["expr"]
+    assert "$project" not in organization["expr"]
 
 
 def test_estimates_are_titled_as_estimates_and_kept_apart_from_billed_costs() -> None:
@@ -272,3 +319,50 @@ def test_last_successful_cycle_panel_shows_the_pushed_cycle(vm: VictoriaMetrics)
     [target] = next(p for p in panels() if p["title"] == "Last successful cycle")["targets"]
     [series] = vm.query(substitute(target["expr"]))
     assert 0 <= float(series["value"][1]) < 120
+
+
+@pytest.mark.stack
+def test_every_query_reads_only_metrics_the_exporter_pushed(vm: VictoriaMetrics) -> None:
+    """Every metric a dashboard query names is one the exporter CLI pushed (a misspelt or unexported name would
+    leave a panel empty for good)."""
+    response = vm.client.get(f"{vm.url}/api/v1/label/__name__/values")
+    pushed = set(response.json()["data"])
+    used = {name for _, target in targets() for name in metric_names(target["expr"])}
+    assert {"openai_daily_api_key_cost_usd", "openai_spend_limit_usd"} <= used
+    assert used <= pushed, sorted(used - pushed)
+
+
+@pytest.mark.stack
+def test_limit_panel_shows_each_limited_project_and_the_organization(vm: VictoriaMetrics, org: FakeOrg) -> None:
+    """The limit panel shows every project with a hard limit (and only those) at its month to date as a percentage
+    of the fake's limit in cents, the one near its limit at about 85%, and the organization against its own."""
+    project, organization = (substitute(t["expr"]) for t in panel(LIMITS_PANEL)["targets"])
+    shown = {s["metric"]["project_id"]: float(s["value"][1]) for s in vm.query(project)}
+    limited = {p.id for p in org.projects if org.spend_limit(p.id) is not None}
+    assert set(shown) == {pid for pid in limited if month_to_date(org, pid) > 0}
+    for pid, percent in shown.items():
+        cents, _ = org.spend_limit(pid) or (0, "")
+        assert percent == pytest.approx(float(100 * month_to_date(org, pid) * 100 / cents), rel=1e-9), pid
+    assert 80 < shown[org.near_limit_project_id] < 100
+    assert shown[org.limit_reached_project_id] >= 100
+    [whole] = vm.query(organization)
+    org_cents, _ = org.spend_limit(None) or (0, "")
+    total = sum((month_to_date(org, p.id) for p in org.projects), month_to_date(org, None))
+    assert float(whole["value"][1]) == pytest.approx(float(100 * total * 100 / org_cents), rel=1e-9)
+
+
+@pytest.mark.stack
+def test_keys_panel_shows_the_fakes_spend_per_key(vm: VictoriaMetrics, org: FakeOrg) -> None:
+    """The top keys panel shows today's billed spend of each key as the fake billed it (`none`: outside API keys),
+    no more than 20 of them."""
+    [target] = panel(KEYS_PANEL)["targets"]
+    result = vm.query(substitute(target["expr"]))
+    truth = org.key_totals(org.clock.now().date())
+    assert 0 < len({(s["metric"]["project_id"], s["metric"]["api_key_id"]) for s in result}) <= 20
+    named = [s for s in result if s["metric"]["api_key_id"] != "other"]
+    assert named
+    for series in named:
+        labels = series["metric"]
+        key = None if labels["api_key_id"] == "none" else labels["api_key_id"]
+        amount = truth[(labels["project_id"], key)]
+        assert float(series["value"][1]) == pytest.approx(float(amount), rel=1e-9), labels

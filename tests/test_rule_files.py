@@ -72,13 +72,13 @@ def project_alert(
     }
 
 
-def org_alert(severity: str, summary: str, desc: str, **notes: str) -> Alert:
+def org_alert(severity: str, summary: str, desc: str, runbook: str = RUNBOOK, **notes: str) -> Alert:
     """An expected organization-wide alert with its rendered annotations."""
     annotations = {
         "summary": f"{summary} for the whole organization",
         "description": desc.format(who="the organization"),
         **notes,
-        "runbook": RUNBOOK,
+        "runbook": runbook,
     }
     return {"exp_labels": {"severity": severity, "scope": "organization"}, "exp_annotations": annotations}
 
@@ -202,6 +202,85 @@ def monthly_budget_test(case: Case) -> dict[str, Any]:
     }
 
 
+REACHED, NEAR, FORECAST = "OpenAIHardSpendLimitReached", "OpenAIHardSpendLimitNear", "OpenAIHardSpendLimitForecast"
+#: The rule file's share of the hard limit for "near" (the engine's default `spend_limit_share`).
+SHARE = Decimal("0.8")
+
+
+def limit_alerts_due(case: Case) -> set[str]:
+    """The hard limit alerts the rule file raises for a spend_limit case: the table's level, and below it each
+    lower level whose own condition holds (Alertmanager inhibits those, leaving the engine's single level).
+    The table's level always fires and the levels above it never do, so a wrong threshold shows."""
+    level = case["level"]
+    mtd, forecast = Decimal(case["month_to_date"]), Decimal(case["forecast"])
+    due = set()
+    if level == "exceeded":
+        due.add(REACHED)
+    if level == "firing" or (level == "exceeded" and mtd > SHARE * Decimal(case["limit"])):
+        due.add(NEAR)
+    if level == "forecast" or (level in ("firing", "exceeded") and forecast > Decimal(case["limit"])):
+        due.add(FORECAST)
+    return due
+
+
+def limit_alerts(case: Case, alertname: str) -> list[Alert]:
+    """The project and organization alerts `alertname` raises for a spend_limit case, annotations rendered."""
+    project, limit, mtd = project_of(case), case["limit"], case["month_to_date"]
+    left = usd(str(max(Decimal(limit) - Decimal(mtd), Decimal(0))))  # the rule clamps it at 0 once reached
+    stops = "OpenAI stops serving {whose} API requests"
+    if alertname == REACHED:
+        severity, summary, value = "critical", "OpenAI hard spend limit reached", usd(mtd)
+        how = "and OpenAI is enforcing its hard spend limit" if case["enforcing"] else "at or over its hard spend limit"
+        desc = (
+            f"This month so far {{who}} spent {value}, {how}: {stops} until the month ends or someone raises the limit."
+        )
+    elif alertname == NEAR:
+        severity, summary, value = "critical", "OpenAI hard spend limit near", usd(mtd)
+        desc = (
+            f"This month so far {{who}} spent {value}, over 80% of its hard spend limit: about {left} is left before"
+            f" {stops} (until the month ends or someone raises the limit)."
+        )
+    else:
+        severity, summary, value = "warning", "OpenAI hard spend limit forecast to be reached", usd(case["forecast"])
+        desc = (
+            f"At this month's pace {{who}} will spend {value} by the end of the month, over its hard spend limit:"
+            f" about {left} is left before {stops} (until the month ends or someone raises the limit)."
+        )
+    notes = {"value": value, "reference": f"hard limit {usd(limit)}"}
+    runbook = RUNBOOKS[alertname]
+    return [
+        project_alert(severity, project, summary, desc.replace("{whose}", "the project's"), runbook, **notes),
+        org_alert(severity, summary, desc.replace("{whose}", "the organization's"), runbook, **notes),
+    ]
+
+
+def spend_limit_test(case: Case) -> dict[str, Any]:
+    """promtool test group: month to date and forecast against equal project and organization hard limits, as the
+    exporter writes them (`scope`, the organization's with empty project labels); no limit series for a case
+    without a limit."""
+    project, limit = project_of(case), case["limit"]
+    enforcing = "1" if case["enforcing"] else "0"
+    limits = []
+    if limit is not None:
+        for labels in ({"scope": "project", **project}, {"scope": "organization", "project_id": "", "project": ""}):
+            limits += [
+                series("openai_spend_limit_usd", labels, limit),
+                series("openai_spend_limit_enforcing", labels, enforcing),
+            ]
+    due = limit_alerts_due(case)
+    return {
+        "interval": "1m",
+        "input_series": [
+            series("openai_month_to_date_cost_usd", project, case["month_to_date"]),
+            series("openai_month_forecast_cost_usd", project, case["forecast"]),
+            *limits,
+        ],
+        "alert_rule_test": [
+            check(name, limit_alerts(case, name) if name in due else []) for name in (REACHED, NEAR, FORECAST)
+        ],
+    }
+
+
 STALE = {
     "summary": "openai-cost-exporter has not completed a cycle for over 15 minutes",
     "description": "No successful collection cycle for 15 minutes or more, or no exporter metrics at all: "
@@ -251,6 +330,7 @@ def write_promtool_tests(rules: Path, dest: Path) -> Path:
         *(runaway_test(case) for case in CASES["runaway"]),
         *(daily_budget_test(case) for case in CASES["daily_budget"]),
         *(monthly_budget_test(case) for case in CASES["monthly_budget"]),
+        *(spend_limit_test(case) for case in CASES["spend_limit"]),
         *self_monitoring_tests(),
     ]
     document = {"rule_files": [str(rules)], "evaluation_interval": "1m", "tests": tests}
@@ -262,7 +342,7 @@ def test_promtool_accepts_the_rule_file() -> None:
     """promtool check rules accepts the shipped rule file."""
     result = run("promtool", "check", "rules", str(RULES))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 11 rules found" in result.stdout
+    assert "SUCCESS: 17 rules found" in result.stdout
 
 
 def test_vmalert_dry_run_accepts_the_rule_file() -> None:
@@ -284,7 +364,7 @@ def test_amtool_accepts_the_alertmanager_config() -> None:
     """amtool check-config accepts the shipped Alertmanager configuration and its Slack templates."""
     result = run("amtool", "check-config", str(ALERTMANAGER_CONFIG))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 inhibit rules" in result.stdout
+    assert "4 inhibit rules" in result.stdout
 
 
 def test_alertmanager_config_ships_no_webhook_url() -> None:
@@ -340,6 +420,37 @@ def test_rules_pass_the_promtool_tests_generated_from_alert_cases(tmp_path: Path
             "and openai_estimated_cost_usd_per_hour >= 0",
             "OpenAIRunawaySpend",
         ),
+        (
+            '> on (project_id) group_left () (0.8 * openai_spend_limit_usd{scope="project"})',
+            '>= on (project_id) group_left () (0.8 * openai_spend_limit_usd{scope="project"})',
+            NEAR,
+        ),
+        ('(0.8 * openai_spend_limit_usd{scope="project"})', '(0.9 * openai_spend_limit_usd{scope="project"})', NEAR),
+        (
+            '(0.8 * openai_spend_limit_usd{scope="organization"})',
+            '(0.9 * openai_spend_limit_usd{scope="organization"})',
+            NEAR,
+        ),
+        (
+            '>= on (project_id) group_left () openai_spend_limit_usd{scope="project"}',
+            '> on (project_id) group_left () openai_spend_limit_usd{scope="project"}',
+            REACHED,
+        ),
+        (
+            '>= ignoring (scope) openai_spend_limit_usd{scope="organization"}',
+            '> ignoring (scope) openai_spend_limit_usd{scope="organization"}',
+            REACHED,
+        ),
+        (
+            'openai_spend_limit_enforcing{scope="project"} == 1',
+            'openai_spend_limit_enforcing{scope="project"} == 2',
+            REACHED,
+        ),
+        (
+            "openai_month_forecast_cost_usd\n            > on (project_id) group_left () openai_spend_limit_usd",
+            "openai_month_to_date_cost_usd\n            > on (project_id) group_left () openai_spend_limit_usd",
+            FORECAST,
+        ),
     ],
     ids=[
         "spike-ratio-2",
@@ -351,6 +462,13 @@ def test_rules_pass_the_promtool_tests_generated_from_alert_cases(tmp_path: Path
         "runaway-floor-6",
         "runaway-floor-strict",
         "runaway-no-floor",
+        "limit-near-not-strict",
+        "limit-near-share-0.9",
+        "limit-organization-near-share-0.9",
+        "limit-reached-strict",
+        "limit-organization-reached-strict",
+        "limit-reached-ignores-enforcing",
+        "limit-forecast-uses-month-to-date",
     ],
 )
 def test_generated_promtool_tests_catch_a_wrong_rule(

@@ -14,17 +14,24 @@ from pydantic import ValidationError
 from openai_cost_exporter.rules import (
     ORGANIZATION,
     AlertPolicy,
+    LimitFigures,
     ProjectPolicy,
     SpendFigures,
     build_digest,
     evaluate,
     evaluate_runaways,
+    evaluate_spend_limits,
     month_forecast,
 )
 from openai_cost_exporter.rules.runaway import RunawayFigures
+from openai_cost_exporter.snapshot import CostSnapshot
+from openai_cost_exporter.spend_limits import limit_figures
 
 CASES = yaml.safe_load((Path(__file__).parent / "alert_cases.yaml").read_text())
 D = Decimal
+#: The subjects a spend_limit case is run for: a project, and the organization.
+LIMIT_SUBJECTS = [("proj_a", "Alpha"), (ORGANIZATION, "Organization")]
+MONTH = dt.date(2026, 12, 1)
 
 
 def figures(
@@ -96,6 +103,52 @@ def test_runaway_cases(case: dict[str, Any]) -> None:
     for alert in alerts:
         assert (alert.severity, alert.value, alert.baseline) == ("critical", D(case["rate"]), D(case["usual"]))
         assert alert.threshold == 3 * D(case["usual"])
+
+
+@pytest.mark.parametrize("subject", LIMIT_SUBJECTS, ids=lambda s: s[0])
+@pytest.mark.parametrize("case", [c for c in CASES["spend_limit"] if c["limit"] is not None], ids=lambda c: c["name"])
+def test_spend_limit_cases(case: dict[str, Any], subject: tuple[str, str]) -> None:
+    """The hard spend limit rule gives the level of the shared cases (exceeded, firing, forecast or nothing), with
+    the limit as threshold, for a project and for the organization, keyed by the month."""
+    subject_id, name = subject
+    limit = LimitFigures(
+        subject_id,
+        name,
+        month_to_date=D(case["month_to_date"]),
+        forecast=D(case["forecast"]),
+        pace=D(10),
+        limit=D(case["limit"]),
+        enforcing=case["enforcing"],
+    )
+    alerts = evaluate_spend_limits(AlertPolicy(), [limit], MONTH)
+    if case["level"] is None:
+        assert alerts == []
+        return
+    (alert,) = alerts
+    assert (alert.rule, alert.subject_id, alert.level, alert.since) == ("spend_limit", subject_id, case["level"], MONTH)
+    assert alert.severity == ("warning" if case["level"] == "forecast" else "critical")
+    assert alert.value == D(case["forecast"] if case["level"] == "forecast" else case["month_to_date"])
+    assert alert.threshold == D(case["limit"])
+
+
+@pytest.mark.parametrize("case", [c for c in CASES["spend_limit"] if c["limit"] is None], ids=lambda c: c["name"])
+def test_spend_limit_cases_without_a_limit(case: dict[str, Any]) -> None:
+    """A project and an organization without a hard limit are not judged, however much they spend: the engine
+    builds no limit figures for them (a limit of 0 would read as "exceeded")."""
+    pid = "proj_a"
+    snapshot = CostSnapshot(
+        taken_at=dt.datetime(2026, 12, 20, 12, tzinfo=dt.UTC),
+        day=dt.date(2026, 12, 20),
+        names={pid: "Alpha"},
+        today={pid: D(0)},
+        baseline={pid: D(0)},
+        month_to_date={pid: D(case["month_to_date"])},
+        forecast={pid: D(case["forecast"])},
+        history={},
+    )
+    figures = limit_figures(snapshot)
+    assert figures == []
+    assert evaluate_spend_limits(AlertPolicy(), figures, MONTH) == []
 
 
 def test_spike_alert_carries_figures() -> None:
