@@ -32,7 +32,8 @@ def kept_keys(days: KeyDays, top: int) -> dict[str, frozenset[str]]:
     kept = {}
     for pid, keys in spend.items():
         totals = {key_id: exact_sum(values) for key_id, values in keys.items()}
-        ranked = sorted(totals, key=lambda key_id: (-totals[key_id], key_id))
+        # copy_negate, not `-`: unary minus rounds to 28 digits, and totals differing beyond them would tie
+        ranked = sorted(totals, key=lambda key_id: (totals[key_id].copy_negate(), key_id))
         kept[pid] = frozenset(ranked[:top])
     return kept
 
@@ -69,5 +70,5 @@ def top_keys(
 ) -> list[tuple[str, str, Decimal]]:
     """(name, owner, amount) of the largest keys of a project today, spend outside keys included."""
     mine = [(key_id, amount) for (pid, key_id), amount in amounts.items() if pid == subject_id and amount > ZERO]
-    mine.sort(key=lambda item: (-item[1], item[0]))
+    mine.sort(key=lambda item: (item[1].copy_negate(), item[0]))
     return [(key_name(key_id, keys), key_owner(key_id, keys), amount) for key_id, amount in mine[:count]]

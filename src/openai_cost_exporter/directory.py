@@ -73,6 +73,7 @@ class Directory:
         self._order = itertools.count()
         self._lock = threading.Condition()
         self._pending: set[Task] = set()
+        self._running: set[Task] = set()
         self._arrived: list[Listing] = []
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
@@ -85,11 +86,13 @@ class Directory:
         new = 0
         with self._lock:
             for task in tasks:
-                if task in self._pending:
+                if task in self._pending and not urgent:
                     continue
+                # An urgent ask of a task queued in the background queues it again, ahead: the worker that takes
+                # the second entry finds it done (or under way) and skips it.
+                new += task not in self._pending
                 self._pending.add(task)
                 self._queue.put((_URGENT if urgent else _BACKGROUND, next(self._order), task))
-                new += 1
         if new:
             self._start()
         return new
@@ -124,10 +127,15 @@ class Directory:
     def _work(self) -> None:
         while not self._stop.is_set():
             _, _, task = self._queue.get()
+            with self._lock:
+                if task not in self._pending or task in self._running:
+                    continue  # a second entry of a task asked urgently after it was queued
+                self._running.add(task)
             listing = self._list(task)
             with self._lock:
                 self._arrived.append(listing)
                 self._pending.discard(task)
+                self._running.discard(task)
                 self._lock.notify_all()
             self._stop.wait(self._pace)
 

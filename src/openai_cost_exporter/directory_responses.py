@@ -10,6 +10,7 @@ from decimal import Decimal
 
 from openai_cost_exporter.errors import MalformedResponse
 from openai_cost_exporter.models import ApiKey, SpendLimit
+from openai_cost_exporter.money import MONEY_CONTEXT
 from openai_cost_exporter.openai_responses import Json, _list, _object, clean_text
 
 _CENTS = Decimal(100)
@@ -59,4 +60,5 @@ def parse_spend_limit(body: Json, where: str) -> SpendLimit | None:
         raise MalformedResponse(f"{where}: currency is {currency!r}, not USD")
     enforcement = body.get("enforcement")
     status = enforcement.get("status") if isinstance(enforcement, dict) else None
-    return SpendLimit(Decimal(cents) / _CENTS, clean_text(status) if isinstance(status, str) and status else "unknown")
+    threshold = MONEY_CONTEXT.divide(Decimal(cents), _CENTS)  # exact: `/` would round to 28 digits
+    return SpendLimit(threshold, clean_text(status) if isinstance(status, str) and status else "unknown")

@@ -11,7 +11,11 @@ from openai_cost_exporter import __version__
 
 PREFIX = "openai_cost_exporter"
 #: The stages of a cycle that count their failures in `openai_cost_exporter_errors_total{stage}`.
-STAGES = ("costs", "projects", "usage", "snapshot", "push", "alerts", "notify", "cycle")
+STAGES = (
+    "costs", "projects", "usage", "directory", "snapshot", "push", "alerts", "notify",
+    "api_keys", "spend_limit",  # the background listings (directory.py)
+    "cycle",
+)  # fmt: skip
 #: The results of a cycle in `openai_cost_exporter_cycles_total{result}`.
 CYCLE_RESULTS = ("success", "failure")
 

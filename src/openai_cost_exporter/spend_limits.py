@@ -64,12 +64,13 @@ def limit_details(figures: LimitFigures, data_time: dt.datetime) -> list[tuple[s
     elif days is None:
         when = "no spend in the last 7 closed days to project from"
     else:
-        try:
+        month_end = (data_time.replace(day=1) + dt.timedelta(days=32)).replace(day=1, hour=0, minute=0, second=0)
+        left = (month_end - data_time) / dt.timedelta(days=1)
+        if days >= Decimal(left):  # the limit is monthly: it starts again before this pace reaches it
+            when = f"not this month at {usd(figures.pace)} a day (the month to date starts again on {month_end:%b} 1)"
+        else:
             around = data_time + dt.timedelta(days=float(days))
-            at = f" (around {around:%b} {around.day})"
-        except OverflowError:  # a trickle of spend puts the limit past year 9999: no date to show
-            at = ""
-        when = f"{_in_about(days)} at {usd(figures.pace)} a day{at}"
+            when = f"{_in_about(days)} at {usd(figures.pace)} a day (around {around:%b} {around.day})"
     lines.append(("Limit reached", when))
     lines.append(
         ("At the limit", f"OpenAI stops serving {whose} API requests until the month ends or someone raises the limit")
@@ -82,6 +83,6 @@ def _in_about(days: Decimal) -> str:
     if days < 1:
         hours = max(1, round(days * 24))
         return f"in about {hours} hour{'' if hours == 1 else 's'}"
-    if days < WHOLE_DAYS:
+    if days.quantize(Decimal("0.1")) < WHOLE_DAYS:  # 9.96 is "10 days", not "10.0 days"
         return f"in about {days:.1f} days"
     return f"in about {days:.0f} days"
