@@ -1,0 +1,119 @@
+"""Benchmark: what `--api-keys` costs a cold cycle, and that a warm cycle asks no key names.
+
+1. `run --once` as a whole process (start-up included) on a fresh state dir, against the fake API (a child process,
+   150 ms added to every response), with and without `--api-keys`: the median wall time and peak RSS of each, and
+   their ratio (target: within 1.5x). Key names and spend limits are listed in the background and never waited for.
+2. In-process: a cold cycle with `--api-keys`, then its background listings allowed to finish (the fake's latency
+   set to 0 meanwhile, to keep the bench short), a cycle that sends the messages the listed limits make due, then a
+   warm cycle: its requests by endpoint (target: one costs request plus the usage requests, no key listing).
+
+    python bench/api_keys.py [--projects 2000] [--latency 0.15] [--runs 3] [--no-usage]
+
+Figures are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+
+from openai_cost_exporter.app import build_exporter
+from openai_cost_exporter.config import load_settings
+
+KEY = "sk-admin-bench"
+
+
+def start_fake(projects: int, latency: float) -> tuple[subprocess.Popen[str], str]:
+    cmd = [sys.executable, "-m", "openai_cost_exporter", "fake-api", "--port", "0", "--key", KEY]
+    cmd += ["--projects", str(projects), "--latency", str(latency), "--amounts", "string"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # "fake OpenAI Admin API on http://127.0.0.1:PORT/v1 ..."
+    return proc, line.split(" on ", 1)[1].split()[0]
+
+
+def control(base_url: str) -> str:
+    return base_url.removesuffix("/v1") + "/_fake"
+
+
+def cold_run(base_url: str, extra: list[str]) -> tuple[float, float, bool]:
+    """Wall seconds and peak RSS (MB) of one `run --once` on a fresh state dir, and whether it exited 0."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "openai_cost_exporter", "run", "--once", "--base-url", base_url]
+        cmd += ["--state-dir", tmp, "--listen", "", "--log-level", "WARNING", *extra]
+        env = {**os.environ, "OPENAI_ADMIN_KEY": KEY}
+        began = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - began
+    return wall, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status) == 0
+
+
+def warm_requests(base_url: str, latency: float, extra: dict[str, object]) -> tuple[Counter[str], int]:
+    """Requests by endpoint of a warm cycle, once the cold cycle's background listings are all stored."""
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = load_settings(
+            admin_key=KEY, base_url=base_url, state_dir=Path(tmp), listen="", api_keys=True, **extra
+        )
+        exporter = build_exporter(settings)
+        try:
+            exporter.cycle.run_once()
+            httpx.post(f"{control(base_url)}/faults", json={"latency_seconds": 0.0}, timeout=10)
+            directory = exporter.cycle._directory
+            assert directory is not None
+            while directory._directory.pending:
+                time.sleep(0.5)
+            directory.store_arrived()
+            exporter.cycle.run_once()  # the messages the listed limits make due (and their line items request)
+            httpx.post(f"{control(base_url)}/faults", json={"latency_seconds": latency}, timeout=10)
+            before = len(httpx.get(f"{control(base_url)}/requests", timeout=10).json()["log"])
+            report = exporter.cycle.run_once()
+            log = httpx.get(f"{control(base_url)}/requests", timeout=10).json()["log"][before:]
+        finally:
+            exporter.close()
+    paths = Counter("api_keys" if path.endswith("/api_keys") else path.rsplit("/", 1)[-1] for path, _ in log)
+    return paths, report.listings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--projects", type=int, default=2000)
+    parser.add_argument("--latency", type=float, default=0.15)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--no-usage", action="store_true", help="both cycles without the usage endpoints")
+    args = parser.parse_args()
+    common = ["--no-usage"] if args.no_usage else []
+    fake, base_url = start_fake(args.projects, args.latency)
+    try:
+        figures: dict[str, list[tuple[float, float, bool]]] = {"without": [], "with": []}
+        for _ in range(args.runs):  # interleaved, so a noisy moment of the machine hits both alike
+            figures["without"].append(cold_run(base_url, common))
+            figures["with"].append(cold_run(base_url, [*common, "--api-keys"]))
+        paths, listings = warm_requests(base_url, args.latency, {"usage": not args.no_usage})
+    finally:
+        fake.terminate()
+        fake.wait()
+    print(f"organization        {args.projects} projects, {args.latency * 1000:.0f} ms per response")
+    print(f"usage               {'off' if args.no_usage else 'on'} in both; median of {args.runs} interleaved runs")
+    walls = {}
+    for name, runs in figures.items():
+        walls[name] = statistics.median(wall for wall, _, _ in runs)
+        rss = statistics.median(mb for _, mb, _ in runs)
+        ok = all(done for _, _, done in runs)
+        print(f"cold run --once     {name:8} --api-keys: {walls[name]:.2f} s, peak RSS {rss:.0f} MB, exit 0: {ok}")
+    print(f"ratio               {walls['with'] / walls['without']:.2f} (target <= 1.5)")
+    listed = paths.pop("api_keys", 0)
+    print(f"warm cycle          {dict(paths)}; key listings {listed} (target 0); listings in the background {listings}")
+
+
+if __name__ == "__main__":
+    main()
