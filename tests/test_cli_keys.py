@@ -3,6 +3,7 @@ a fake Slack webhook. The figures are compared with the fake's own sums (`key_to
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from openai_cost_exporter.clock import FrozenClock
+from openai_cost_exporter.collector import day_sample_time
 from openai_cost_exporter.fake.api import FakeAdminAPI
 from openai_cost_exporter.fake.org import FakeOrg
 from openai_cost_exporter.models import UNATTRIBUTED
@@ -63,6 +65,19 @@ def test_keys_pushed_to_victoriametrics_equal_the_fakes_sums(
     for pid in {pid for pid, _ in truth}:
         summed = sum(amount for (p, _), amount in got.items() if p == pid)
         assert summed == pytest.approx(projects[pid], rel=1e-9), pid
+    # Closed days: pushed once at the day's last second, each key on each day (0 where it spent nothing).
+    for day in (org.clock.now().date() - dt.timedelta(days=n) for n in (1, 9)):
+        stamp = int(day_sample_time(day) * 1000)
+        closed = {
+            (s["metric"]["project_id"], s["metric"]["api_key_id"]): value
+            for s in vm.export('openai_daily_api_key_cost_usd{run="keys"}')
+            for value, at in zip(s["values"], s["timestamps"], strict=True)
+            if at == stamp
+        }
+        truth = {(pid or UNATTRIBUTED, key or "none"): amount for (pid, key), amount in org.key_totals(day).items()}
+        assert {k for k, v in closed.items() if v} == set(truth)
+        for key, amount in truth.items():
+            assert closed[key] == pytest.approx(float(amount), rel=VM_REL), (day, key)
 
 
 def test_metrics_cap_the_keys_of_a_project_and_add_up_exactly(api: FakeAdminAPI, org: FakeOrg, tmp_path: Path) -> None:

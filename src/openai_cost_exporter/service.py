@@ -26,6 +26,7 @@ from openai_cost_exporter.directory import DirectoryStage
 from openai_cost_exporter.errors import AuthError, ExporterError, ScopeError
 from openai_cost_exporter.estimates import Estimates
 from openai_cost_exporter.history import push_closed_days
+from openai_cost_exporter.key_history import push_key_days
 from openai_cost_exporter.ledger import Ledger
 from openai_cost_exporter.message_inputs import KEY_NAMES_WAIT_SECONDS, KeyFigures, MessageInputs, gather_inputs
 from openai_cost_exporter.models import DAY, UNATTRIBUTED, days_between, end_of
@@ -284,6 +285,16 @@ class CostCycle:
         report.today_usd = snapshot.total(snapshot.today)
 
     def _push(self, pusher: Pusher, snapshot: CostSnapshot, report: CycleReport) -> None:
+        if self._options.api_keys:  # first: the project push marks the days pushed
+            push_key_days(
+                pusher,
+                self._ledger,
+                before=snapshot.day,
+                names=snapshot.names,
+                keys=snapshot.key_names,
+                top=self._options.api_keys_top,
+                on_samples=self._metrics.pushed_samples.inc,
+            )
         pushed = push_closed_days(
             pusher,
             self._ledger,
