@@ -165,3 +165,20 @@ def test_prune_deletes_key_rows(ledger: Ledger) -> None:
     ledger.replace_days([D1, D2], BASE, AT, by_key=True)
     ledger.prune(D2)
     assert ledger.key_totals(D1, D3) == {D2: {("proj_a", "key_2"): D("5")}}
+
+
+def test_a_fetch_by_project_keeps_the_key_figures_of_unchanged_days(ledger: Ledger) -> None:
+    """A `report` or a fallback by project that finds a day unchanged keeps its key figures and by-key mark."""
+    ledger.replace_days([D1, D2], BASE, AT, by_key=True)
+    same = [CostRow(r.day, r.project_id, r.line_item, r.amount_usd) for r in BASE]
+    assert ledger.replace_days([D1, D2], same, LATER) == set()
+    assert ledger.key_totals(D1, D3)[D1][("proj_a", "key_1")] == D("1.75")
+    assert set(ledger.key_fetched_days(D1, D3)) == {D1, D2}
+
+
+def test_a_changed_day_fetched_by_project_loses_its_by_key_mark(ledger: Ledger) -> None:
+    """When a fetch by project changes a day, its key figures and by-key mark go, so it is fetched by key again."""
+    ledger.replace_days([D1, D2], BASE, AT, by_key=True)
+    ledger.replace_days([D2], [CostRow(D2, "proj_a", INPUT, D("6"))], LATER)
+    assert ledger.key_fetched_days(D1, D3) == {D1: AT}
+    assert D2 not in ledger.key_totals(D1, D3)

@@ -281,3 +281,21 @@ def test_a_revision_that_removes_spend_writes_zero(harness: Harness) -> None:
     assert harness.cycle.run_once().pushed_days == 1
     last_second = dt.datetime(2026, 11, 17, 23, 59, 59, 1000, tzinfo=dt.UTC)  # the day's second push
     assert (project.id, 0.0, last_second) in harness.pusher.closed_day_samples()
+
+
+def test_turning_api_keys_on_fetches_the_window_by_key_again(harness: Harness) -> None:
+    """Days fetched by project only (the flag was off) are fetched again by key once `--api-keys` is on, so the
+    cap's ranking and the month's top keys cover the whole window; then the usual revision window suffices."""
+    assert harness.cycle.run_once().ok
+    keyed = CostCycle(
+        source=AdminClient(harness.http),
+        ledger=harness.ledger,
+        clock=harness.clock,
+        metrics=harness.metrics,
+        options=CycleOptions(retention_days=40, api_keys=True),
+    )
+    now = harness.clock.now()
+    assert keyed.fetch_start(now) == dt.date(2026, 10, 20)  # the whole window, as on a cold start
+    assert keyed.run_once().ok
+    assert len(harness.ledger.key_fetched_days(dt.date(2026, 10, 1), dt.date(2026, 11, 19))) == 30
+    assert keyed.fetch_start(now) == now.date() - dt.timedelta(days=2)  # the revision window only

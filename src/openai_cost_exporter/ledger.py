@@ -32,6 +32,7 @@ _SCHEMA = (
         day TEXT NOT NULL, project_id TEXT NOT NULL, api_key_id TEXT NOT NULL, amount_usd TEXT NOT NULL,
         PRIMARY KEY (day, project_id, api_key_id)) WITHOUT ROWID""",
     "CREATE TABLE IF NOT EXISTS fetched_days (day TEXT PRIMARY KEY, fetched_at TEXT NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS key_fetched_days (day TEXT PRIMARY KEY, fetched_at TEXT NOT NULL) WITHOUT ROWID",
     """CREATE TABLE IF NOT EXISTS projects (
         project_id TEXT PRIMARY KEY, name TEXT NOT NULL, archived INTEGER NOT NULL) WITHOUT ROWID""",
     "CREATE TABLE IF NOT EXISTS unpushed_days (day TEXT PRIMARY KEY) WITHOUT ROWID",
@@ -63,7 +64,11 @@ class Ledger:
         `by_key`, an API key's amount); a day never fetched before counts as stored empty, and a zero amount
         counts as absent. Changed days are marked unpushed in the same transaction, whoever fetched them (a
         cycle, `backfill`, `report`), so their final values reach VictoriaMetrics once they are closed, even
-        after a crash or a failed page in between. Rows not `by_key` leave their days without key figures.
+        after a crash or a failed page in between.
+
+        Rows not `by_key` keep a day's key figures while its project figures are unchanged (a `report` or a
+        fallback by project must not erase them); when they changed, the key figures are dropped with the day's
+        by-key mark, so a cycle with `--api-keys` fetches the day by key again (`key_fetched_days`).
         """
         rows = list(rows)
         new = _aggregate(rows)
@@ -82,17 +87,34 @@ class Ledger:
                 # Value-identical days (the usual re-fetch) are not rewritten: that keeps a re-fetch cheap.
                 if old.get(day, {}) != new.get(day, {}):
                     self._write_day(day, new.get(day, {}))
-                if old_keys.get(day, {}) != keyed.get(day, {}):
+                if by_key and old_keys.get(day, {}) != keyed.get(day, {}):
                     self._write_key_day(day, keyed.get(day, {}))
+            if not by_key:  # stale key figures go, with their mark; unchanged days keep both
+                stale = [(day.isoformat(),) for day in all_days if day in changed]
+                self._conn.executemany("DELETE FROM key_cost_rows WHERE day = ?", stale)
+                self._conn.executemany("DELETE FROM key_fetched_days WHERE day = ?", stale)
             self._conn.executemany(
                 "INSERT OR REPLACE INTO fetched_days (day, fetched_at) VALUES (?, ?)",
                 ((day.isoformat(), fetched_at.isoformat()) for day in all_days),
             )
+            if by_key:
+                self._conn.executemany(
+                    "INSERT OR REPLACE INTO key_fetched_days (day, fetched_at) VALUES (?, ?)",
+                    ((day.isoformat(), fetched_at.isoformat()) for day in all_days),
+                )
             self._conn.executemany(
                 "INSERT OR IGNORE INTO unpushed_days (day) VALUES (?)", ((day.isoformat(),) for day in changed)
             )
         log.debug("ledger replaced %s days, %s changed", len(all_days), len(changed))
         return changed
+
+    def key_fetched_days(self, start: dt.date, end: dt.date) -> dict[dt.date, dt.datetime]:
+        """Per day in [start, end) whose key figures are stored: when it was last fetched by key."""
+        cursor = self._conn.execute(
+            "SELECT day, fetched_at FROM key_fetched_days WHERE day >= ? AND day < ?",
+            (start.isoformat(), end.isoformat()),
+        )
+        return {dt.date.fromisoformat(day): dt.datetime.fromisoformat(at) for day, at in cursor}
 
     def key_totals(self, start: dt.date, end: dt.date) -> dict[dt.date, dict[tuple[str, str], Decimal]]:
         """Per day in [start, end) fetched by key, per (project_id, api_key_id): the amount over line items."""
@@ -136,6 +158,7 @@ class Ledger:
         with transaction(self._conn):
             deleted = self._conn.execute("DELETE FROM cost_rows WHERE day < ?", cutoff).rowcount
             self._conn.execute("DELETE FROM key_cost_rows WHERE day < ?", cutoff)
+            self._conn.execute("DELETE FROM key_fetched_days WHERE day < ?", cutoff)
             self._conn.execute("DELETE FROM fetched_days WHERE day < ?", cutoff)
             # Nothing is left to push for a pruned day; pushing it would overwrite real history with zeros.
             self._conn.execute("DELETE FROM unpushed_days WHERE day < ?", cutoff)

@@ -29,7 +29,7 @@ from openai_cost_exporter.history import push_closed_days
 from openai_cost_exporter.key_history import push_key_days
 from openai_cost_exporter.ledger import Ledger
 from openai_cost_exporter.message_inputs import KEY_NAMES_WAIT_SECONDS, KeyFigures, MessageInputs, gather_inputs
-from openai_cost_exporter.models import DAY, UNATTRIBUTED, days_between, end_of
+from openai_cost_exporter.models import API_KEYS_EPOCH, DAY, UNATTRIBUTED, days_between, end_of
 from openai_cost_exporter.money import usd
 from openai_cost_exporter.openai_client import costs_page_days
 from openai_cost_exporter.push import Pusher
@@ -234,6 +234,13 @@ class CostCycle:
         if self._options.backfill_days:
             horizon = min(horizon, today - dt.timedelta(days=self._options.backfill_days))
         fetched = self._ledger.fetched_days(horizon, today)
+        if self._options.api_keys:  # by key too: a day fetched by project only (the flag was off) is unsettled
+            by_key = self._ledger.key_fetched_days(horizon, today)
+            fetched = {
+                day: min(at, by_key.get(day, at))
+                for day, at in fetched.items()
+                if day < API_KEYS_EPOCH or day in by_key
+            }
         unsettled = [day for day in days_between(horizon, today) if day not in fetched or fetched[day] < end_of(day)]
         return min([today - dt.timedelta(days=self._options.revision_days), *unsettled])
 
