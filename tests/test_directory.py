@@ -14,6 +14,7 @@ from decimal import Decimal
 import pytest
 from prometheus_client import CollectorRegistry
 
+from openai_cost_exporter import directory as directory_module
 from openai_cost_exporter.api_keys import key_name
 from openai_cost_exporter.clock import FrozenClock
 from openai_cost_exporter.directory import Directory, DirectoryStage, Listing, Task
@@ -97,7 +98,7 @@ def source() -> Source:
 
 @pytest.fixture
 def directory(source: Source, clock: FrozenClock) -> Iterator[Directory]:
-    pool = Directory(source, clock, workers=2, pace=0)
+    pool = Directory(source, clock, workers=2, rate=None)
     yield pool
     source.gate.set()
     pool.stop()
@@ -150,7 +151,7 @@ def test_urgent_gives_up_after_its_timeout(source: Source, directory: Directory)
 
 def test_urgent_listings_go_before_queued_ones(source: Source, clock: FrozenClock) -> None:
     """An urgent listing is made before the background ones queued ahead of it."""
-    pool = Directory(source, clock, workers=1, pace=0)
+    pool = Directory(source, clock, workers=1, rate=None)
     source.gate.clear()
     pool.ask([(LIMIT, "proj_1"), (LIMIT, "proj_2"), (LIMIT, "proj_3")])
     assert source.entered.wait(WAIT)  # the one worker is busy with the first
@@ -173,7 +174,7 @@ def test_an_unexpected_failure_does_not_end_the_worker(
     source: Source, clock: FrozenClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A bug in a listing is logged and arrives as an error; the same worker goes on with the next listing."""
-    pool = Directory(source, clock, workers=1, pace=0)
+    pool = Directory(source, clock, workers=1, rate=None)
     source.failures[(LIMIT, None)] = RuntimeError("boom")
     with caplog.at_level(logging.ERROR, logger=DIRECTORY_LOGGER):
         pool.urgent([(LIMIT, None)], timeout=WAIT)
@@ -188,7 +189,7 @@ def test_an_unexpected_failure_does_not_end_the_worker(
 
 def test_workers_are_bounded_daemon_threads(source: Source, clock: FrozenClock) -> None:
     """Listings run on at most `workers` daemon threads, never on the caller's."""
-    pool = Directory(source, clock, workers=2, pace=0)
+    pool = Directory(source, clock, workers=2, rate=None)
     pool.ask([(LIMIT, f"proj_{n}") for n in range(20)])
     settle(pool)
     pool.stop()
@@ -408,22 +409,22 @@ def test_failures_are_counted_and_said_in_one_line_per_kind(
     assert stage.spend_limits() == {None: ORG_LIMIT}
 
 
-def test_a_failed_listing_is_not_asked_again_within_the_interval(
+def test_a_listing_that_outlived_its_retries_is_asked_again_next_cycle(
     source: Source, directory: Directory, stage: DirectoryStage, ledger: Ledger, clock: FrozenClock
 ) -> None:
-    """A listing that failed waits for the refresh interval like one that worked: an outage is not asked each cycle."""
+    """A listing whose 5xx outlived the client's retries is not stored as made: the next cycle asks it again (the
+    pool pauses meanwhile), and once it answers its keys are named."""
     source.failures[(KEYS, "proj_a")] = APIUnavailable("HTTP 503")
-    source.failures[(LIMIT, "proj_a")] = APIUnavailable("HTTP 503")
-    for minutes in range(0, 300, 30):
+    for minutes in (0, 5):
         clock.current = NOW + dt.timedelta(minutes=minutes)
         cycle(stage, directory, ledger, clock.now())
-    assert source.calls.count((KEYS, "proj_a")) == 1
-    assert source.calls.count((LIMIT, "proj_a")) == 1
+    assert source.calls.count((KEYS, "proj_a")) == 2
+    assert "key_alice" not in stage.known_keys()
     del source.failures[(KEYS, "proj_a")]
-    clock.current = NOW + REFRESH
+    clock.current = NOW + dt.timedelta(minutes=10)
     cycle(stage, directory, ledger, clock.now())
     stage.store_arrived()
-    assert source.calls.count((KEYS, "proj_a")) == 2
+    assert source.calls.count((KEYS, "proj_a")) == 3
     assert stage.known_keys() == {"key_alice": ALICE, "key_bot": BOT, "key_old": OLD}
 
 
@@ -474,3 +475,32 @@ def test_features_off_ask_nothing_of_them(
     cycle(limits_only, directory, ledger, NOW)
     assert (KEYS, "proj_b") not in source.calls
     assert len([call for call in source.calls if call[0] == LIMIT]) == 4
+
+
+def test_a_missing_scope_is_probed_with_one_listing_per_cycle(
+    source: Source, directory: Directory, stage: DirectoryStage, ledger: Ledger, clock: FrozenClock
+) -> None:
+    """Once the key may not list spend limits (403), a cycle probes with one listing instead of one per project;
+    the first that answers lists the rest again."""
+    for scope in (None, "proj_a", "proj_b", "proj_c"):
+        source.failures[(LIMIT, scope)] = ScopeError("HTTP 403: Missing scopes")
+    cycle(stage, directory, ledger, NOW)
+    stage.store_arrived()
+    first = len([call for call in source.calls if call[0] == LIMIT])
+    clock.current = NOW + REFRESH
+    cycle(stage, directory, ledger, clock.now())
+    stage.store_arrived()
+    assert len([call for call in source.calls if call[0] == LIMIT]) == first + 1
+
+
+def test_the_pace_allows_a_burst_then_its_rate_and_pauses_after_a_failure() -> None:
+    """The listings' token bucket lets a burst through at once, then one listing per 1/rate seconds; a pause
+    holds every worker back for its length."""
+    now = [0.0]
+    pace = directory_module._Pace(2.0, 3, monotonic=lambda: now[0])
+    assert [pace.take() for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert pace.take() == pytest.approx(0.5)
+    now[0] = 10.0
+    pace.pause(30.0)
+    assert pace.take() == pytest.approx(30.5)
+    assert directory_module._Pace(None, 0).take() == 0.0

@@ -185,7 +185,7 @@ def build_key_directory(client: AdminClient | None, conn: sqlite3.Connection, cl
     if client is None:
         return _StoredKeys(store)
     return DirectoryStage(
-        Directory(client, clock, pace=0.0),
+        Directory(client, clock, rate=None),
         store,
         SelfMetrics(CollectorRegistry()),
         refresh=dt.timedelta(seconds=defaults.PROJECTS_REFRESH_SECONDS),

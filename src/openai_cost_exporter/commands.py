@@ -36,6 +36,8 @@ from openai_cost_exporter.usage_store import UsageStore
 
 log = logging.getLogger(__name__)
 
+#: How long `run --once` waits, after its cycle, for the key and limit listings it asked in the background.
+ONCE_LISTINGS_WAIT_SECONDS = 60.0
 #: Most days `backfill --days` and `report --days` take: a year, leap day included.
 MAX_DAYS = 366
 
@@ -70,7 +72,16 @@ def run(settings: Settings, *, once: bool, clock: Clock | None = None) -> int:
     exporter = build_exporter(settings, clock=clock)
     try:
         if once:
-            return _once_exit_code(exporter.cycle.run_once())
+            report = exporter.cycle.run_once()
+            # A cron job's process ends with its cycle: its key and limit listings are waited for (bounded).
+            left = exporter.cycle.finish_listings(ONCE_LISTINGS_WAIT_SECONDS)
+            if left:
+                log.info(
+                    "run --once: %d listing(s) still in the background after %.0f s; the next run continues them",
+                    left,
+                    ONCE_LISTINGS_WAIT_SECONDS,
+                )
+            return _once_exit_code(report)
         with stop_on_signals() as stop:
             serve(exporter, stop)
         return 0

@@ -15,7 +15,8 @@ import itertools
 import logging
 import queue
 import threading
-from collections.abc import Collection, Iterable
+import time
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol
@@ -24,16 +25,52 @@ from openai_cost_exporter.clock import Clock
 from openai_cost_exporter.directory_store import KEYS, LIMIT, DirectoryStore
 from openai_cost_exporter.errors import ExporterError, ScopeError
 from openai_cost_exporter.ledger import Ledger
-from openai_cost_exporter.models import DAY, NO_API_KEY, ZERO, ApiKey, SpendLimit
+from openai_cost_exporter.models import DAY, NO_API_KEY, UNATTRIBUTED, ZERO, ApiKey, SpendLimit
 from openai_cost_exporter.selfmetrics import SelfMetrics
 
 log = logging.getLogger(__name__)
 
 Task = tuple[str, str | None]  # (KEYS or LIMIT, project id; None: the organization's spend limit)
-#: Concurrent listings, and the pause of each worker between two of them: 2,000 projects take minutes, slowly.
+#: Concurrent listings, and their pace: a burst (a small organization is listed at once), then RATE a second
+#: (2,000 projects' keys and limits take about 8 minutes). A failure that outlived its retries pauses them all.
 WORKERS = 4
-PACE_SECONDS = 0.25
+RATE = 8.0
+BURST = 200
+PAUSE_AFTER_FAILURE_SECONDS = 30.0
 _URGENT, _BACKGROUND = 0, 1
+
+
+class _Pace:
+    """A token bucket shared by the workers: `take()` returns how long to wait before the next listing."""
+
+    def __init__(self, rate: float | None, burst: int, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._monotonic = monotonic
+        self._last = monotonic()
+        self._lock = threading.Lock()
+
+    def take(self) -> float:
+        if self._rate is None:
+            return 0.0
+        with self._lock:
+            self._refill(self._rate)
+            self._tokens -= 1
+            return 0.0 if self._tokens >= 0 else -self._tokens / self._rate
+
+    def pause(self, seconds: float) -> None:
+        """No listing for `seconds` (the API is failing, or rate-limiting this key)."""
+        if self._rate is None:
+            return
+        with self._lock:
+            self._refill(self._rate)
+            self._tokens = min(self._tokens, 0.0) - seconds * self._rate
+
+    def _refill(self, rate: float) -> None:
+        now = self._monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._last) * rate)
+        self._last = now
 
 
 class DirectorySource(Protocol):
@@ -63,12 +100,18 @@ class Directory:
     """A bounded pool of daemon workers that make listings and hold the results until they are taken."""
 
     def __init__(
-        self, source: DirectorySource, clock: Clock, *, workers: int = WORKERS, pace: float = PACE_SECONDS
+        self,
+        source: DirectorySource,
+        clock: Clock,
+        *,
+        workers: int = WORKERS,
+        rate: float | None = RATE,
+        burst: int = BURST,
     ) -> None:
         self._source = source
         self._clock = clock
         self._workers = workers
-        self._pace = pace
+        self._pace = _Pace(rate, burst)  # rate None: unpaced (tests, `report`)
         self._queue: queue.PriorityQueue[tuple[int, int, Task]] = queue.PriorityQueue()
         self._order = itertools.count()
         self._lock = threading.Condition()
@@ -124,6 +167,11 @@ class Directory:
                 self._threads.append(thread)
                 thread.start()
 
+    def wait(self, timeout: float) -> bool:
+        """Wait until nothing is pending, `timeout` seconds at most; whether nothing is."""
+        with self._lock:
+            return self._lock.wait_for(lambda: not self._pending, timeout=timeout)
+
     def _work(self) -> None:
         while not self._stop.is_set():
             _, _, task = self._queue.get()
@@ -131,13 +179,17 @@ class Directory:
                 if task not in self._pending or task in self._running:
                     continue  # a second entry of a task asked urgently after it was queued
                 self._running.add(task)
+            delay = self._pace.take()
+            if delay > 0 and self._stop.wait(delay):
+                return
             listing = self._list(task)
+            if listing.error is not None and not isinstance(listing.error, ScopeError):
+                self._pace.pause(PAUSE_AFTER_FAILURE_SECONDS)  # 429s or 5xx outlived the retries: ease off
             with self._lock:
                 self._arrived.append(listing)
                 self._pending.discard(task)
                 self._running.discard(task)
                 self._lock.notify_all()
-            self._stop.wait(self._pace)
 
     def _list(self, task: Task) -> Listing:
         kind, project_id = task
@@ -180,9 +232,9 @@ class DirectoryStage:
         self.store_arrived()
         tasks: list[Task] = []
         if self._spend_limits:
-            tasks += self._stale_limits(ledger, now)
+            tasks += self._probe(LIMIT, self._stale_limits(ledger, now))
         if self._api_keys:
-            tasks += self._stale_keys(ledger, now, start)
+            tasks += self._probe(KEYS, self._stale_keys(ledger, now, start))
         asked = self._directory.ask(tasks)
         if asked:
             log.debug("%d listing(s) asked in the background", asked)
@@ -209,26 +261,39 @@ class DirectoryStage:
         """The hard spend limits listed so far (none when spend limits are off)."""
         return self._store.limits() if self._spend_limits else {}
 
+    def finish(self, timeout: float) -> int:
+        """Wait for the listings asked so far (`timeout` seconds at most), store them; return how many are left."""
+        self._directory.wait(timeout)
+        self.store_arrived()
+        return self._directory.pending
+
     def store_arrived(self) -> None:
         """Store every listing that arrived; failures are counted, and said in one line per kind."""
         failed: dict[str, list[Listing]] = {}
         for listing in self._directory.take():
             kind, project_id = listing.task
+            if listing.error is not None:
+                failed.setdefault(kind, []).append(listing)
+                if not isinstance(listing.error, ScopeError):
+                    continue  # 429s or 5xx outlived the retries: asked again at the next cycle (the pool paused)
+            else:
+                self._refused.discard(kind)  # the key may list this kind (again)
             if kind == KEYS and project_id is not None:
-                # Keys that spend but were not listed (deleted since, or the listing failed) are kept by id, so no
-                # later cycle, in this process or the next, lists the project again for them before its refresh.
+                # Keys that spend but were not listed (deleted since, or the key may not list them) are kept by
+                # id, so no later cycle, in this process or the next, lists the project again before its refresh.
                 unlisted = self._spending.get(project_id, set()) - {key.id for key in listing.keys}
                 self._store.save_keys(project_id, listing.keys, listing.at, unlisted)
-                if listing.error is not None:
-                    failed.setdefault(kind, []).append(listing)
             elif listing.error is not None:
-                failed.setdefault(kind, []).append(listing)
                 self._store.mark_listed(kind, project_id, listing.at)
             else:
                 self._store.save_limit(project_id, listing.limit, listing.at)
         for kind, listings in failed.items():
             self._metrics.count_error(kind)
             self._say_failed(kind, listings)
+
+    def _probe(self, kind: str, tasks: list[Task]) -> list[Task]:
+        """All the stale listings of `kind`, or only the first while the admin key may not list it (403)."""
+        return tasks[:1] if kind in self._refused else tasks
 
     def _say_failed(self, kind: str, listings: list[Listing]) -> None:
         first = listings[0]
@@ -237,10 +302,12 @@ class DirectoryStage:
                 return
             self._refused.add(kind)
         what = "API keys" if kind == KEYS else "spend limits"
+        when = "at the next refresh" if isinstance(first.error, ScopeError) else "at the next cycle"
         log.warning(
-            "%d listing(s) of %s failed, asked again at the next refresh (e.g. %s: %s)",
+            "%d listing(s) of %s failed, asked again %s (e.g. %s: %s)",
             len(listings),
             what,
+            when,
             first.task[1] or "the organization",
             first.error,
         )
@@ -262,7 +329,7 @@ class DirectoryStage:
         spending: dict[str, set[str]] = {}
         for day in ledger.key_totals(start, now.date() + DAY).values():
             for (pid, key_id), amount in day.items():
-                if key_id != NO_API_KEY and amount:
+                if key_id != NO_API_KEY and pid != UNATTRIBUTED and amount:  # no project to list keys of
                     spending.setdefault(pid, set()).add(key_id)
         self._spending = spending
         known = self._store.keys()  # listed keys, and those that spent but were not listed (stored by id)

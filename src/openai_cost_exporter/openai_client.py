@@ -242,7 +242,8 @@ class AdminClient:
     def list_api_keys(self, project_id: str) -> list[ApiKey]:
         """Every API key of one project, with its name and owner (§9)."""
         path = f"{PROJECTS_PATH}/{quote(project_id, safe='')}/api_keys"
-        query: Query = [("limit", PROJECTS_LIMIT)]
+        # `any`: every enabled key; without it the API hides the keys of owners who left the project (§9 spec).
+        query: Query = [("limit", PROJECTS_LIMIT), ("owner_project_access", "any")]
         keys: dict[str, ApiKey] = {}
         for page_no, body in self._pages("api_keys", path, query, "after", next_after_cursor):
             for key in parse_api_keys(body, f"GET {path} page {page_no}"):

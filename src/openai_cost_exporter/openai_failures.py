@@ -10,8 +10,12 @@ import httpx
 
 from openai_cost_exporter import defaults
 from openai_cost_exporter.errors import AuthError, GroupingRefused, OpenAIError, ScopeError
+from openai_cost_exporter.models import API_KEYS_EPOCH, day_start
 from openai_cost_exporter.openai_responses import retry_after_seconds, server_message
 from openai_cost_exporter.redact import redact
+
+#: The key epoch as the API's refusal names it (openai-admin-api.md §9).
+API_KEYS_EPOCH_SECONDS = day_start(API_KEYS_EPOCH)
 
 
 class Transient(Exception):
@@ -46,7 +50,8 @@ def status_error(path: str, response: httpx.Response, secret: str) -> Exception:
     if status >= httpx.codes.INTERNAL_SERVER_ERROR or status == httpx.codes.REQUEST_TIMEOUT:
         return Transient(f"HTTP {status}: {message}")
     # A 400 naming the key: costs by api_key_id are refused for windows before the key epoch (§9).
-    refused = GroupingRefused if status == httpx.codes.BAD_REQUEST and "api_key_id" in message else OpenAIError
+    names_key = "api_key_id" in message or str(API_KEYS_EPOCH_SECONDS) in message
+    refused = GroupingRefused if status == httpx.codes.BAD_REQUEST and names_key else OpenAIError
     return refused(f"GET {path} was rejected (HTTP {status}: {message})")
 
 

@@ -29,7 +29,7 @@ from openai_cost_exporter.history import push_closed_days
 from openai_cost_exporter.key_history import push_key_days
 from openai_cost_exporter.ledger import Ledger
 from openai_cost_exporter.message_inputs import KEY_NAMES_WAIT_SECONDS, KeyFigures, MessageInputs, gather_inputs
-from openai_cost_exporter.models import API_KEYS_EPOCH, DAY, UNATTRIBUTED, days_between, end_of
+from openai_cost_exporter.models import API_KEYS_EPOCH, DAY, UNATTRIBUTED, SpendLimit, days_between, end_of
 from openai_cost_exporter.money import usd
 from openai_cost_exporter.openai_client import costs_page_days
 from openai_cost_exporter.push import Pusher
@@ -158,6 +158,16 @@ class CostCycle:
         self._log(report)
         return report
 
+    def finish_listings(self, timeout: float) -> int:
+        """After a last cycle (`run --once`): wait for its background listings, `timeout` seconds at most, and store
+        them; return how many are left for the next run. The cycle's figures went out before."""
+        directory = self._directory
+        if directory is None:
+            return 0
+        left: list[int] = []
+        self._stage("directory", CycleReport(), lambda: left.append(directory.finish(timeout)))
+        return left[0] if left else 0
+
     def _stage(self, stage: str, report: CycleReport, action: Callable[[], object]) -> bool:
         try:
             action()
@@ -285,11 +295,16 @@ class CostCycle:
             day_shares=shares,
             keys=keys,
             key_names=directory.known_keys() if directory is not None and keys is not None else None,
-            spend_limits=directory.spend_limits() if directory is not None else None,
+            spend_limits=self._live_limits(directory) if directory is not None else None,
         )
         self.snapshot = snapshot
         report.projects = len(snapshot.project_ids)
         report.today_usd = snapshot.total(snapshot.today)
+
+    def _live_limits(self, directory: DirectoryStage) -> dict[str | None, SpendLimit]:
+        """The stored hard limits of the organization and of the projects not archived since."""
+        archived = {pid for pid, project in self._ledger.projects().items() if project.archived}
+        return {scope: limit for scope, limit in directory.spend_limits().items() if scope not in archived}
 
     def _push(self, pusher: Pusher, snapshot: CostSnapshot, report: CycleReport) -> None:
         if self._options.api_keys:  # first: the project push marks the days pushed

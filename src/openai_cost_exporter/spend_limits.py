@@ -66,7 +66,9 @@ def limit_details(figures: LimitFigures, data_time: dt.datetime) -> list[tuple[s
     else:
         month_end = (data_time.replace(day=1) + dt.timedelta(days=32)).replace(day=1, hour=0, minute=0, second=0)
         left = (month_end - data_time) / dt.timedelta(days=1)
-        if days >= Decimal(left):  # the limit is monthly: it starts again before this pace reaches it
+        if days >= Decimal(left) and figures.forecast > figures.limit:  # the forecast counts all of today
+            when = f"by the end of the month at {usd(figures.pace)} a day (forecast {usd(figures.forecast)})"
+        elif days >= Decimal(left):  # the limit is monthly: it starts again before this pace reaches it
             when = f"not this month at {usd(figures.pace)} a day (the month to date starts again on {month_end:%b} 1)"
         else:
             around = data_time + dt.timedelta(days=float(days))
