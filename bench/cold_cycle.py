@@ -27,7 +27,7 @@ from openai_cost_exporter.clock import SystemClock
 from openai_cost_exporter.ledger import Ledger
 from openai_cost_exporter.models import day_start
 from openai_cost_exporter.openai_client import AdminClient, build_http_client, costs_page_days
-from openai_cost_exporter.selfmetrics import SelfMetrics
+from openai_cost_exporter.selfmetrics import RequestCounter, SelfMetrics
 from openai_cost_exporter.service import CostCycle, CycleOptions
 from openai_cost_exporter.state import open_state
 
@@ -94,13 +94,15 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp, build_http_client(base_url, KEY, timeout=60) as http:
             conn = open_state(Path(tmp) / "state.sqlite3")
             metrics = SelfMetrics(CollectorRegistry())
+            requests = RequestCounter(metrics.count_request)  # the cycle reports its requests from this counter
             clock = SystemClock()
             cycle = CostCycle(
-                source=AdminClient(http, on_request=metrics.count_request),
+                source=AdminClient(http, on_request=requests),
                 ledger=Ledger(conn),
                 clock=clock,
                 metrics=metrics,
                 options=CycleOptions(),
+                requests=requests,
             )
             start = cycle.fetch_start(clock.now())
             began = time.perf_counter()

@@ -143,7 +143,7 @@ def test_demo_serves_page_and_metrics_and_stops_on_sigterm(tmp_path: Path) -> No
         page = http_get(f"{url}/")
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         assert '<svg class="chart"' in page.text and page.text.count("<rect ") >= 7  # a week of bars at least
-        assert f"<td>{SPIKE_NAME}<div class=\"keys\">top keys today: " in page.text  # it alerts: its keys show
+        assert f'<td>{SPIKE_NAME}<div class="keys">top keys today: ' in page.text  # it alerts: its keys show
         metrics = http_get(f"{url}/metrics").text
         costs = spend_by_name(metrics)
         assert len(costs) >= 20

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import logging
+import math
 import socket
 import threading
 from collections.abc import Iterator
@@ -18,9 +19,10 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from openai_cost_exporter.collector import HistoryCollector
+from openai_cost_exporter.collector import DAILY_COST, LINE_ITEM_COST, HistoryCollector, day_sample_time
 from openai_cost_exporter.errors import PushError
-from openai_cost_exporter.push import Pusher, safe_url
+from openai_cost_exporter.push import Pusher, TextRegistry, safe_url, sample_value
+from tests.stack import VictoriaMetrics
 
 PASSWORD = "PUSHPASSWORD-s3cr3t"  # noqa: S105 - a fake credential that must never show up in messages
 
@@ -209,3 +211,93 @@ def test_debug_log_and_repr_hide_credentials(
 def test_safe_url(url: str, expected: str) -> None:
     """safe_url drops user-info, query and fragment, keeps scheme, host, port and path."""
     assert safe_url(url) == expected
+
+
+# ---- timestamped history written directly -----------------------------------------------------------------
+
+#: Names that need escaping in the text format, or more than one byte a character (an emoji: four).
+AWKWARD = ['Team "Quotes" Bot', "C:\\ml\\batch jobs\\", "Line one\nLine two", "Übersetzung 🚀 東京", '\\"\n all 🎉']
+DAYS = [dt.date(2026, 11, 25), dt.date(2026, 11, 26), dt.date(2026, 11, 27)]
+
+
+def awkward_history(name: str) -> HistoryCollector:
+    """Three closed days (one a third revision, one without spend) of three projects, line items with `name` too."""
+    totals = {
+        DAYS[0]: {"proj_a": Decimal("1.5"), "proj_b": Decimal("1234567.891")},
+        DAYS[1]: {"proj_a": Decimal("-0.25"), "unattributed": Decimal("0E-6176")},
+        DAYS[2]: {},
+    }
+    items = {
+        DAYS[0]: {("proj_a", f"{name}, input"): Decimal("0.75"), ("proj_a", "gpt-4o, output"): Decimal("1E-7")},
+        DAYS[1]: {("proj_a", 'o3 "pro", output'): Decimal("39.000000000000000000000000000000000001")},
+    }
+    names = {"proj_a": name, "proj_b": "B"}
+    stamps = {DAYS[1]: day_sample_time(DAYS[1], 3)}
+    return HistoryCollector(totals, names, items, also_projects=["proj_c"], stamps=stamps)
+
+
+@pytest.mark.parametrize("name", AWKWARD)
+def test_history_text_is_what_prometheus_client_writes(name: str) -> None:
+    """The directly written history is byte for byte prometheus-client's exposition of the same collector: escaping,
+    label order, Go's float format, millisecond stamps of revisions, zeros and HELP/TYPE lines included."""
+    history = awkward_history(name)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(history)
+    assert history.text() == generate_latest(registry)
+
+
+def test_line_starts_are_kept_across_chunks() -> None:
+    """A cache of line starts shared by two collectors of the same names gives the same text as none at all."""
+    prefixes: dict[tuple[str, ...], bytes] = {}
+    first, second = awkward_history(AWKWARD[0]), awkward_history(AWKWARD[0])
+    assert first.text(prefixes) == first.text()
+    assert prefixes and second.text(prefixes) == second.text()
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (0.0, "0.0"), (-0.0, "-0.0"), (1.5, "1.5"), (1e-7, "1e-07"), (123456.789, "123456.789"),
+        (999999.999999, "999999.999999"), (1e6, "1e+06"), (1234567.891, "1.234567891e+06"), (1e16, "1e+16"),
+        (-1e7, "-10000000.0"), (math.inf, "+Inf"), (-math.inf, "-Inf"), (math.nan, "NaN"),
+    ],
+)  # fmt: skip
+def test_sample_value_is_prometheus_clients_format(value: float, text: str) -> None:
+    """Sample values are written as prometheus-client writes them (Go's format: exponents from a million up)."""
+    assert sample_value(value) == text
+
+
+def test_a_text_registry_is_pushed_as_written(fake: FakeImport, http: httpx.Client) -> None:
+    """A TextRegistry's text is the body as it is, and a reader of the registry gets the same families back."""
+    text = awkward_history(AWKWARD[3]).text()
+    registry = TextRegistry(text)
+    sent = Pusher(http, f"{fake.base}/api/v1/import/prometheus", {"job": "j"}).push(registry)
+    assert fake.received[0].body == text and sent == len(text)
+    assert generate_latest(registry) == text
+
+
+@pytest.mark.stack
+@pytest.mark.parametrize("name", AWKWARD)
+def test_victoria_metrics_reads_back_what_was_written(vm: VictoriaMetrics, http: httpx.Client, name: str) -> None:
+    """Pushed to a real VictoriaMetrics, the directly written history reads back with the names, line items, values
+    and millisecond stamps it was written with (zeros for the days a project had no spend)."""
+    run = f"text-{AWKWARD.index(name)}"
+    Pusher(http, vm.import_url, {"job": "j", "run": run}).push(TextRegistry(awkward_history(name).text()))
+    vm.force_flush()
+    got = {
+        (series["metric"]["__name__"], series["metric"]["project"], series["metric"].get("line_item")): dict(
+            zip(series["timestamps"], series["values"], strict=True)
+        )
+        for series in vm.export(f'{{run="{run}"}}')
+    }
+    ms = [
+        int(day_sample_time(DAYS[0]) * 1000),
+        int(day_sample_time(DAYS[1]) * 1000) + 3,
+        int(day_sample_time(DAYS[2]) * 1000),
+    ]
+    assert got[(DAILY_COST, name, None)] == {ms[0]: 1.5, ms[1]: -0.25, ms[2]: 0.0}
+    assert got[(DAILY_COST, "B", None)] == {ms[0]: 1234567.891, ms[1]: 0.0, ms[2]: 0.0}
+    assert got[(DAILY_COST, "proj_c", None)] == dict.fromkeys(ms, 0.0)
+    assert got[(LINE_ITEM_COST, name, f"{name}, input")] == {ms[0]: 0.75}
+    assert got[(LINE_ITEM_COST, name, 'o3 "pro", output')] == {ms[1]: 39.0}
+    assert got[(LINE_ITEM_COST, name, "gpt-4o, output")] == {ms[0]: 1e-7}

@@ -17,6 +17,7 @@ from prometheus_client.samples import Sample
 
 from openai_cost_exporter.clock import Clock, SystemClock
 from openai_cost_exporter.models import ZERO, day_start
+from openai_cost_exporter.push import sample_stamp, sample_value, series_prefix
 from openai_cost_exporter.rules import AlertPolicy, project_limits
 from openai_cost_exporter.snapshot import CostSnapshot
 
@@ -152,7 +153,13 @@ class HistoryCollector(Collector):
     Every project with spend on any of the days (or named in `also_projects`) gets a sample on each of them (0 on
     days without spend), so a graph has no holes and a revision that removes the spend of such a project
     overwrites the old value. A line item that a revision removes entirely is not zeroed.
+
+    `collect()` serves a registry; `text()` writes the same samples, byte for byte as `generate_latest` would,
+    without building a prometheus-client sample per line (the push of a long backfill is a million of them).
     """
+
+    _DAILY_HELP = "Final cost of a closed UTC day."
+    _LINE_ITEM_HELP = "Final cost of one line item over a closed UTC day."
 
     def __init__(
         self,
@@ -169,7 +176,7 @@ class HistoryCollector(Collector):
         self._projects = sorted({pid for day in totals.values() for pid in day} | set(also_projects))
 
     def collect(self) -> Iterator[Metric]:
-        family = _gauge(DAILY_COST, "Final cost of a closed UTC day.", PROJECT_LABELS)
+        family = _gauge(DAILY_COST, self._DAILY_HELP, PROJECT_LABELS)
         for day in sorted(self._totals):
             stamp = self._stamp(day)
             for project_id in self._projects:
@@ -180,11 +187,7 @@ class HistoryCollector(Collector):
             yield from self._collect_line_items()
 
     def _collect_line_items(self) -> Iterator[Metric]:
-        family = _gauge(
-            LINE_ITEM_COST,
-            "Final cost of one line item over a closed UTC day.",
-            [*PROJECT_LABELS, "line_item"],
-        )
+        family = _gauge(LINE_ITEM_COST, self._LINE_ITEM_HELP, [*PROJECT_LABELS, "line_item"])
         for day in sorted(self._line_items):
             stamp = self._stamp(day)
             for (project_id, line_item), amount in sorted(self._line_items[day].items()):
@@ -192,6 +195,48 @@ class HistoryCollector(Collector):
                     [project_id, self._names.get(project_id, project_id), line_item], float(amount), stamp
                 )
         yield family
+
+    def text(self, prefixes: dict[tuple[str, ...], bytes] | None = None) -> bytes:
+        """The samples of `collect()` in the Prometheus text format, as `generate_latest` writes them.
+
+        `prefixes` keeps each series' line start (name and labels, encoded) from one call to the next, for
+        collectors of the same `names`: a push of many days writes the same series again and again. Lines are
+        joined as bytes: one emoji in a name would make a joined `str` four bytes a character.
+        """
+        known = {} if prefixes is None else prefixes
+        out = [self._header(DAILY_COST, self._DAILY_HELP)]
+        starts = [self._prefix(known, (project_id,)) for project_id in self._projects]
+        for day in sorted(self._totals):
+            amounts, stamp = self._totals[day], sample_stamp(self._stamp(day)).encode()
+            out.extend(
+                start + sample_value(float(amounts.get(project_id, ZERO))).encode() + stamp
+                for start, project_id in zip(starts, self._projects, strict=True)
+            )
+        if self._line_items:
+            out.append(self._header(LINE_ITEM_COST, self._LINE_ITEM_HELP))
+            for day in sorted(self._line_items):
+                stamp = sample_stamp(self._stamp(day)).encode()
+                out.extend(
+                    self._prefix(known, key) + sample_value(float(amount)).encode() + stamp
+                    for key, amount in sorted(self._line_items[day].items())
+                )
+        return b"".join(out)
+
+    @staticmethod
+    def _header(name: str, documentation: str) -> bytes:
+        return f"# HELP {name} {documentation}\n# TYPE {name} gauge\n".encode()  # as generate_latest heads a gauge
+
+    def _prefix(self, known: dict[tuple[str, ...], bytes], key: tuple[str, ...]) -> bytes:
+        """The line start of a project's series, `(project_id,)`, or of its line item's, `(project_id, line_item)`."""
+        start = known.get(key)
+        if start is None:
+            labels = {"project_id": key[0], "project": self._names.get(key[0], key[0])}
+            if len(key) == 1:
+                start = series_prefix(DAILY_COST, labels).encode()
+            else:
+                start = series_prefix(LINE_ITEM_COST, {**labels, "line_item": key[1]}).encode()
+            known[key] = start
+        return start
 
     def _stamp(self, day: dt.date) -> float:
         return self._stamps.get(day, day_sample_time(day))
