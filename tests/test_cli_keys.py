@@ -9,6 +9,7 @@ import subprocess
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -17,7 +18,7 @@ from openai_cost_exporter.clock import FrozenClock
 from openai_cost_exporter.collector import day_sample_time
 from openai_cost_exporter.fake.api import FakeAdminAPI
 from openai_cost_exporter.fake.org import FakeOrg
-from openai_cost_exporter.models import UNATTRIBUTED
+from openai_cost_exporter.models import API_KEYS_EPOCH, UNATTRIBUTED, day_start
 from tests.clirun import ADMIN_KEY, clean_env, cli_now, command, frozen_now, run_cli, run_once
 from tests.fake_slack import FakeSlack
 from tests.stack import VictoriaMetrics, free_port, require_binary, wait_until
@@ -204,3 +205,44 @@ def test_a_project_near_its_hard_limit_gets_one_message_with_the_days_left(
     subjects = {pid for pid in (near, org.limit_reached_project_id) if pid}
     without = [p.id for p in org.projects if p.id not in far and p.id not in subjects]
     assert not [p for p in limit_posts if any(pid in p.body["text"] for pid in without)]
+
+
+def test_a_backfill_across_the_key_epoch_goes_by_key_after_it_and_by_project_before(
+    api: FakeAdminAPI, org: FakeOrg, vm: VictoriaMetrics, tmp_path: Path
+) -> None:
+    """`backfill --api-keys` over a year that starts before 2025-12-06 succeeds: one line says where keys begin,
+    no request by key starts before it, the days after it carry key series equal to the fake's and the days
+    before it only project series."""
+    result = run_cli(
+        "backfill",
+        "--days",
+        "365",
+        "--api-keys",
+        "--api-keys-top",
+        "1000",
+        "--base-url",
+        api.base_url,
+        "--state-dir",
+        str(tmp_path),
+        "--push-url",
+        vm.import_url,
+        "--push-label",
+        "run=epoch",
+        now=cli_now(org),
+    )
+    assert result.returncode == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if "2025-12-06" in line]
+    assert len(lines) == 1 and "by project only" in lines[0], result.stderr
+    by_key = [query for path, query in api.request_log if path.endswith("/costs") and "api_key_id" in query]
+    assert by_key and min(int(parse_qs(q)["start_time"][0]) for q in by_key) == day_start(API_KEYS_EPOCH)
+    vm.force_flush()
+    stamps: dict[int, set[tuple[str, str]]] = {}
+    for series in vm.export('openai_daily_api_key_cost_usd{run="epoch"}'):
+        for at in series["timestamps"]:
+            stamps.setdefault(at, set()).add((series["metric"]["project_id"], series["metric"]["api_key_id"]))
+    after, before = API_KEYS_EPOCH + dt.timedelta(days=3), API_KEYS_EPOCH - dt.timedelta(days=1)
+    assert int(day_sample_time(before) * 1000) not in stamps
+    truth = {(pid or UNATTRIBUTED, key or "none") for (pid, key), _ in org.key_totals(after).items()}
+    assert truth <= stamps[int(day_sample_time(after) * 1000)]
+    projects = vm.export('openai_daily_cost_usd{run="epoch"}')
+    assert any(int(day_sample_time(before) * 1000) in series["timestamps"] for series in projects)

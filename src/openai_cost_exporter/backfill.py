@@ -25,13 +25,15 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+from openai_cost_exporter import defaults
 from openai_cost_exporter.errors import ExporterError
 from openai_cost_exporter.history import push_closed_days
+from openai_cost_exporter.key_history import push_key_days
 from openai_cost_exporter.ledger import Ledger
-from openai_cost_exporter.models import CostPage, Project, days_between
+from openai_cost_exporter.models import ApiKey, CostPage, Project, days_between
 from openai_cost_exporter.openai_client import costs_page_days
 from openai_cost_exporter.push import Pusher
 from openai_cost_exporter.sources import CostSource, Fetched, Window, store_page
@@ -67,10 +69,16 @@ def backfill(
     end: dt.date,
     now: dt.datetime,
     line_items: bool,
+    api_keys: bool = False,
+    api_keys_top: int = defaults.API_KEYS_TOP,
+    keys: Mapping[str, ApiKey] | None = None,
 ) -> BackfillResult:
-    """Fetch [start, end) into the ledger, then push every day of it never pushed (or changed since)."""
+    """Fetch [start, end) into the ledger, then push every day of it never pushed (or changed since).
+
+    With `api_keys`, by key too (from the key epoch on: the client says once where it starts), and the key series
+    of the days are pushed first, labelled with the key names in `keys`."""
     started = time.perf_counter()
-    window = Window(start, end, line_items, page_days(line_items))
+    window = Window(start, end, line_items, page_days(line_items, api_keys), api_keys=api_keys)
     fetched = fetch_windows(source, ledger, split_window(window, FETCH_WINDOWS), now)
     if fetched.names_error is not None:
         raise fetched.names_error
@@ -80,7 +88,9 @@ def backfill(
         pushed = ledger.pushed_days(start, end)
         ledger.mark_unpushed(day for day in days_between(start, end) if day not in pushed)
         names = {pid: project.name for pid, project in ledger.projects().items()}
-        samples = push_closed_days(
+        if api_keys:  # first: the project push marks the days pushed
+            samples += push_key_days(pusher, ledger, before=end, names=names, keys=keys or {}, top=api_keys_top)
+        samples += push_closed_days(
             pusher,
             ledger,
             before=end,
@@ -97,9 +107,9 @@ def backfill(
     )
 
 
-def page_days(line_items: bool) -> int:
+def page_days(line_items: bool, api_keys: bool = False) -> int:
     """Days per costs page: half the cycle's (openai_client.costs_page_days), as PAGES_AT_ONCE pages are held."""
-    return max(1, costs_page_days(line_items) // 2)
+    return max(1, costs_page_days(line_items, api_keys) // 2)
 
 
 def split_window(window: Window, parts: int) -> list[Window]:

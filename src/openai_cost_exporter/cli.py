@@ -31,6 +31,7 @@ BACKFILL_SETTINGS = COMMON_SETTINGS | {
     "push_labels",
     "line_items",
     "api_keys",
+    "api_keys_top",
 }
 REPORT_SETTINGS = COMMON_SETTINGS | {
     "base_url",

@@ -27,6 +27,7 @@ from openai_cost_exporter.app import (
 )
 from openai_cost_exporter.clock import Clock, SystemClock, clock_from_env
 from openai_cost_exporter.config import Settings
+from openai_cost_exporter.directory_store import DirectoryStore
 from openai_cost_exporter.errors import AuthError, ConfigError, ScopeError, StateError
 from openai_cost_exporter.flags import settings_from_args
 from openai_cost_exporter.logs import setup_logging
@@ -113,7 +114,7 @@ def backfill(settings: Settings, days: int, *, clock: Clock | None = None) -> in
         # It writes the ledger and pushes closed days with the service's bookkeeping: beside a running service
         # the same days would go out twice. The service's --backfill-days does the same job from inside it.
         lock_sender(settings, stack)
-        _, ledger = build_ledger(settings, stack)
+        conn, ledger = build_ledger(settings, stack)
         pusher = build_pusher(settings, stack)
         if pusher is None:
             log.warning("no --push-url: the days go to the state file only (for report --offline and baselines)")
@@ -126,6 +127,9 @@ def backfill(settings: Settings, days: int, *, clock: Clock | None = None) -> in
             end=today,
             now=now,
             line_items=settings.line_items,
+            api_keys=settings.api_keys,
+            api_keys_top=settings.api_keys_top,
+            keys=DirectoryStore(conn).keys() if settings.api_keys else None,
         )
     log.info(
         "backfill done: %d days, %d projects, %d samples pushed, %.1f s",
@@ -157,6 +161,7 @@ def report(
             line_items=settings.line_items,
             progress=sys.stderr.isatty(),
             by_key=by_key,
+            fetch_by_key=settings.api_keys,
             directory=build_key_directory(client, conn, clock) if by_key else None,
         )
     if fmt == "table":

@@ -94,13 +94,15 @@ def gather_report(
     progress: bool = False,
     by_key: bool = False,
     directory: KeyDirectory | None = None,
+    fetch_by_key: bool = False,
 ) -> ReportData:
     """The last `days` days (today included) per project (per API key with `by_key`), with the baseline of today;
     offline without a source. Keys are named from `directory` (listing the projects not listed yet)."""
     today = now.date()
     first = today - dt.timedelta(days=max(days - 1, baseline_days))
     if source is not None:
-        window = Window(first, today + DAY, line_items, costs_page_days(line_items, by_key), api_keys=by_key)
+        keyed = by_key or fetch_by_key  # `--api-keys` keeps the state file's key figures current too
+        window = Window(first, today + DAY, line_items, costs_page_days(line_items, keyed), api_keys=keyed)
         with Progress(transient=True, disable=not progress) as bar:
             task = bar.add_task("fetching costs", total=(window.end - window.start).days)
             fetched = fetch_into_ledger(
