@@ -164,6 +164,14 @@ def test_report_by_api_key_names_every_key_and_owner_across_pages(
             assert mine[key.id]["api_key"] == key.id and mine[key.id]["owner"] == ""
     assert api.request_counts()[f"/v1/organization/projects/{pid}/api_keys"] == 3  # 45 keys at 20 a page
     assert ADMIN_KEY not in result.output
+    before = len(api.request_log)
+    offline = run_cli(
+        "report", "--by", "api-key", "--days", "1", "--format", "json", "--offline", "--state-dir", str(tmp_path),
+        now=cli_now(org),
+    )  # fmt: skip
+    assert offline.returncode == 0, offline.output
+    assert json.loads(offline.stdout)["api_keys"] == json.loads(result.stdout)["api_keys"]  # names from the state
+    assert len(api.request_log) == before
 
 
 def test_a_project_near_its_hard_limit_gets_one_message_with_the_days_left(

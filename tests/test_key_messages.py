@@ -7,20 +7,23 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from openai_cost_exporter.clock import FrozenClock
-from openai_cost_exporter.errors import APIUnavailable
+from openai_cost_exporter.errors import APIUnavailable, ScopeError
 from openai_cost_exporter.key_metrics import KeyCollector
 from openai_cost_exporter.ledger import Ledger
 from openai_cost_exporter.message_inputs import KeyFigures, gather_keys
 from openai_cost_exporter.messages import MessageContext
 from openai_cost_exporter.models import ApiKey, CostRow, SpendLimit
+from openai_cost_exporter.openai_failures import status_error
 from openai_cost_exporter.page import PageView, render_page
-from openai_cost_exporter.rules import ORGANIZATION, Alert
+from openai_cost_exporter.rules import ORGANIZATION, Alert, LimitFigures
 from openai_cost_exporter.slack_blocks import build_alert_message
 from openai_cost_exporter.snapshot import build_snapshot
+from openai_cost_exporter.spend_limits import limit_details
 from openai_cost_exporter.state import open_state
 from openai_cost_exporter.web import page_keys
 
@@ -193,3 +196,34 @@ def test_the_page_lists_the_top_keys_of_alerting_projects_only() -> None:
     html = render_page(view).decode()
     assert "top keys today: checkout-bot (service account checkout) $5.00, ann-laptop (Ann Lee) $2.00" in html
     assert "&lt;x&gt;" not in html and "<x>" not in html
+
+
+def test_an_organization_limit_message_names_the_scope_and_the_limit() -> None:
+    """The organization's hard limit message says it is the whole organization, its month to date and the limit."""
+    limit = Alert("spend_limit", ORGANIZATION, "Organization", "critical", D(900), D(1000), D(40), D("0.9"), "firing")
+    message = build_alert_message(limit, MessageContext(details=[("Limit reached", "in about 2.5 days")]))
+    fields = [f["text"] for b in message["blocks"] if b["type"] == "section" for f in b.get("fields", [])]
+    assert fields[:3] == [
+        "*Scope*\nWhole organization",
+        "*Month to date*\n$900.00",
+        "*Hard limit (OpenAI's)*\n$1,000.00 a month",
+    ]
+    assert "*Limit reached*\nin about 2.5 days" in fields
+    assert message["text"].endswith("organization: month to date $900.00, OpenAI's hard limit $1,000.00 a month")
+
+
+def test_a_forecast_crossing_the_limit_late_in_the_month_says_by_the_months_end() -> None:
+    """When the forecast (which counts all of today) crosses the limit but the pace from now reaches it only after
+    the month ends, the message says "by the end of the month", not "not this month"."""
+    figures = LimitFigures("proj_a", "Alpha", D(1900), D(3100), D(100), D(3085))
+    said = dict(limit_details(figures, dt.datetime(2026, 12, 20, 18, tzinfo=dt.UTC)))
+    assert said["Limit reached"] == "by the end of the month at $100.00 a day (forecast $3,100.00)"
+
+
+def test_a_forbidden_listing_says_what_the_key_needs() -> None:
+    """A 403 on a project's key listing names the listings' access, not the usage scope."""
+    request = httpx.Request("GET", "https://api.example/v1/organization/projects/proj_a/api_keys")
+    reply = httpx.Response(403, json={"error": {"message": "Missing scopes"}}, request=request)
+    error = status_error("/organization/projects/proj_a/api_keys", reply, "sk-admin-secret")
+    assert isinstance(error, ScopeError)
+    assert "read access to the projects' API keys and limits" in str(error) and "api.usage.read" not in str(error)
