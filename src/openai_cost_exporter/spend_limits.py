@@ -64,7 +64,8 @@ def limit_details(figures: LimitFigures, data_time: dt.datetime) -> list[tuple[s
     elif days is None:
         when = "no spend in the last 7 closed days to project from"
     else:
-        month_end = (data_time.replace(day=1) + dt.timedelta(days=32)).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        next_month = (data_time.date().replace(day=1) + dt.timedelta(days=32)).replace(day=1)
+        month_end = dt.datetime.combine(next_month, dt.time(), dt.UTC)
         left = (month_end - data_time) / dt.timedelta(days=1)
         if days >= Decimal(left) and figures.forecast > figures.limit:  # the forecast counts all of today
             when = f"by the end of the month at {usd(figures.pace)} a day (forecast {usd(figures.forecast)})"
