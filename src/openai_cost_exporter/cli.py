@@ -116,11 +116,13 @@ def _backtest(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 #: `fake-api --help`'s description: the control endpoint a test or a demo drives (fake/control.py).
 FAKE_API_DESCRIPTION = (
-    "Serve a simulated OpenAI Admin API (costs, usage, projects) until Ctrl-C; point --base-url at the URL it "
+    "Serve a simulated OpenAI Admin API (costs, usage, projects, their API keys and hard spend limits) until "
+    "Ctrl-C; point --base-url at the URL it "
     "prints. Control endpoints under /_fake/ need no key, e.g. POST /_fake/runaway "
     '{"project_id": "proj_...", "factor": "10", "minutes_ago": 40} makes a project spend 10x as fast since '
     '40 minutes ago ({"project_id": ..., "stop": true} ends it). The others: GET/POST /_fake/faults, '
     "GET /_fake/requests, POST /_fake/reset, POST /_fake/spend, POST /_fake/scale_today, "
+    'POST /_fake/spend_limit {"project_id": ..., "threshold_cents": 12345, "status": "inactive"}, '
     "GET /_fake/totals?day=YYYY-MM-DD (described in fake/control.py)."
 )
 
