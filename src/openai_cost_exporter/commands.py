@@ -164,6 +164,10 @@ def report(
             fetch_by_key=settings.api_keys,
             directory=build_key_directory(client, conn, clock) if by_key else None,
         )
+    if by_key and not data.keys:
+        log.warning(
+            "no spend by API key in these days%s", " of the state file (run with --api-keys)" if offline else ""
+        )
     if fmt == "table":
         text = reporting.render_table(data, width=shutil.get_terminal_size().columns)
     else:
