@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-from openai_cost_exporter.clock import TEST_NOW_ENV, OffsetClock
+from openai_cost_exporter.clock import TEST_NO_BACKOFF_ENV, TEST_NOW_ENV, OffsetClock
 from openai_cost_exporter.fake.org import FakeOrg
 from openai_cost_exporter.rules.runaway import median
 
@@ -29,6 +29,7 @@ def clean_env(extra: Mapping[str, str] | None = None, *, now: dt.datetime | None
     }
     env["OPENAI_ADMIN_KEY"] = ADMIN_KEY
     env["NO_PROXY"] = "127.0.0.1,localhost"
+    env[TEST_NO_BACKOFF_ENV] = "1"  # retries keep their attempts, not their waits (as conftest.py does in-process)
     if now is not None:
         env[TEST_NOW_ENV] = now.isoformat()
     env.update(extra or {})

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 import prometheus_client
 
 from openai_cost_exporter import __version__, defaults
+from openai_cost_exporter.clock import TEST_NO_BACKOFF_ENV
 from openai_cost_exporter.errors import ConfigError, ExporterError, StateError
 from openai_cost_exporter.flags import ALL_SETTINGS, COMMON_SETTINGS, add_settings_flags
 
@@ -162,6 +164,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # `*_created` series would be pushed to VictoriaMetrics as samples of their own: noise for a pushed exporter.
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     from openai_cost_exporter import commands  # noqa: PLC0415 - keeps `--help` fast
+
+    if os.environ.get(TEST_NO_BACKOFF_ENV):  # the suite's CLI runs: retries without their waits, attempts kept
+        import stamina  # noqa: PLC0415
+
+        from openai_cost_exporter.openai_client import RetryPolicy  # noqa: PLC0415
+
+        stamina.set_testing(True, attempts=RetryPolicy().attempts, cap=True)
 
     try:
         return commands.dispatch(args)

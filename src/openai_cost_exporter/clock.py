@@ -37,6 +37,8 @@ class FrozenClock:
 #: For tests of the CLI as a separate process: an ISO time the process's clock starts at (it then runs at real
 #: speed), so a test can put the exporter at 23:50 or 00:20 UTC instead of waiting for it. Never set in production.
 TEST_NOW_ENV = "OPENAI_COST_EXPORTER_TEST_NOW"
+#: Tests only: retries keep their attempts but skip their back-off waits (stamina's test mode), as in-process.
+TEST_NO_BACKOFF_ENV = "OPENAI_COST_EXPORTER_TEST_NO_BACKOFF"
 
 
 @dataclass

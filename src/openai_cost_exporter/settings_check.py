@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from pydantic import AliasChoices
 
-from openai_cost_exporter.clock import TEST_NOW_ENV
+from openai_cost_exporter.clock import TEST_NO_BACKOFF_ENV, TEST_NOW_ENV
 from openai_cost_exporter.config import ENV_PREFIX, Settings
 from openai_cost_exporter.rules import AlertPolicy
 
@@ -25,6 +25,7 @@ def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:
     known = {name.upper(): _env_name(name, info.validation_alias) for name, info in Settings.model_fields.items()}
     known |= {f"ALERTS__{name.upper()}": f"{ENV_PREFIX}ALERTS__{name.upper()}" for name in AlertPolicy.model_fields}
     known[TEST_NOW_ENV.removeprefix(ENV_PREFIX)] = TEST_NOW_ENV
+    known[TEST_NO_BACKOFF_ENV.removeprefix(ENV_PREFIX)] = TEST_NO_BACKOFF_ENV
     read = {env for env in known.values() if env.startswith(ENV_PREFIX)}
     problems = []
     for name in sorted(environ):
