@@ -30,22 +30,12 @@ from pathlib import Path
 from unittest import mock
 
 import httpx
+from backfill import KEY, start_fake  # bench/backfill.py, beside this file
 
 from openai_cost_exporter import app
 from openai_cost_exporter.app import build_exporter
 from openai_cost_exporter.config import load_settings
 from openai_cost_exporter.directory import Directory
-
-KEY = "sk-admin-bench"
-
-
-def start_fake(projects: int, latency: float) -> tuple[subprocess.Popen[str], str]:
-    cmd = [sys.executable, "-m", "openai_cost_exporter", "fake-api", "--port", "0", "--key", KEY]
-    cmd += ["--projects", str(projects), "--latency", str(latency), "--amounts", "string"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()  # "fake OpenAI Admin API on http://127.0.0.1:PORT/v1 ..."
-    return proc, line.split(" on ", 1)[1].split()[0]
 
 
 def control(base_url: str) -> str:
@@ -107,7 +97,7 @@ def main() -> None:
     parser.add_argument("--no-usage", action="store_true", help="both cycles without the usage endpoints")
     args = parser.parse_args()
     common = ["--no-usage"] if args.no_usage else []
-    fake, base_url = start_fake(args.projects, args.latency)
+    fake, base_url = start_fake(args.projects, "string", args.latency)
     try:
         figures: dict[str, list[tuple[float, float, float, bool]]] = {"without": [], "with": []}
         for _ in range(args.runs):  # interleaved, so a noisy moment of the machine hits both alike

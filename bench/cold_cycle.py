@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+from backfill import KEY, start_fake  # bench/backfill.py, beside this file
 from prometheus_client import CollectorRegistry
 
 from openai_cost_exporter.clock import SystemClock
@@ -30,17 +29,6 @@ from openai_cost_exporter.openai_client import AdminClient, build_http_client, c
 from openai_cost_exporter.selfmetrics import RequestCounter, SelfMetrics
 from openai_cost_exporter.service import CostCycle, CycleOptions
 from openai_cost_exporter.state import open_state
-
-KEY = "sk-admin-bench"
-
-
-def start_fake(projects: int, latency: float) -> tuple[subprocess.Popen[str], str]:
-    cmd = [sys.executable, "-m", "openai_cost_exporter", "fake-api", "--port", "0", "--key", KEY]
-    cmd += ["--projects", str(projects), "--latency", str(latency), "--amounts", "string"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()  # "fake OpenAI Admin API on http://127.0.0.1:PORT/v1 ..."
-    return proc, line.split(" on ", 1)[1].split()[0]
 
 
 def requests_seen(base_url: str) -> list[tuple[str, str]]:
@@ -89,7 +77,7 @@ def main() -> None:
     parser.add_argument("--projects", type=int, default=2000)
     parser.add_argument("--latency", type=float, default=0.15)
     args = parser.parse_args()
-    fake, base_url = start_fake(args.projects, args.latency)
+    fake, base_url = start_fake(args.projects, "string", args.latency)
     try:
         with tempfile.TemporaryDirectory() as tmp, build_http_client(base_url, KEY, timeout=60) as http:
             conn = open_state(Path(tmp) / "state.sqlite3")

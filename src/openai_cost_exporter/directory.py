@@ -239,19 +239,15 @@ class DirectoryStage:
         if asked:
             log.debug("%d listing(s) asked in the background", asked)
 
-    def name_keys_now(self, project_ids: Collection[str], timeout: float) -> None:
-        """List, and wait for, the keys of these projects if never listed (an alert message names its keys)."""
-        if not self._api_keys:
-            return
-        listed = self._store.listed(KEYS)
-        missing = [(KEYS, pid) for pid in sorted(project_ids) if pid not in listed]
-        if missing:
-            self._directory.urgent(missing, timeout)
-        self.store_arrived()
-
     def key_names(self, project_ids: Collection[str], timeout: float) -> dict[str, ApiKey]:
-        """Every key listed so far, by id, once the keys of these projects were listed (`name_keys_now`)."""
-        self.name_keys_now(project_ids, timeout)
+        """Every key listed so far, by id, once the keys of these projects, if never listed, were listed now and
+        waited for (`timeout` seconds at most: an alert message names its keys)."""
+        if self._api_keys:
+            listed = self._store.listed(KEYS)
+            missing = [(KEYS, pid) for pid in sorted(project_ids) if pid not in listed]
+            if missing:
+                self._directory.urgent(missing, timeout)
+            self.store_arrived()
         return self._store.keys()
 
     def known_keys(self) -> dict[str, ApiKey]:

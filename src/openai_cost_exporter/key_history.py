@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 
 from openai_cost_exporter.api_keys import capped, kept_keys
 from openai_cost_exporter.collector import day_sample_time
-from openai_cost_exporter.key_metrics import API_KEY_COST, key_family
+from openai_cost_exporter.key_metrics import API_KEY_COST, add_keys, key_family
 from openai_cost_exporter.ledger import Ledger
 from openai_cost_exporter.models import DAY, ZERO, ApiKey
 from openai_cost_exporter.push import Pusher
@@ -83,12 +83,9 @@ class _KeyHistory(Collector):
         self.sample_count = len(self._series) * len(days)
 
     def collect(self) -> Iterator[Metric]:
-        family = key_family(API_KEY_COST, "Final cost of a closed UTC day, per API key.", None, {}, names=self._names)
+        family = key_family(API_KEY_COST, "Final cost of a closed UTC day, per API key.")
         for day in sorted(self._days):
             amounts = self._days[day]
             full = {series: amounts.get(series, ZERO) for series in self._series}
-            day_family = key_family(
-                API_KEY_COST, "", None, full, names=self._names, keys=self._keys, timestamp=self._stamps[day]
-            )
-            family.samples.extend(day_family.samples)
+            add_keys(family, full, self._names, self._keys, self._stamps[day])
         yield family

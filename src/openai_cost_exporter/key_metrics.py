@@ -2,7 +2,7 @@
 
 `openai_daily_api_key_cost_usd` is today's billed cost per key, keys beyond the cap summed as `api_key_id="other"`
 and spend outside keys as `api_key_id="none"` (api_keys.py): a project's series add up to its
-`openai_daily_cost_usd`. Closed days are pushed with the project history (history.py, `key_history_family`).
+`openai_daily_cost_usd`. Closed days are pushed beside the project history (key_history.py).
 A project without a hard spend limit exports nothing for it.
 """
 
@@ -38,29 +38,28 @@ class KeyCollector(Collector):
             return
         # As the project series: an earlier day's snapshot (the API failing since midnight) shows no "today".
         if snap.keys is not None and snap.day == self._clock.now().astimezone(dt.UTC).date():
-            yield key_family(API_KEY_COST, "Cost of the current UTC day so far, per API key.", snap, snap.keys)
+            family = key_family(API_KEY_COST, "Cost of the current UTC day so far, per API key.")
+            add_keys(family, snap.keys, snap.names, snap.key_names)
+            yield family
         if snap.spend_limits:
             yield from _limit_families(snap)
 
 
-def key_family(
-    name: str,
-    documentation: str,
-    snap: CostSnapshot | None,
+def key_family(name: str, documentation: str) -> GaugeMetricFamily:
+    """An empty family of per-key samples (`add_keys` fills it)."""
+    return GaugeMetricFamily(name, documentation, labels=KEY_LABELS)
+
+
+def add_keys(
+    family: GaugeMetricFamily,
     amounts: Mapping[tuple[str, str], Decimal],
-    *,
-    names: Mapping[str, str] | None = None,
-    keys: Mapping[str, ApiKey] | None = None,
+    names: Mapping[str, str],
+    keys: Mapping[str, ApiKey],
     timestamp: float | None = None,
-) -> GaugeMetricFamily:
+) -> None:
     """One sample per (project, key) of `amounts`, labelled with the project's and the key's names."""
-    project_names = names if names is not None else (snap.names if snap is not None else {})
-    key_names = keys if keys is not None else (snap.key_names if snap is not None else {})
-    family = GaugeMetricFamily(name, documentation, labels=KEY_LABELS)
     for (pid, key_id), amount in sorted(amounts.items()):
-        labels = [pid, project_names.get(pid, pid), key_id, key_name(key_id, key_names)]
-        family.add_metric(labels, float(amount), timestamp)
-    return family
+        family.add_metric([pid, names.get(pid, pid), key_id, key_name(key_id, keys)], float(amount), timestamp)
 
 
 def _limit_families(snap: CostSnapshot) -> Iterator[GaugeMetricFamily]:

@@ -86,9 +86,9 @@ class Ledger:
             for day in all_days:
                 # Value-identical days (the usual re-fetch) are not rewritten: that keeps a re-fetch cheap.
                 if old.get(day, {}) != new.get(day, {}):
-                    self._write_day(day, new.get(day, {}))
+                    self._write("cost_rows", "line_item", day, new.get(day, {}))
                 if by_key and old_keys.get(day, {}) != keyed.get(day, {}):
-                    self._write_key_day(day, keyed.get(day, {}))
+                    self._write("key_cost_rows", "api_key_id", day, keyed.get(day, {}))
             if not by_key:  # stale key figures go, with their mark; unchanged days keep both
                 stale = [(day.isoformat(),) for day in all_days if day in changed]
                 self._conn.executemany("DELETE FROM key_cost_rows WHERE day = ?", stale)
@@ -217,20 +217,13 @@ class Ledger:
         )
         return {dt.date.fromisoformat(day): pushes for day, pushes in cursor}
 
-    def _write_day(self, day: dt.date, content: _DayContent) -> None:
+    def _write(self, table: str, second: str, day: dt.date, content: _DayContent) -> None:
+        """Replace a day's rows of `table`, keyed (project_id, `second`), by `content`."""
         iso = day.isoformat()
-        self._conn.execute("DELETE FROM cost_rows WHERE day = ?", (iso,))
+        self._conn.execute(f"DELETE FROM {table} WHERE day = ?", (iso,))
         self._conn.executemany(
-            "INSERT INTO cost_rows (day, project_id, line_item, amount_usd) VALUES (?, ?, ?, ?)",
-            [(iso, project_id, line_item, str(amount)) for (project_id, line_item), amount in content.items()],
-        )
-
-    def _write_key_day(self, day: dt.date, content: _DayContent) -> None:
-        iso = day.isoformat()
-        self._conn.execute("DELETE FROM key_cost_rows WHERE day = ?", (iso,))
-        self._conn.executemany(
-            "INSERT INTO key_cost_rows (day, project_id, api_key_id, amount_usd) VALUES (?, ?, ?, ?)",
-            [(iso, project_id, key_id, str(amount)) for (project_id, key_id), amount in content.items()],
+            f"INSERT INTO {table} (day, project_id, {second}, amount_usd) VALUES (?, ?, ?, ?)",
+            [(iso, project_id, key, str(amount)) for (project_id, key), amount in content.items()],
         )
 
     def _key_contents(self, start: dt.date, end: dt.date) -> dict[dt.date, _DayContent]:
