@@ -79,8 +79,8 @@ def run_exporter(base_url: str, args: list[str], workdir: Path) -> Run:
 
 
 def bare_floor(base_url: str, requests: list[tuple[str, str]]) -> float:
-    """Seconds for a bare client to fetch the projects and cost pages of `requests` again, the two cursor chains
-    side by side, each page as the exporter asked for it."""
+    """Seconds for a bare client to fetch the pages of `requests` again, each path's cursor chain (projects, costs,
+    each usage endpoint) on its own connection, the chains side by side, each page as the exporter asked for it."""
     headers = {"Authorization": f"Bearer {KEY}"}
 
     def chain(path: str) -> None:
@@ -89,9 +89,7 @@ def bare_floor(base_url: str, requests: list[tuple[str, str]]) -> float:
                 if asked == path:
                     http.get(base_url.removesuffix("/v1") + path, params=parse_qsl(query)).raise_for_status()
 
-    threads = [
-        threading.Thread(target=chain, args=(p,)) for p in ("/v1/organization/projects", "/v1/organization/costs")
-    ]
+    threads = [threading.Thread(target=chain, args=(path,)) for path in dict.fromkeys(p for p, _ in requests)]
     started = time.perf_counter()
     for thread in threads:
         thread.start()

@@ -19,6 +19,7 @@ from openai_cost_exporter.config import load_settings
 from openai_cost_exporter.fake.api import FakeAdminAPI
 from openai_cost_exporter.fake.org import FakeOrg
 from openai_cost_exporter.ledger import Ledger
+from openai_cost_exporter.log_notifier import LogNotifier
 from openai_cost_exporter.message_inputs import gather_inputs
 from openai_cost_exporter.messages import OutboxMessage
 from openai_cost_exporter.models import CostRow
@@ -26,7 +27,7 @@ from openai_cost_exporter.notifications import Notifications
 from openai_cost_exporter.openai_client import AdminClient, build_http_client
 from openai_cost_exporter.rules import Alert, AlertPolicy
 from openai_cost_exporter.selfmetrics import SelfMetrics
-from openai_cost_exporter.slack import DeliveryFailed, LogNotifier, SlackNotifier
+from openai_cost_exporter.slack import DeliveryFailed, SlackNotifier
 from openai_cost_exporter.slack_blocks import render
 from openai_cost_exporter.snapshot import CostSnapshot, build_snapshot
 from openai_cost_exporter.state import open_state

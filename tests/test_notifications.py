@@ -16,11 +16,12 @@ from prometheus_client import CollectorRegistry
 from openai_cost_exporter import notifications as notifications_module
 from openai_cost_exporter.clock import FrozenClock
 from openai_cost_exporter.errors import AuthError, NotifyError, StateError
+from openai_cost_exporter.log_notifier import LogNotifier
 from openai_cost_exporter.messages import MaybeDelivered, MessageContext, OutboxMessage, alert_record
 from openai_cost_exporter.notifications import Notifications
 from openai_cost_exporter.rules import Alert, build_digest
 from openai_cost_exporter.selfmetrics import SelfMetrics
-from openai_cost_exporter.slack import DeliveryFailed, LogNotifier, SlackNotifier
+from openai_cost_exporter.slack import DeliveryFailed, SlackNotifier
 from openai_cost_exporter.slack_blocks import render
 from tests.fake_slack import FakeSlack
 

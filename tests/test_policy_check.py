@@ -9,10 +9,10 @@ import pytest
 
 from openai_cost_exporter.alerter import Alerter
 from openai_cost_exporter.clock import FrozenClock
+from openai_cost_exporter.log_notifier import LogNotifier
 from openai_cost_exporter.notifications import Notifications
 from openai_cost_exporter.policy_check import unknown_project_keys
 from openai_cost_exporter.rules import AlertPolicy, ProjectPolicy
-from openai_cost_exporter.slack import LogNotifier
 from openai_cost_exporter.state import open_state
 
 NAMES = {"proj_search": "Search Reranker", "proj_chat": "Customer chat"}

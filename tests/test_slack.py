@@ -15,9 +15,10 @@ import pytest
 from pydantic import SecretStr
 
 from openai_cost_exporter.errors import ConfigError, NotifyError
+from openai_cost_exporter.log_notifier import LogNotifier
 from openai_cost_exporter.messages import MaybeDelivered, MessageContext, OutboxMessage
 from openai_cost_exporter.rules import ORGANIZATION, Alert, DigestRow, build_digest
-from openai_cost_exporter.slack import DeliveryFailed, LogNotifier, SlackNotifier
+from openai_cost_exporter.slack import DeliveryFailed, SlackNotifier
 from openai_cost_exporter.slack_blocks import (
     PROJECT_USAGE_URL,
     build_alert_message,

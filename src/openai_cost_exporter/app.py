@@ -27,6 +27,7 @@ from openai_cost_exporter.errors import ConfigError
 from openai_cost_exporter.estimate_metrics import EstimateCollector
 from openai_cost_exporter.key_metrics import KeyCollector
 from openai_cost_exporter.ledger import Ledger
+from openai_cost_exporter.log_notifier import LogNotifier
 from openai_cost_exporter.loop import run_forever
 from openai_cost_exporter.messages import Notifier
 from openai_cost_exporter.models import ApiKey
@@ -36,7 +37,6 @@ from openai_cost_exporter.pricing import PriceBook
 from openai_cost_exporter.push import Pusher
 from openai_cost_exporter.selfmetrics import RequestCounter, SelfMetrics
 from openai_cost_exporter.service import CostCycle, CycleOptions
-from openai_cost_exporter.slack import LogNotifier, SlackNotifier
 from openai_cost_exporter.state import lock_state, open_state
 from openai_cost_exporter.usage_stage import UsageStage
 from openai_cost_exporter.usage_store import UsageStore
@@ -128,7 +128,11 @@ def build_ledger(settings: Settings, stack: contextlib.ExitStack) -> tuple[sqlit
 
 def build_alerter(settings: Settings, conn: sqlite3.Connection, clock: Clock, metrics: SelfMetrics) -> Alerter:
     url = settings.resolved_webhook_url()
-    notifier: Notifier = SlackNotifier(url, timeout=settings.request_timeout) if url else LogNotifier(log)
+    notifier: Notifier = LogNotifier(log)
+    if url:
+        from openai_cost_exporter.slack import SlackNotifier  # noqa: PLC0415 (slack_sdk only with a webhook)
+
+        notifier = SlackNotifier(url, timeout=settings.request_timeout)
     notifications = Notifications(
         conn,
         clock,

@@ -11,10 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from openai_cost_exporter import backfill as backfilling
-from openai_cost_exporter import backtest as backtesting
 from openai_cost_exporter import defaults
-from openai_cost_exporter import report as reporting
 from openai_cost_exporter.app import (
     build_client,
     build_exporter,
@@ -106,6 +103,8 @@ def _once_exit_code(report: CycleReport) -> int:
 
 def backfill(settings: Settings, days: int, *, clock: Clock | None = None) -> int:
     """`backfill --days N`: the N complete UTC days before today."""
+    from openai_cost_exporter import backfill as backfilling  # noqa: PLC0415 (each command imports its own part)
+
     if not 1 <= days <= MAX_DAYS:
         raise ConfigError(f"backfill --days must be between 1 and {MAX_DAYS}")
     now = (clock or SystemClock()).now()
@@ -146,6 +145,8 @@ def report(
 ) -> int:
     if not 1 <= days <= MAX_DAYS:
         raise ConfigError(f"report --days must be between 1 and {MAX_DAYS}")
+    from openai_cost_exporter import report as reporting  # noqa: PLC0415 (rich, which only reports need)
+
     if offline:
         require_state(settings, "run `run` or `backfill` first")
     clock = clock or SystemClock()
@@ -190,6 +191,8 @@ def require_state(settings: Settings, advice: str) -> None:
 
 def backtest(settings: Settings, *, days: int, fmt: str, clock: Clock | None = None) -> int:
     """`backtest --days N`: what the current alert policy would have sent; the state file only, never the API."""
+    from openai_cost_exporter import backtest as backtesting  # noqa: PLC0415 (rich, which only reports need)
+
     if not 1 <= days <= MAX_DAYS:
         raise ConfigError(f"backtest --days must be between 1 and {MAX_DAYS}")
     require_state(settings, f"run `run` or `backfill --days {days}` first")

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import httpx
-import yaml
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
@@ -261,6 +260,8 @@ def _file_source(settings_cls: type[BaseSettings], path: Path) -> PydanticBaseSe
         raise ConfigError(f"config file {path} does not exist")
     if path.suffix not in {".yaml", ".yml", ".toml"}:
         raise ConfigError(f"config file {path}: use a .toml, .yaml or .yml file")
+    import yaml  # noqa: PLC0415 (a few MB that only a config file needs)
+
     try:
         if path.suffix == ".toml":
             return TomlConfigSettingsSource(settings_cls, toml_file=path)

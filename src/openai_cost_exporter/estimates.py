@@ -11,6 +11,7 @@ by now, and today's estimate per project and model.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from openai_cost_exporter.money import ZERO, exact_sum
 from openai_cost_exporter.openai_client import AdminClient
 from openai_cost_exporter.pricing import PriceBook
 from openai_cost_exporter.rules.runaway import RunawayFigures, median
+from openai_cost_exporter.side_by_side import SideBySide
+from openai_cost_exporter.usage_responses import UsagePage
 from openai_cost_exporter.usage_store import UsageStore
 
 HOUR = 3600
@@ -29,6 +32,8 @@ DAY_SECONDS = 86400
 USAGE_KINDS = ("completions", "embeddings")
 TOP_MODELS = 3
 DIRECTIONS = ("input", "cached_input", "output")
+#: Usage pages fetched, parsed or waiting to be stored, at most: one per endpoint.
+USAGE_PAGES_AT_ONCE = len(USAGE_KINDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,18 +65,27 @@ def hour_of(moment: dt.datetime) -> int:
 def fetch_usage(client: AdminClient, store: UsageStore, book: PriceBook, now: dt.datetime, *, history_days: int) -> int:
     """Bring usage into the store, priced: the history window on a cold start, else from the last complete hour.
 
-    Returns the pages read. Each page is stored as it comes, so a failure later loses nothing already read.
+    The endpoints' cursor chains are fetched side by side (side_by_side.py), each page parsed in its chain's
+    thread and stored here as it comes, so a failure later loses nothing already read. Returns the pages read.
     """
     current = hour_of(now)
     since = store.fetched_until()
     oldest = current - history_days * 24 * HOUR
     start = oldest if since is None else max(oldest, min(since, current) - HOUR)
     end = int(now.timestamp()) + 1
+    chains = {kind: functools.partial(client.iter_usage, kind, start, end) for kind in USAGE_KINDS}
+    fetch = SideBySide(chains, at_once=USAGE_PAGES_AT_ONCE)
     pages = 0
-    for kind in USAGE_KINDS:
-        for page in client.iter_usage(kind, start, end):
+    failure: BaseException | None = None
+    for kind, page in fetch:
+        if isinstance(page, UsagePage):
             store.replace_hours(kind, page.buckets, page.rows, book.estimate)
             pages += 1
+        elif page.error is not None and failure is None:
+            failure = page.error
+            fetch.stop()  # the other endpoint asks for no more; what is under way is still stored
+    if failure is not None:
+        raise failure
     store.mark_fetched(current)
     store.prune(oldest - DAY_SECONDS)  # the share of the day reads whole days of the history window
     return pages
@@ -104,7 +118,9 @@ def build_estimates(store: UsageStore, now: dt.datetime, *, history_days: int) -
     current = hour_of(now)
     today_start = day_start(now.date())
     fraction = Decimal((now - dt.datetime.fromtimestamp(current, dt.UTC)).total_seconds()) / HOUR
-    hourly = store.hourly(today_start - history_days * DAY_SECONDS, current + HOUR)
+    rate: dict[str, Decimal] = {}
+    usual: dict[str, Decimal] = {}
+    shares: dict[str, Decimal] = {}
     recent: dict[str, dict[str, Decimal]] = defaultdict(dict)
     today: dict[tuple[str, str], Decimal] = defaultdict(lambda: ZERO)
     for (pid, model, hour), amount in store.by_model(today_start - HOUR, current + HOUR).items():
@@ -113,17 +129,23 @@ def build_estimates(store: UsageStore, now: dt.datetime, *, history_days: int) -
             recent[pid][model] = recent[pid].get(model, ZERO) + amount * weight
         if hour >= today_start:
             today[(pid, model)] += amount
+    for pid, hours in store.hourly(today_start - history_days * DAY_SECONDS, current + HOUR):
+        if pid in recent:
+            rate[pid] = _window(hours, current, fraction)
+        usual[pid] = _usual(hours, current, fraction, history_days)
+        if (share := _share(hours, now, history_days)) is not None:
+            shares[pid] = share
     counts = store.counts(today_start, current + HOUR)
     return Estimates(
         taken_at=now,
-        rate={pid: _window(hours, current, fraction) for pid, hours in hourly.items() if pid in recent},
-        usual={pid: _usual(hours, current, fraction, history_days) for pid, hours in hourly.items()},
+        rate=rate,
+        usual=usual,
         models={pid: _top(models) for pid, models in recent.items()},
         today=dict(today),
         tokens={(*key, direction): c[i] for key, c in counts.items() for i, direction in enumerate(DIRECTIONS)},
         requests={key: c[3] for key, c in counts.items()},
         unpriced=store.unpriced_models(),
-        shares={pid: share for pid, hours in hourly.items() if (share := _share(hours, now, history_days)) is not None},
+        shares=shares,
     )
 
 

@@ -34,21 +34,22 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
-
-import genai_prices
-from genai_prices.data import providers as bundled_providers
-from genai_prices.data_snapshot import DataSnapshot
-from genai_prices.types import PriceCalculation, Usage
+from importlib.metadata import version
+from typing import TYPE_CHECKING
 
 from openai_cost_exporter.models import UNKNOWN_MODEL, UsageRow, utc_day
 from openai_cost_exporter.money import MONEY_CONTEXT, exact_sum
+
+if TYPE_CHECKING:  # genai-prices and its price table are imported when a book is built: --no-usage never loads them
+    from genai_prices.data_snapshot import DataSnapshot
+    from genai_prices.types import PriceCalculation, Usage
 
 log = logging.getLogger(__name__)
 
 #: genai-prices provider whose table prices our usage; usage endpoints report OpenAI models only.
 PROVIDER_ID = "openai"
 #: Version of the price table, for logs and for saying which table an estimate comes from.
-PRICES_VERSION = genai_prices.__version__
+PRICES_VERSION = version("genai-prices")
 
 _PriceKey = tuple[str, dt.date, bool, str | None]  # model, UTC day, batch, service_tier
 
@@ -64,6 +65,9 @@ class TokenPrices:
 
 def bundled_snapshot() -> DataSnapshot:
     """The price table shipped with genai-prices, in a snapshot no price update can replace."""
+    from genai_prices.data import providers as bundled_providers  # noqa: PLC0415 (see TYPE_CHECKING above)
+    from genai_prices.data_snapshot import DataSnapshot  # noqa: PLC0415
+
     return DataSnapshot(providers=bundled_providers, from_auto_update=False)
 
 
@@ -111,6 +115,8 @@ class PriceBook:
         if model == UNKNOWN_MODEL:  # our label for a null model: there is nothing to look up
             self._no_price(model)
             return None
+        from genai_prices.types import Usage  # noqa: PLC0415 (imported by bundled_snapshot already)
+
         when = dt.datetime.combine(day, dt.time(), dt.UTC)
         context = {"processing": "batch"} if batch else {}
         if service_tier:

@@ -1,4 +1,5 @@
-"""Slack and the log: the notifiers, which only send (slack_blocks.py renders what they send).
+"""Slack: the notifier that posts to an incoming webhook (slack_blocks.py renders what it sends, and
+log_notifier.py has the notifier without a webhook).
 
 The webhook URL is a secret: it never reaches a log line, an exception or a repr. slack_sdk's WebhookClient
 logs the URL at debug/info level whenever its logger's *own* level is NOTSET or DEBUG, so it gets a private
@@ -65,18 +66,7 @@ class AnswerLost(DeliveryFailed, MaybeDelivered):
     """The request went out but no answer came back within the deadline: Slack may have posted the message."""
 
 
-# --- notifiers ------------------------------------------------------------------------------------
-
-
-class LogNotifier:
-    """No webhook configured: every message becomes one readable log line."""
-
-    def __init__(self, log: logging.Logger) -> None:
-        self._log = log
-
-    def send(self, message: OutboxMessage) -> None:
-        text = str(render(message).get("text", "")).replace("\n", " | ")
-        self._log.warning("%s alert for %s: %s", message.rule, message.subject_id, text)
+# --- the notifier ------------------------------------------------------------------------------
 
 
 class SlackNotifier:

@@ -91,6 +91,7 @@ def fetch_into_ledger(
             store_page(ledger, page, now, fetched)
             if on_page is not None:
                 on_page(page)
+            del page  # stored: not held while the next page is fetched
     finally:
         if names is not None:
             names.join()  # as the pool did: no names request outlives its fetch (bar a stop, see the module)
