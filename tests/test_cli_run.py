@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import signal
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -118,6 +119,35 @@ def test_warm_cycle_makes_one_costs_request_and_one_per_usage_endpoint(api: Fake
         "/v1/organization/usage/embeddings": 1,
     }
     assert "3 API requests" in result.stderr
+
+
+#: Run as `python -c PROBE ARGS...`: the CLI, then the heavy optional packages it loaded, as its last stdout line.
+PROBE = (
+    "import atexit, sys\n"
+    "from openai_cost_exporter.cli import main\n"
+    "heavy = ('genai_prices', 'rich', 'slack_sdk', 'yaml')\n"
+    "atexit.register(lambda: print('loaded:', *sorted(m for m in heavy if m in sys.modules)))\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+@pytest.mark.parametrize(("extra", "loaded"), [(["--no-usage"], []), ([], ["genai_prices"])])
+def test_a_cycle_loads_only_the_packages_it_uses(
+    api: FakeAdminAPI, tmp_path: Path, extra: list[str], loaded: list[str]
+) -> None:
+    """Without a webhook, a config file or a report, `run --once` loads neither slack_sdk, YAML nor rich, and
+    genai-prices only with usage estimates on: a few MB and ~0.15 s of start-up each (issue 12)."""
+    args = ["run", "--once", "--base-url", api.base_url, "--state-dir", str(tmp_path), "--listen", "", *extra]
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, *args, "--no-spend-limits"],
+        capture_output=True,
+        text=True,
+        env=clean_env(now=cli_now(api.org)),
+        timeout=90,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1].split() == ["loaded:", *loaded]
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[str]) -> None:

@@ -157,7 +157,11 @@ def build_usage(
     if not settings.usage:
         return None
     history = defaults.USAGE_HISTORY_DAYS
-    return UsageStage(client, UsageStore(conn), PriceBook(), metrics, history_days=history)
+
+    def connect() -> sqlite3.Connection:  # for the usage fetch that runs beside the costs
+        return open_state(settings.state_file)
+
+    return UsageStage(client, UsageStore(conn), PriceBook(), metrics, history_days=history, connect=connect)
 
 
 def build_directory(

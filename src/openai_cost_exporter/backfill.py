@@ -136,6 +136,7 @@ def fetch_windows(source: CostSource, ledger: Ledger, windows: list[Window], now
     for name, item in fetch:
         if isinstance(item, CostPage):
             store_page(ledger, item, now, fetched)
+            del item  # stored: not held while the next one is awaited
         elif isinstance(item, Ended):
             if name == NAMES:
                 names_error = item.error

@@ -47,9 +47,9 @@ COSTS_PATH = "/organization/costs"
 PROJECTS_PATH = "/organization/projects"
 SPEND_LIMIT_PATH = "/organization/spend_limit"
 USAGE_PATH = "/organization/usage"
-#: Hourly buckets per usage page: a day (the API allows 168); a page is parsed whole, and a week of a 2,000-project
-#: organization in one page would be a million results.
-USAGE_HOURS_LIMIT = 24
+#: Hourly buckets per usage page (the API allows 168): a page is parsed whole, and six hours of a 2,000-project
+#: organization are ~10k results (3 MB of JSON, ~10 MB decoded); a week in one page would be a million.
+USAGE_HOURS_LIMIT = 6
 MAX_COSTS_LIMIT = 180  # buckets per page (§1.1)
 PROJECTS_LIMIT = 100  # the maximum; the default 20 loses projects (§7.9)
 MAX_PAGES = 1024  # runaway-pagination cap, as Costroid uses (§1.3)

@@ -123,6 +123,8 @@ class CostCycle:
         now = self._clock.now()
         self.last_attempt = now
         report = CycleReport()
+        if self._usage is not None:  # its pages are parsed while the costs' and the projects' are awaited
+            self._usage.begin(now)
         fetched = self._stage("costs", report, lambda: self._fetch(now, report))
         usage, pusher, alerter, live = self._usage, self._pusher, self._alerter, self._live_registry
         if isinstance(report.errors.get("costs"), AuthError) and not isinstance(report.errors["costs"], ScopeError):

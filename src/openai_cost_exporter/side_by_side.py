@@ -1,4 +1,5 @@
-"""Independent cursor chains fetched side by side, their pages handed one by one to the calling thread.
+"""Work beside the calling thread: independent cursor chains fetched side by side (`SideBySide`), their pages
+handed one by one to the calling thread, and one task in the background (`Background`).
 
 Each chain (an iterator of parsed pages: a costs window, a usage endpoint, the project list) runs in a daemon
 thread of its own, so its requests wait on the network while the calling thread stores what came; every request
@@ -62,6 +63,7 @@ class SideBySide(Generic[T]):
                     yield name, item
                     continue
                 yield name, item
+                del item  # not held while the next page is awaited
                 if name not in self._unbounded:
                     self._slots.release()  # stored (or dropped) by the caller: room for the next page
         finally:
@@ -85,6 +87,7 @@ class SideBySide(Generic[T]):
                         self._slots.release()
                     raise
                 self._inbox.put((name, page))  # the calling thread frees the slot
+                del page  # the calling thread's now: freed as soon as it is stored
         except (StopIteration, _Stopped):
             pass
         except BaseException as exc:  # handed to the calling thread, which decides
@@ -98,6 +101,35 @@ class SideBySide(Generic[T]):
         if self._stop.is_set():
             self._slots.release()
             raise _Stopped
+
+
+class Background(Generic[T]):
+    """`work()` run in a daemon thread from now on; `result()` returns its value or raises its exception."""
+
+    def __init__(self, name: str, work: Callable[[], T]) -> None:
+        self._work = work
+        self._value: list[T] = []  # its one value, once the work returned
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value.append(self._work())
+        except BaseException as exc:  # handed to the thread that asks for the result, which raises it
+            self._error = exc
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def result(self) -> T:
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._value[0]
 
 
 class _Stopped(Exception):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -20,6 +19,7 @@ from typing import Protocol
 from openai_cost_exporter.errors import ExporterError
 from openai_cost_exporter.ledger import Ledger
 from openai_cost_exporter.models import CostPage, Project
+from openai_cost_exporter.side_by_side import Background
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def fetch_into_ledger(
     """
     fetched = Fetched()
     limit = max(1, min((window.end - window.start).days, window.page_days))
-    names = _Background(source.list_projects) if refresh_names else None
+    names = Background("projects", source.list_projects) if refresh_names else None
     try:
         pages = source.iter_costs(
             window.start, window.end, line_items=window.line_items, limit=limit, api_keys=window.api_keys
@@ -106,32 +106,6 @@ def store_page(ledger: Ledger, page: CostPage, now: dt.datetime, fetched: Fetche
     fetched.days.extend(page.days)
     fetched.spenders.update(row.project_id for row in page.rows)
     fetched.rejected += page.rejected
-
-
-class _Background:
-    """`projects()` run in a daemon thread; `result()` returns its value or raises its exception."""
-
-    def __init__(self, projects: Callable[[], list[Project]]) -> None:
-        self._projects = projects
-        self._value: list[Project] = []
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="projects", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._value = self._projects()
-        except BaseException as exc:  # handed to the fetching thread, which raises it (as Future.result did)
-            self._error = exc
-
-    def join(self) -> None:
-        self._thread.join()
-
-    def result(self) -> list[Project]:
-        self.join()
-        if self._error is not None:
-            raise self._error
-        return self._value
 
 
 def refresh_names(source: CostSource, ledger: Ledger, now: dt.datetime) -> ExporterError | None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
+import sqlite3
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 
 from openai_cost_exporter.errors import ScopeError
@@ -17,6 +18,7 @@ from openai_cost_exporter.estimates import Estimates, build_estimates, fetch_usa
 from openai_cost_exporter.openai_client import AdminClient
 from openai_cost_exporter.pricing import PriceBook
 from openai_cost_exporter.selfmetrics import SelfMetrics
+from openai_cost_exporter.side_by_side import Background
 from openai_cost_exporter.usage_store import UsageStore
 
 log = logging.getLogger(__name__)
@@ -26,22 +28,52 @@ class UsageStage:
     """Fetches and prices usage for the cycle."""
 
     def __init__(
-        self, client: AdminClient, store: UsageStore, book: PriceBook, metrics: SelfMetrics, *, history_days: int
+        self,
+        client: AdminClient,
+        store: UsageStore,
+        book: PriceBook,
+        metrics: SelfMetrics,
+        *,
+        history_days: int,
+        connect: Callable[[], sqlite3.Connection] | None = None,
     ) -> None:
         self._client = client
         self._store = store
         self._book = book
         self._metrics = metrics
         self._history_days = history_days
+        self._connect = connect  # a connection of its own for `begin`'s thread (SQLite serialises the writers)
+        self._early: tuple[dt.datetime, Background[int]] | None = None
         self._denied = False
 
+    def begin(self, now: dt.datetime) -> None:
+        """Start the fetch of `now` in the background, beside the costs (its pages are mostly parsing, theirs
+        mostly waiting); `estimate(now)` waits for it. Without `connect`, `estimate` fetches by itself."""
+        if self._connect is None or (self._early is not None and not self._early[1].done()):
+            return  # a fetch still under way (its cycle gave up on it) is not doubled
+        connect = self._connect
+        self._early = (now, Background("usage", lambda: self._fetch_with(connect(), now)))
+
+    def _fetch_with(self, conn: sqlite3.Connection, now: dt.datetime) -> int:
+        try:
+            return fetch_usage(self._client, UsageStore(conn), self._book, now, history_days=self._history_days)
+        finally:
+            conn.close()
+
     def estimate(self, now: dt.datetime) -> Estimates:
-        """Fetch what is new, then price the history window. ScopeError is said once, then only counted.
+        """Fetch what is new (or wait for `begin`'s fetch), then price the history window. ScopeError is said
+        once, then only counted.
 
         Only a 403 (the key lacks the usage scope) degrades to billed figures; a 401 rejects the key for every
         endpoint, so it is an ordinary failure of the stage."""
+        early, self._early = self._early, None
         try:
-            fetch_usage(self._client, self._store, self._book, now, history_days=self._history_days)
+            if early is not None and early[0] == now:
+                early[1].result()
+            else:
+                if early is not None:  # begun for another cycle, which never asked for it: never two at once
+                    early[1].join()
+                fetch_usage(self._client, self._store, self._book, now, history_days=self._history_days)
         except ScopeError as exc:
             if not self._denied:
                 log.warning(
