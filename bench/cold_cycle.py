@@ -1,13 +1,14 @@
 """Benchmark: a cold `run --once` for an organization of 2,000 projects, 150 ms added to every API response.
 
 Runs the exporter as a whole process (`python -m openai_cost_exporter run --once` on a fresh state dir, start-up
-included, its peak RSS from wait4) against `fake-api` (a child process, so its memory is not counted), and beside
-it the floor issue 12 compares it with: a bare client fetching the same pages again, each cursor chain (projects,
-costs, and each usage endpoint when usage is on) on its own connection, the chains side by side. Then a warm
-`run --once` on the same state dir. Medians of `--runs` runs. Prints, for the billed path (`--no-usage`) and for
-the defaults (usage estimates on), the wall time, the floor, their ratio (target <= 1.2), the requests (and how
-many were asked twice), the peak RSS (target < 60 MB) and the warm cycle's requests (target: one costs request,
-plus one per usage endpoint with usage on). Nothing is asserted: these are figures.
+included, its peak RSS from wait4 through bench/peak_rss.py) against `fake-api` (a child process, so its memory is
+not counted), and beside it the floor issue 12 compares it with: a bare client fetching the same pages again, each
+cursor chain (the projects, the costs window, and each usage endpoint's windows when usage is on) on its own
+connection, the chains side by side. Then a warm `run --once` on the same state dir. Medians of `--runs` runs.
+Prints, for the billed path (`--no-usage`) and for the defaults (usage estimates on), the wall time, the floor,
+their ratio (target <= 1.2), the requests (and how many were asked twice), the peak RSS (target < 60 MB) and the
+warm cycle's requests (target: one costs request, plus one per usage endpoint with usage on). Nothing is asserted:
+these are figures.
 
     python bench/cold_cycle.py [--projects 2000] [--latency 0.15] [--runs 3] [--line-items]
 

@@ -2,7 +2,7 @@
 
 For each organization size, against `fake-api` (a child process, `--latency` added to every response), and with
 every exporter run as a whole process (`python -m openai_cost_exporter`, start-up included, its peak RSS from
-wait4):
+wait4 through bench/peak_rss.py):
 - cold cycle: `run --once` on a fresh state dir, beside the floor: the same cost and project pages fetched by a
   bare client, the two cursor chains side by side (what issue 12 compares a cycle with);
 - warm cycle: `run --once` again on that state dir;
@@ -39,6 +39,7 @@ import httpx
 from backfill import KEY, free_port, start_fake, victoria_metrics  # bench/backfill.py, beside this file
 
 COMMAND = [sys.executable, "-m", "openai_cost_exporter"]
+PEAK_RSS = Path(__file__).with_name("peak_rss.py")
 BACKFILL_DONE = re.compile(r"backfill done: (\d+) days, (\d+) projects, (\d+) samples pushed, ([\d.]+) s")
 
 
@@ -65,31 +66,39 @@ def api_log(base_url: str) -> list[tuple[str, str]]:
 
 
 def run_exporter(base_url: str, args: list[str], workdir: Path) -> Run:
-    """Run one exporter command to its end; its wall time, peak RSS, exit code, log and API requests."""
+    """Run one exporter command to its end; its wall time, peak RSS, exit code, log and API requests.
+
+    Through bench/peak_rss.py, so the peak is the exporter's own, not this (larger) process's."""
     before = len(api_log(base_url))
     log_path = workdir / f"run-{time.monotonic_ns()}.log"
+    figures_path = log_path.with_suffix(".rss")
     with log_path.open("wb") as log:
-        started = time.perf_counter()
-        proc = subprocess.Popen([*COMMAND, *args, "--base-url", base_url], stdout=log, stderr=log, env=env())
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, so Popen must not wait for it again
+        argv = [sys.executable, str(PEAK_RSS), str(figures_path), *COMMAND, *args, "--base-url", base_url]
+        code = subprocess.run(argv, stdout=log, stderr=log, env=env(), check=False).returncode
+    wall, peak_kb = figures_path.read_text(encoding="utf-8").split()
     text = log_path.read_text(encoding="utf-8", errors="replace")
-    return Run(wall, usage.ru_maxrss / 1024, proc.returncode, text, api_log(base_url)[before:])
+    return Run(float(wall), int(peak_kb) / 1024, code, text, api_log(base_url)[before:])
+
+
+def chain_of(path: str, query: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """The cursor chain a request belongs to: its path and its query without the cursor (`page`, `after`)."""
+    return path, tuple((k, v) for k, v in parse_qsl(query) if k not in {"page", "after"})
 
 
 def bare_floor(base_url: str, requests: list[tuple[str, str]]) -> float:
-    """Seconds for a bare client to fetch the pages of `requests` again, each path's cursor chain (projects, costs,
-    each usage endpoint) on its own connection, the chains side by side, each page as the exporter asked for it."""
+    """Seconds for a bare client to fetch the pages of `requests` again, each cursor chain (the projects, a costs
+    window, a usage endpoint's window) on its own connection, the chains side by side, each page as asked."""
     headers = {"Authorization": f"Bearer {KEY}"}
+    chains: dict[tuple[str, tuple[tuple[str, str], ...]], list[tuple[str, str]]] = {}
+    for path, query in requests:
+        chains.setdefault(chain_of(path, query), []).append((path, query))
 
-    def chain(path: str) -> None:
+    def fetch(pages: list[tuple[str, str]]) -> None:
         with httpx.Client(headers=headers, timeout=120) as http:
-            for asked, query in requests:
-                if asked == path:
-                    http.get(base_url.removesuffix("/v1") + path, params=parse_qsl(query)).raise_for_status()
+            for path, query in pages:
+                http.get(base_url.removesuffix("/v1") + path, params=parse_qsl(query)).raise_for_status()
 
-    threads = [threading.Thread(target=chain, args=(path,)) for path in dict.fromkeys(p for p, _ in requests)]
+    threads = [threading.Thread(target=fetch, args=(pages,)) for pages in chains.values()]
     started = time.perf_counter()
     for thread in threads:
         thread.start()

@@ -78,22 +78,23 @@ def fetch_usage(client: AdminClient, store: UsageStore, book: PriceBook, now: dt
     oldest = current - history_days * 24 * HOUR
     start = oldest if since is None else max(oldest, min(since, current) - HOUR)
     end = int(now.timestamp()) + 1
-    chains = {
-        f"{kind} {first}": functools.partial(client.iter_usage, kind, first, last)
+    windows = {
+        f"{kind} {first}": (kind, first, last)  # the chain's name, which its thread bears
         for kind in USAGE_KINDS
         for first, last in split_hours(start, end, USAGE_WINDOWS, USAGE_HOURS_LIMIT)
     }
+    chains = {name: functools.partial(client.iter_usage, *window) for name, window in windows.items()}
     fetch = SideBySide(chains, at_once=USAGE_PAGES_AT_ONCE)
     pages = 0
     failure: BaseException | None = None
     for chain, page in fetch:
         if isinstance(page, UsagePage):
-            store.replace_hours(chain.split()[0], page.buckets, page.rows, book.estimate)
+            store.replace_hours(windows[chain][0], page.buckets, page.rows, book.estimate)
             pages += 1
             del page  # stored: not held while the next one is awaited
         elif page.error is not None and failure is None:
             failure = page.error
-            fetch.stop()  # the other endpoint asks for no more; what is under way is still stored
+            fetch.stop()  # the other chains ask for no more; what is under way is still stored
     if failure is not None:
         raise failure
     store.mark_fetched(current)
