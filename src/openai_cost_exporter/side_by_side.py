@@ -58,13 +58,12 @@ class SideBySide(Generic[T]):
         try:
             while running:
                 name, item = self._inbox.get()
-                if isinstance(item, Ended):
-                    running -= 1
-                    yield name, item
-                    continue
+                ended = isinstance(item, Ended)
                 yield name, item
                 del item  # not held while the next page is awaited
-                if name not in self._unbounded:
+                if ended:
+                    running -= 1
+                elif name not in self._unbounded:
                     self._slots.release()  # stored (or dropped) by the caller: room for the next page
         finally:
             self._abandoned.set()  # if the caller failed or left early, no worker waits for it
