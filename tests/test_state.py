@@ -13,7 +13,14 @@ from typing import Any
 import pytest
 
 from openai_cost_exporter.errors import StateError
-from openai_cost_exporter.state import APPLICATION_ID, SCHEMA_VERSION, lock_state, open_state, transaction
+from openai_cost_exporter.state import (
+    APPLICATION_ID,
+    CACHE_KIB,
+    SCHEMA_VERSION,
+    lock_state,
+    open_state,
+    transaction,
+)
 
 
 def _pragma(conn: sqlite3.Connection, name: str) -> Any:
@@ -205,6 +212,45 @@ def test_connection_is_usable_from_another_thread(tmp_path: pathlib.Path) -> Non
     worker.start()
     worker.join()
     assert results == [APPLICATION_ID]
+    conn.close()
+
+
+def test_writers_of_one_process_take_turns_without_the_busy_handler(tmp_path: pathlib.Path) -> None:
+    """A second connection's transaction waits for the first to commit, even with SQLite's busy timeout at 0."""
+    path = tmp_path / "state.sqlite3"
+    first, second = open_state(path), open_state(path)
+    first.execute("CREATE TABLE t (x INTEGER)")
+    second.execute("PRAGMA busy_timeout = 0")  # without the turn, its BEGIN IMMEDIATE fails at once: locked
+    outcome: list[object] = []
+    asking = threading.Event()
+
+    def write_second() -> None:
+        asking.set()
+        try:
+            with transaction(second):
+                second.execute("INSERT INTO t VALUES (2)")
+            outcome.append("committed")
+        except sqlite3.OperationalError as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=write_second)
+    with transaction(first):
+        first.execute("INSERT INTO t VALUES (1)")
+        worker.start()
+        asking.wait()
+        worker.join(timeout=0.5)  # it cannot end while this transaction holds the turn
+        assert worker.is_alive() and not outcome
+    worker.join()
+    assert outcome == ["committed"]
+    assert first.execute("SELECT x FROM t ORDER BY x").fetchall() == [(1,), (2,)]
+    first.close()
+    second.close()
+
+
+def test_each_connection_caches_a_megabyte_of_pages(tmp_path: pathlib.Path) -> None:
+    """The state connection caches CACHE_KIB of pages (PRAGMA cache_size in KiB is negative)."""
+    conn = open_state(tmp_path / "state.sqlite3")
+    assert _pragma(conn, "cache_size") == -CACHE_KIB
     conn.close()
 
 
