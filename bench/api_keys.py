@@ -31,6 +31,7 @@ from unittest import mock
 
 import httpx
 from backfill import KEY, start_fake  # bench/backfill.py, beside this file
+from scale import COMMAND, PEAK_RSS  # bench/scale.py, beside this file
 
 from openai_cost_exporter import app
 from openai_cost_exporter.app import build_exporter
@@ -46,8 +47,9 @@ def cold_run(base_url: str, extra: list[str]) -> tuple[float, float, float, bool
     """Process start to the cycle's log line, the whole process (with its wait for the background listings), peak
     RSS (MB) of one `run --once` on a fresh state dir, and whether it exited 0."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "openai_cost_exporter", "run", "--once", "--base-url", base_url]
-        cmd += ["--state-dir", tmp, "--listen", "", *extra]
+        figures = Path(tmp) / "peak.rss"
+        cmd = [sys.executable, str(PEAK_RSS), str(figures)]  # its peak RSS, not this larger process's (peak_rss.py)
+        cmd += [*COMMAND, "run", "--once", "--base-url", base_url, "--state-dir", tmp, "--listen", "", *extra]
         env = {**os.environ, "OPENAI_ADMIN_KEY": KEY}
         began = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -56,9 +58,10 @@ def cold_run(base_url: str, extra: list[str]) -> tuple[float, float, float, bool
         for line in proc.stderr:  # the cycle's figures are out at its log line; then the listings are waited for
             if "service: cycle " in line:
                 cycle = time.perf_counter() - began
-        _, status, usage = os.wait4(proc.pid, 0)
+        code = proc.wait()
         wall = time.perf_counter() - began
-    return cycle, wall, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status) == 0
+        peak_kb = int(figures.read_text(encoding="utf-8").split()[1])
+    return cycle, wall, peak_kb / 1024, code == 0
 
 
 def warm_requests(base_url: str, latency: float, extra: dict[str, object]) -> tuple[Counter[str], int]:

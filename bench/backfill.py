@@ -6,6 +6,8 @@ samples pushed, samples per second (issue 12: at least 5x the 24,200/s it had, s
 process (target < 80 MB), the CPU seconds VictoriaMetrics and the fake spent meanwhile (the machine's other
 work: with two cores, their sum over two bounds what any exporter could do), and reads back every sample pushed
 from VictoriaMetrics to compare it with the ledger (and one random project's day with a bare API request).
+Then the push floor: the same pushes, recorded on the way, sent again one after another by a bare client into a
+fresh VictoriaMetrics, nothing fetched or stored: the samples per second this VictoriaMetrics allows here.
 Nothing is asserted: these are figures.
 
     python bench/backfill.py [--projects 2000] [--days 180] [--amounts string] [--latency 0]
@@ -22,6 +24,7 @@ import argparse
 import contextlib
 import cProfile
 import datetime as dt
+import functools
 import json
 import pstats
 import random
@@ -36,6 +39,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -116,13 +120,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / 100
 
 
-def run_backfill(base_url: str, vm_url: str, state: Path, days: int, profile: bool = False) -> BackfillResult:
-    """One `backfill` of `days` closed days with line items into `state`, pushed to `vm_url` with job=bench."""
+def run_backfill(
+    base_url: str, vm_url: str, state: Path, days: int, profile: bool = False, record: Path | None = None
+) -> BackfillResult:
+    """One `backfill` of `days` closed days with line items into `state`, pushed to `vm_url` with job=bench;
+    with `record`, every push (its URL and body) is appended to that file, for `push_floor`."""
     today = dt.datetime.now(dt.UTC).date()
     conn = open_state(state)
     profiler = cProfile.Profile() if profile else None
+    hooks = {"request": [functools.partial(_record, record)]} if record is not None else {}
     try:
-        with build_http_client(base_url, KEY, timeout=120) as api_http, httpx.Client(timeout=120) as vm_http:
+        with (
+            build_http_client(base_url, KEY, timeout=120) as api_http,
+            httpx.Client(timeout=120, event_hooks=hooks) as vm_http,
+        ):
             pusher = Pusher(vm_http, f"{vm_url}/api/v1/import/prometheus", {"job": "bench"})
             if profiler is not None:
                 profiler.enable()
@@ -142,6 +153,33 @@ def run_backfill(base_url: str, vm_url: str, state: Path, days: int, profile: bo
     if profiler is not None:
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
     return result
+
+
+def _record(path: Path, request: httpx.Request) -> None:
+    """Append one push to `path`: its URL, its body's length, and the body."""
+    with path.open("ab") as out:
+        out.write(f"{request.url}\n{len(request.content)}\n".encode())
+        out.write(request.content)
+
+
+def _recorded(path: Path, vm_url: str) -> Iterator[tuple[str, bytes]]:
+    """The pushes `_record` wrote, one at a time, their URLs moved to `vm_url`."""
+    with path.open("rb") as pushes:
+        while url := pushes.readline().decode().strip():
+            size = int(pushes.readline())
+            parts = urlsplit(url)
+            yield f"{vm_url}{parts.path}?{parts.query}", pushes.read(size)
+
+
+def push_floor(recorded: Path, workdir: Path) -> tuple[float, float]:
+    """The pushes of a backfill sent again, one after another, by a bare client into a fresh VictoriaMetrics:
+    seconds until its flush, and its CPU seconds. The bound VictoriaMetrics itself sets on this machine."""
+    with victoria_metrics(workdir) as (vm_url, vm), httpx.Client(timeout=120) as http:
+        cpu, started = cpu_seconds(vm.pid), time.perf_counter()
+        for url, body in _recorded(recorded, vm_url):
+            http.post(url, content=body, headers={"Content-Type": "text/plain"}).raise_for_status()
+        http.get(f"{vm_url}/internal/force_flush").raise_for_status()
+        return time.perf_counter() - started, cpu_seconds(vm.pid) - cpu
 
 
 def api_truth(base_url: str, project_id: str, day: dt.date) -> Decimal:
@@ -245,6 +283,7 @@ class Measured:
     rss_peak: float
     vm_cpu: float
     fake_cpu: float
+    floor: tuple[float, float]  # push_floor: seconds, VictoriaMetrics' CPU seconds
     verdicts: tuple[str, ...]
 
 
@@ -256,17 +295,22 @@ def measure(projects: int, days: int, amounts: str, latency: float, profile: boo
             state = Path(tmp) / "state.sqlite3"
             rss_before = peak_rss_mb()
             vm_cpu, fake_cpu = cpu_seconds(vm.pid), cpu_seconds(fake.pid)
-            result = run_backfill(base_url, vm_url, state, days, profile)
+            recorded = Path(tmp) / "pushes"
+            result = run_backfill(base_url, vm_url, state, days, profile, recorded)
             vm_cpu, fake_cpu = cpu_seconds(vm.pid) - vm_cpu, cpu_seconds(fake.pid) - fake_cpu
             rss_peak = peak_rss_mb()
             today = dt.datetime.now(dt.UTC).date()
             verdicts: tuple[str, ...] = ()
             if verify:
                 verdicts = (check_all(vm_url, state, today, days), check_one(base_url, vm_url, state, today, days))
+            vm.terminate()  # its CPU is not the floor's
+            vm.wait()
+            (Path(tmp) / "floor").mkdir()
+            floor = push_floor(recorded, Path(tmp) / "floor")
     finally:
         fake.terminate()
         fake.wait()
-    return Measured(result, rss_before, rss_peak, vm_cpu, fake_cpu, verdicts)
+    return Measured(result, rss_before, rss_peak, vm_cpu, fake_cpu, floor, verdicts)
 
 
 def main() -> None:
@@ -295,6 +339,11 @@ def main() -> None:
     )
     print(f"peak RSS        {m.rss_peak:.1f} MB (target < {PEAK_RSS_TARGET_MB} MB; {m.rss_before:.1f} MB before)")
     print(f"other CPU       VictoriaMetrics {m.vm_cpu:.1f} s, fake API {m.fake_cpu:.1f} s (their own processes)")
+    floor_s, floor_cpu = m.floor
+    print(
+        f"push floor      {floor_s:.2f} s, {m.result.samples / floor_s:,.0f} samples/s: the same pushes replayed by a"
+        f" bare client into a fresh VictoriaMetrics, nothing fetched or stored ({floor_cpu:.1f} s of its CPU)"
+    )
     for verdict in m.verdicts:
         print(f"check           {verdict}")
 
