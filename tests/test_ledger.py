@@ -73,6 +73,13 @@ def test_replace_days_replaces_all_rows_of_the_days(ledger: Ledger) -> None:
     assert ledger.project_totals(D1, D3) == {D1: {"proj_a": Decimal(1)}, D2: {"proj_c": Decimal(5)}}
 
 
+def test_project_ids_are_those_with_rows_in_the_range(ledger: Ledger) -> None:
+    """`project_ids` names every project with a row in [start, end), a zero row too: the keys of the totals."""
+    ledger.replace_days([D1, D2, D3], [row(D1, "proj_a", "1"), row(D2, "proj_b", "0"), row(D3, "proj_c", "3")], AT)
+    assert ledger.project_ids(D1, D3) == {"proj_a", "proj_b"} == set().union(*ledger.project_totals(D1, D3).values())
+    assert ledger.project_ids(D3, D3) == set()
+
+
 def test_first_fetch_counts_spend_as_change_and_empty_day_not(ledger: Ledger) -> None:
     """A day never stored counts as empty: a first fetch with spend changes it, a first fetch without does not."""
     assert ledger.replace_days([D1, D2], [row(D2, "proj_a", "1")], AT) == {D2}

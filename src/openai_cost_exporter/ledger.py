@@ -146,6 +146,13 @@ class Ledger:
                     per_project[project_id] = previous + amount
         return totals
 
+    def project_ids(self, start: dt.date, end: dt.date) -> set[str]:
+        """The project ids with cost rows on a day in [start, end): the keys of `project_totals`, without sums."""
+        cursor = self._conn.execute(
+            "SELECT DISTINCT project_id FROM cost_rows WHERE day >= ? AND day < ?", (start.isoformat(), end.isoformat())
+        )
+        return {pid for (pid,) in cursor}
+
     def line_item_totals(self, start: dt.date, end: dt.date) -> dict[dt.date, dict[tuple[str, str], Decimal]]:
         """Per day in [start, end), per (project_id, line_item): the amount; ungrouped rows are left out."""
         items: dict[dt.date, dict[tuple[str, str], Decimal]] = {}

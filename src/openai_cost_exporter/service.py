@@ -262,8 +262,7 @@ class CostCycle:
 
     def _unknown_ids(self, start: dt.date, today: dt.date) -> set[str]:
         known = self._ledger.projects()
-        seen = {pid for day in self._ledger.project_totals(start, today + DAY).values() for pid in day}
-        unknown = seen - set(known) - {UNATTRIBUTED} - self._unresolved
+        unknown = self._ledger.project_ids(start, today + DAY) - set(known) - {UNATTRIBUTED} - self._unresolved
         if unknown:
             log.info(
                 "%d project id(s) without a name (e.g. %s): refreshing project names",
