@@ -115,7 +115,8 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
             raise
         conn.execute(f"RELEASE {name}")
         return
-    # IMMEDIATE takes the write lock up front, so two writers wait on busy_timeout instead of deadlocking.
+    # IMMEDIATE takes the write lock up front, so writers wait instead of deadlocking: this process's on `_writers`,
+    # another process's (a `report` beside the service) on busy_timeout.
     with _writers:
         conn.execute("BEGIN IMMEDIATE")
         try:
