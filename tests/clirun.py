@@ -6,22 +6,22 @@ import datetime as dt
 import os
 import subprocess
 import sys
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-from openai_cost_exporter.clock import TEST_NO_BACKOFF_ENV, TEST_NOW_ENV, OffsetClock
+from openai_cost_exporter.clock import TEST_NO_BACKOFF_ENV, TEST_NOW_ENV
 from openai_cost_exporter.fake.org import FakeOrg
 from openai_cost_exporter.rules.runaway import median
+from tests.moments import DEFAULT
 
 ADMIN_KEY = "sk-admin-TESTKEY-never-printed-0123456789"
 
 
 def clean_env(extra: Mapping[str, str] | None = None, *, now: dt.datetime | None = None) -> dict[str, str]:
-    """The test's environment without any OpenAI / Slack / exporter variable of the developer's shell; with `now`,
-    the CLI's clock starts at that time (clock.TEST_NOW_ENV) instead of the system clock's."""
+    """The test's environment without any OpenAI / Slack / exporter variable of the developer's shell; the CLI's
+    clock is frozen at `now` (clock.TEST_NOW_ENV), or at the suite's DEFAULT moment: never the real time."""
     env = {
         name: value
         for name, value in os.environ.items()
@@ -30,8 +30,7 @@ def clean_env(extra: Mapping[str, str] | None = None, *, now: dt.datetime | None
     env["OPENAI_ADMIN_KEY"] = ADMIN_KEY
     env["NO_PROXY"] = "127.0.0.1,localhost"
     env[TEST_NO_BACKOFF_ENV] = "1"  # retries keep their attempts, not their waits (as conftest.py does in-process)
-    if now is not None:
-        env[TEST_NOW_ENV] = now.isoformat()
+    env[TEST_NOW_ENV] = (DEFAULT if now is None else now).isoformat()
     env.update(extra or {})
     return env
 
@@ -40,7 +39,8 @@ def clean_env(extra: Mapping[str, str] | None = None, *, now: dt.datetime | None
 class Result:
     returncode: int
     stdout: str
-    stderr: str
+    stderr: str  # without the test-only variables' warnings (`without_test_warnings`)
+    raw_stderr: str = ""
 
     @property
     def output(self) -> str:
@@ -51,14 +51,23 @@ def command(*args: str) -> list[str]:
     return [sys.executable, "-m", "openai_cost_exporter", *args]
 
 
+def without_test_warnings(stderr: str) -> str:
+    """`stderr` less the warnings every test process logs for its test-only variables (a user never sees them)."""
+    return "".join(
+        line
+        for line in stderr.splitlines(keepends=True)
+        if not (" WARNING " in line and (f"{TEST_NOW_ENV} is set" in line or f"{TEST_NO_BACKOFF_ENV} is set" in line))
+    )
+
+
 def run_cli(
     *args: str, env: Mapping[str, str] | None = None, now: dt.datetime | None = None, timeout: float = 90
 ) -> Result:
-    """Run one CLI command to completion; with `now`, its clock starts at that time (see `clean_env`)."""
+    """Run one CLI command to completion; with `now`, its clock is frozen at that time (see `clean_env`)."""
     done = subprocess.run(
         command(*args), capture_output=True, text=True, env=clean_env(env, now=now), timeout=timeout, check=False
     )
-    return Result(done.returncode, done.stdout, done.stderr)
+    return Result(done.returncode, done.stdout, without_test_warnings(done.stderr), done.stderr)
 
 
 def run_once(
@@ -70,40 +79,10 @@ def run_once(
     )
 
 
-#: The CLI's clock for each fake organization (see `cli_now`).
-_CLI_CLOCKS: weakref.WeakKeyDictionary[FakeOrg, OffsetClock] = weakref.WeakKeyDictionary()
-
-
 def cli_now(org: FakeOrg) -> dt.datetime:
-    """The time to start a CLI process at, against `org`: the fake's frozen time, moved on at real speed since the
-    test first asked. Successive processes see time go forward, as one long-running exporter would (a retry
-    falls due, a refresh ages), while the fake's figures hold still and both agree on the UTC day."""
-    clock = _CLI_CLOCKS.get(org)
-    if clock is None:
-        clock = _CLI_CLOCKS[org] = OffsetClock(org.clock.now())
-    return clock.now()
-
-
-#: The latest time of day `frozen_now` gives: a CLI process whose clock starts there (and then runs at real speed)
-#: stays in the same UTC day for far longer than any test runs.
-LATEST = dt.time(23, 50)
-
-
-def utc_today() -> dt.date:
-    return dt.datetime.now(dt.UTC).date()
-
-
-def frozen_now() -> dt.datetime:
-    """The real current time, but no later than LATEST: where a test freezes a fake organization whose figures
-    are compared with real-time services (VictoriaMetrics stamps live samples on receipt)."""
-    now = dt.datetime.now(dt.UTC)
-    return min(now, dt.datetime.combine(now.date(), LATEST, dt.UTC))
-
-
-def late_today() -> dt.datetime:
-    """20:00 UTC of the real current day: a frozen fake's today-so-far is most of a day. A CLI process that is
-    given it as `now` agrees with the fake on the day whatever the real time."""
-    return dt.datetime.combine(utc_today(), dt.time(20), dt.UTC)
+    """The time to freeze a CLI process's clock at, against `org`: the fake's own frozen time, so both agree on the
+    UTC day and the hour (a test that wants a process later moves the fake's clock, or passes a later time)."""
+    return org.clock.now()
 
 
 def baseline_of(org: FakeOrg, project_id: str) -> Decimal:

@@ -1,13 +1,41 @@
-"""Shared test set-up: retries without back-off, and nothing reaches the real network."""
+"""Shared test set-up: retries without back-off, "now" pinned (tests/moments.py), nothing reaches the network."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 
 import pytest
 import stamina
 
+from tests.moments import DEFAULT, moments
 from tests.stack import VictoriaMetrics, victoria_metrics
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--calendar",
+        default="",
+        help="run every test that takes `now` at these moments of tests/moments.py: 'all' or names with commas "
+        "(default: only its Wednesday afternoon)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """With --calendar, a test that takes `now` runs once at each moment asked for, named by it."""
+    spec = metafunc.config.getoption("--calendar")
+    if spec and "now" in metafunc.fixturenames:
+        try:
+            chosen = moments(spec)
+        except ValueError as exc:
+            raise pytest.UsageError(f"--calendar: {exc}") from None
+        metafunc.parametrize("now", list(chosen.values()), ids=list(chosen), indirect=True)
+
+
+@pytest.fixture
+def now(request: pytest.FixtureRequest) -> dt.datetime:
+    """The moment the test runs at: DEFAULT, or each moment of the calendar run in turn."""
+    return getattr(request, "param", DEFAULT)
 
 
 @pytest.fixture(autouse=True)

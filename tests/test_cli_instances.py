@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -12,15 +13,15 @@ import pytest
 from openai_cost_exporter.clock import FrozenClock
 from openai_cost_exporter.fake.api import FakeAdminAPI
 from openai_cost_exporter.fake.org import FakeOrg
-from tests.clirun import ADMIN_KEY, clean_env, cli_now, command, late_today, run_cli, run_once
+from tests.clirun import ADMIN_KEY, clean_env, cli_now, command, run_cli, run_once
 from tests.stack import wait_until
 
 START_TIMEOUT = 30.0  # seconds until the first cycle is done; about 1 s on the CI machine
 
 
 @pytest.fixture
-def org() -> FakeOrg:
-    return FakeOrg.generate(seed=3, project_count=8, clock=FrozenClock(late_today()))
+def org(now: dt.datetime) -> FakeOrg:
+    return FakeOrg.generate(seed=3, project_count=8, clock=FrozenClock(now))
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from openai_cost_exporter.collector import day_sample_time
 from openai_cost_exporter.fake.api import FakeAdminAPI
 from openai_cost_exporter.fake.org import FakeOrg
 from openai_cost_exporter.models import API_KEYS_EPOCH, UNATTRIBUTED, day_start
-from tests.clirun import ADMIN_KEY, clean_env, cli_now, command, frozen_now, run_cli, run_once
+from tests.clirun import ADMIN_KEY, clean_env, cli_now, command, run_cli, run_once
 from tests.fake_slack import FakeSlack
 from tests.stack import VictoriaMetrics, free_port, require_binary, wait_until
 
@@ -28,8 +28,8 @@ LISTINGS_TIMEOUT = 60.0  # seconds for the background listings of 40 projects; a
 
 
 @pytest.fixture
-def org() -> FakeOrg:
-    return FakeOrg.generate(seed=7, project_count=40, clock=FrozenClock(frozen_now()))
+def org(now: dt.datetime) -> FakeOrg:
+    return FakeOrg.generate(seed=7, project_count=40, clock=FrozenClock(now))
 
 
 @pytest.fixture
@@ -216,15 +216,23 @@ def test_a_project_near_its_hard_limit_gets_one_message_with_the_days_left(
 
 
 def test_a_backfill_across_the_key_epoch_goes_by_key_after_it_and_by_project_before(
-    api: FakeAdminAPI, org: FakeOrg, vm: VictoriaMetrics, tmp_path: Path
+    vm: VictoriaMetrics, tmp_path: Path
 ) -> None:
-    """`backfill --api-keys` over a year that starts before 2025-12-06 succeeds: one line says where keys begin,
+    """`backfill --api-keys` over a window that starts before 2025-12-06 succeeds: one line says where keys begin,
     no request by key starts before it, the days after it carry key series equal to the fake's and the days
-    before it only project series."""
+    before it only project series. The moment and the window derive from the epoch, not from the real date."""
+    now = dt.datetime.combine(API_KEYS_EPOCH + dt.timedelta(days=20), dt.time(13), dt.UTC)
+    org = FakeOrg.generate(seed=7, project_count=40, clock=FrozenClock(now))
+    with FakeAdminAPI(org, admin_key=ADMIN_KEY) as api:
+        _backfill_across_the_epoch(api, org, vm, tmp_path)
+
+
+def _backfill_across_the_epoch(api: FakeAdminAPI, org: FakeOrg, vm: VictoriaMetrics, tmp_path: Path) -> None:
+    days = (org.clock.now().date() - API_KEYS_EPOCH).days + 10  # ten days of the window are before the epoch
     result = run_cli(
         "backfill",
         "--days",
-        "365",
+        str(days),
         "--api-keys",
         "--api-keys-top",
         "1000",

@@ -21,7 +21,7 @@ from openai_cost_exporter.clock import FrozenClock
 from openai_cost_exporter.fake.api import FakeAdminAPI, Faults
 from openai_cost_exporter.fake.org import FakeOrg
 from openai_cost_exporter.models import UNATTRIBUTED
-from tests.clirun import ADMIN_KEY, clean_env, cli_now, command, frozen_now, run_once
+from tests.clirun import ADMIN_KEY, clean_env, cli_now, command, run_once
 from tests.stack import VictoriaMetrics, free_port, require_binary, wait_until
 
 pytestmark = pytest.mark.stack
@@ -30,10 +30,10 @@ START_TIMEOUT = 30.0  # seconds for `run --listen` to serve; about 1 s on the CI
 
 
 @pytest.fixture
-def org() -> FakeOrg:
-    # Frozen at about the real current time (VictoriaMetrics stamps live samples on receipt), which the CLI gets as
-    # its own (run_once(now=cli_now(org))): the exporter's "today" is the fake's, and today-so-far holds still.
-    return FakeOrg.generate(seed=11, project_count=130, clock=FrozenClock(frozen_now()))
+def org(now: dt.datetime) -> FakeOrg:
+    # Frozen at the test's moment, which the CLI gets as its own (run_once(now=cli_now(org))): the exporter's
+    # "today" is the fake's, and today-so-far holds still.
+    return FakeOrg.generate(seed=11, project_count=130, clock=FrozenClock(now))
 
 
 @pytest.fixture
@@ -290,13 +290,13 @@ def test_missing_key_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_run_once_at_a_fake_midnight_pushes_that_day(vm: VictoriaMetrics, tmp_path: Path) -> None:
-    """With the fake frozen at 23:59:30 of yesterday and the CLI's clock at 23:59:55 of that day, whatever the real
-    time, one cycle pushes that day's figures as today's and only the days before it as closed days."""
-    day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)  # not the real today: the system clock would fail
+    """With the fake frozen at 23:59:30 of a day and the CLI's clock at 23:59:55 of that day, one cycle pushes that
+    day's figures as today's and only the days before it as closed days."""
+    day = dt.date(2026, 11, 24)
     fake_now = dt.datetime.combine(day, dt.time(23, 59, 30), dt.UTC)
     org = FakeOrg.generate(seed=12, project_count=15, clock=FrozenClock(fake_now))
     with FakeAdminAPI(org, admin_key=ADMIN_KEY) as api:
-        # 5 s before midnight: the cycle starts well within them (the clock starts once the CLI has parsed its flags).
+        # 5 s before midnight, frozen there: the cycle is the day's last.
         result = run_once(
             api.base_url, tmp_path, "--push-url", vm.import_url, "--push-label", "run=midnight",
             now=fake_now + dt.timedelta(seconds=25),

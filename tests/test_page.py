@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import os
-import shutil
 import subprocess
 import threading
 import xml.etree.ElementTree as ET
@@ -18,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from openai_cost_exporter.page import OTHER, PageView, nice_ceiling, rank_projects, render_page, table_order
+from tests.stack import require_binary
 
 NOW = dt.datetime(2026, 11, 28, 14, 5, tzinfo=dt.UTC)
 DAYS = [NOW.date() - dt.timedelta(days=29 - i) for i in range(30)]
@@ -328,19 +327,9 @@ def page_url() -> Iterator[str]:
     thread.join()
 
 
-@functools.cache
-def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is required in CI (apt-get install chromium)")
-        pytest.skip("chromium is not installed")
-    return found
-
-
 def run_chromium(url: str, profile: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     args = [
-        chromium(),
+        require_binary("chromium"),
         "--headless",
         "--no-sandbox",  # CI runs as root in a container
         "--disable-gpu",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,7 @@ from openai_cost_exporter.clock import FrozenClock
 from openai_cost_exporter.collector import day_sample_time
 from openai_cost_exporter.fake.api import FakeAdminAPI
 from openai_cost_exporter.fake.org import FakeOrg
-from tests.clirun import ADMIN_KEY, cli_now, frozen_now, run_once
+from tests.clirun import ADMIN_KEY, cli_now, run_once
 from tests.stack import VictoriaMetrics, victoria_metrics
 
 pytestmark = pytest.mark.stack
@@ -29,10 +29,12 @@ def vm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory)
 
 
 @pytest.mark.parametrize("change", ["up", "down", "zero"])
-def test_a_revised_day_reads_its_newest_value(vm: VictoriaMetrics, tmp_path: Path, change: str) -> None:
+def test_a_revised_day_reads_its_newest_value(
+    vm: VictoriaMetrics, tmp_path: Path, change: str, now: dt.datetime
+) -> None:
     """After a revision of yesterday (up, down, or to nothing), the day's value read back from VictoriaMetrics at the
     end of that day is the revised total, in every dedup mode (the old sample never wins)."""
-    org = FakeOrg.generate(seed=3, project_count=12, clock=FrozenClock(frozen_now()))
+    org = FakeOrg.generate(seed=3, project_count=12, clock=FrozenClock(now))
     yesterday = org.clock.now().date() - dt.timedelta(days=1)
     cells = org.line_item_totals(yesterday)
     pid = max((p for p, _ in cells if p is not None), key=lambda p: org.daily_total(yesterday, p))
@@ -46,7 +48,9 @@ def test_a_revised_day_reads_its_newest_value(vm: VictoriaMetrics, tmp_path: Pat
             if change == "zero":
                 org.set_cost(yesterday, pid, item, Decimal(0))
             elif n == 0:
-                shift = Decimal("77.125") if change == "up" else -cells[(pid, item)] / 2
+                # Half, in whole nanodollars (the fake takes no finer amount; half of an odd one has 10 decimals).
+                half = (cells[(pid, item)] / 2).quantize(Decimal("1E-9"), rounding=ROUND_DOWN)
+                shift = Decimal("77.125") if change == "up" else -half
                 org.set_cost(yesterday, pid, item, cells[(pid, item)] + shift)
         new = org.daily_total(yesterday, pid)
         assert (new > old) if change == "up" else (new < old)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.util
-import os
 import re
-import shutil
 import struct
 from decimal import Decimal
 from pathlib import Path
@@ -18,6 +16,7 @@ import pytest
 from openai_cost_exporter.messages import MessageContext
 from openai_cost_exporter.rules import ORGANIZATION, build_digest
 from openai_cost_exporter.slack_blocks import build_alert_message, build_digest_message
+from tests.stack import require_binary
 from tests.test_slack import alert
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -184,14 +183,9 @@ def test_committed_picture_is_a_message_sized_png() -> None:
 
 def test_chromium_screenshot_is_cropped_to_the_message(tmp_path: Path) -> None:
     """Headless Chromium renders the sample alert into a PNG exactly as tall as the message it measured."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is required in CI (apt-get install chromium)")
-        pytest.skip("chromium is not installed")
     out = tmp_path / "alert.png"
     width, height = preview.screenshot(
-        preview.blocks_to_html(preview.sample_alert_payload()), out, chromium=chromium, scale=1
+        preview.blocks_to_html(preview.sample_alert_payload()), out, chromium=require_binary("chromium"), scale=1
     )
     assert png_size(out.read_bytes()) == (width, height) == (preview.WIDTH, height)
     assert 200 < height < 500  # header, four fields, three line items and the footer; not the 2000 px window

@@ -20,7 +20,8 @@ import pytest
 from openai_cost_exporter.clock import FrozenClock
 from openai_cost_exporter.fake.api import FakeAdminAPI
 from openai_cost_exporter.fake.org import FakeOrg, FakeProject
-from tests.clirun import ADMIN_KEY, baseline_of, cli_now, frozen_now, late_today, run_once, set_today
+from tests.clirun import ADMIN_KEY, baseline_of, cli_now, run_once, set_today
+from tests.moments import DEFAULT, WEDNESDAY_2000
 from tests.stack import Stack, VictoriaMetrics, bound_addresses, monitoring_stack, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,8 +74,8 @@ def _watched_project(org: FakeOrg) -> FakeProject:
 
 @pytest.fixture(scope="module")
 def org() -> FakeOrg:
-    """A fake organization frozen at 20:00 UTC today, without the built-in spiking project."""
-    return FakeOrg.generate(seed=3, project_count=25, clock=FrozenClock(late_today()), spike_project=False)
+    """A fake organization frozen at 20:00 UTC of a weekday, without the built-in spiking project."""
+    return FakeOrg.generate(seed=3, project_count=25, clock=FrozenClock(WEDNESDAY_2000), spike_project=False)
 
 
 @pytest.fixture(scope="module")
@@ -189,9 +190,9 @@ def test_monthly_budget_exceeded_inhibits_the_forecast(stack: Stack) -> None:
 
 @pytest.fixture(scope="module")
 def runaway_org() -> FakeOrg:
-    """A second fake organization, frozen at the real time (23:50 at the latest), whose "Agent Loop" runs at 10x
-    its rate since 40 minutes ago: the usage endpoints show it, billed costs do not yet."""
-    clock = FrozenClock(frozen_now())
+    """A second fake organization, frozen at a weekday afternoon, whose "Agent Loop" runs at 10x its rate since 40
+    minutes ago: the usage endpoints show it, billed costs do not yet."""
+    clock = FrozenClock(DEFAULT)
     return FakeOrg.generate(seed=5, project_count=12, clock=clock, spike_project=False, runaway_project=True)
 
 

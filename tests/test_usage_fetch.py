@@ -80,13 +80,14 @@ def test_split_hours_cuts_whole_pages(hours: int, parts: int, page: int, expecte
 
 
 def test_a_cold_week_comes_in_windows_side_by_side_and_every_hour_once(tmp_path: Path) -> None:
-    """A cold start asks each endpoint's week in USAGE_WINDOWS windows, each from a thread of its own, and stores
-    every hour of it exactly once per endpoint; the store is then marked fetched up to the current hour."""
+    """A cold start asks each endpoint's week and the hour before it (where the usual's oldest 60 minutes begin) in
+    USAGE_WINDOWS windows, each from a thread of its own, and stores every hour of it exactly once per endpoint;
+    the store is then marked fetched up to the current hour."""
     conn = open_state(tmp_path / "state.sqlite3")
     store, fake = UsageStore(conn), FakeUsage()
     pages = fetch_usage(client(fake), store, PriceBook(), NOW, history_days=7)
     current = hour_of(NOW)
-    start, end = current - 7 * 24 * HOUR, int(NOW.timestamp()) + 1
+    start, end = current - 7 * 24 * HOUR - HOUR, int(NOW.timestamp()) + 1
     for kind in USAGE_KINDS:
         windows = sorted((a, b) for k, a, b in fake.asked if k == kind)
         assert len(windows) == USAGE_WINDOWS
@@ -95,7 +96,7 @@ def test_a_cold_week_comes_in_windows_side_by_side_and_every_hour_once(tmp_path:
         assert stored_hours(conn, kind) == list(range(start, current + HOUR, HOUR))
     assert len(fake.threads) == len(USAGE_KINDS) * USAGE_WINDOWS
     assert threading.current_thread().name not in fake.threads
-    assert pages == len(USAGE_KINDS) * -(-(7 * 24 + 1) // USAGE_HOURS_LIMIT)
+    assert pages == len(USAGE_KINDS) * -(-(7 * 24 + 2) // USAGE_HOURS_LIMIT)
     assert store.fetched_until() == current
     conn.close()
 

@@ -33,10 +33,15 @@ MAD_TO_SIGMA = Decimal("1.4826")
 _WEEKEND = 5  # date.weekday() of Saturday
 
 
+def lookback(days: int) -> int:
+    """How many days before today a baseline of `days` days of the same kind may read: what to load for it."""
+    return max(days, LOOKBACK_DAYS)
+
+
 def same_kind_days(today: dt.date, days: int) -> list[dt.date]:
     """The `days` most recent complete days of the same kind as `today` (weekdays, or weekend days), looking back
-    at most max(days, LOOKBACK_DAYS) days: a weekend day's baseline then holds several weekends, not one."""
-    window = [today - dt.timedelta(days=n) for n in range(1, max(days, LOOKBACK_DAYS) + 1)]
+    at most `lookback(days)` days: a weekend day's baseline then holds several weekends, not one."""
+    window = [today - dt.timedelta(days=n) for n in range(1, lookback(days) + 1)]
     alike = [day for day in window if (day.weekday() >= _WEEKEND) == (today.weekday() >= _WEEKEND)]
     return alike[:days] or window[:days]
 

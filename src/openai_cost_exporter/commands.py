@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import datetime as dt
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -22,7 +23,7 @@ from openai_cost_exporter.app import (
     serve,
     stop_on_signals,
 )
-from openai_cost_exporter.clock import Clock, SystemClock, clock_from_env
+from openai_cost_exporter.clock import TEST_NO_BACKOFF_ENV, Clock, SystemClock, clock_from_env
 from openai_cost_exporter.config import Settings
 from openai_cost_exporter.directory_store import DirectoryStore
 from openai_cost_exporter.errors import AuthError, ConfigError, ScopeError, StateError
@@ -64,6 +65,8 @@ def warn_unknown_environment() -> None:
     """One warning per OPENAI_COST_EXPORTER_* variable no setting reads (a typo), once logging is set up."""
     for problem in unknown_environment():
         log.warning("%s", problem)
+    if os.environ.get(TEST_NO_BACKOFF_ENV):
+        log.warning("%s is set: retries skip their back-off waits (tests only)", TEST_NO_BACKOFF_ENV)
 
 
 def run(settings: Settings, *, once: bool, clock: Clock | None = None) -> int:

@@ -75,7 +75,7 @@ def fetch_usage(client: AdminClient, store: UsageStore, book: PriceBook, now: dt
     """
     current = hour_of(now)
     since = store.fetched_until()
-    oldest = current - history_days * 24 * HOUR
+    oldest = current - history_days * 24 * HOUR - HOUR  # the usual's oldest 60 minutes reach into the hour before
     start = oldest if since is None else max(oldest, min(since, current) - HOUR)
     end = int(now.timestamp()) + 1
     windows = {
@@ -148,7 +148,8 @@ def build_estimates(store: UsageStore, now: dt.datetime, *, history_days: int) -
             recent[pid][model] = recent[pid].get(model, ZERO) + amount * weight
         if hour >= today_start:
             today[(pid, model)] += amount
-    for pid, hours in store.hourly(today_start - history_days * DAY_SECONDS, current + HOUR):
+    # From the hour before the oldest day: the usual's 60 minutes of the 7th day before 01:00 begin there.
+    for pid, hours in store.hourly(today_start - history_days * DAY_SECONDS - HOUR, current + HOUR):
         if pid in recent:
             rate[pid] = _window(hours, current, fraction)
         usual[pid] = _usual(hours, current, fraction, history_days)

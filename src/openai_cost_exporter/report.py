@@ -24,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from openai_cost_exporter.api_keys import key_name, key_owner
+from openai_cost_exporter.baselines import lookback
 from openai_cost_exporter.ledger import Ledger
 from openai_cost_exporter.models import DAY, ApiKey
 from openai_cost_exporter.money import ZERO, exact_sum, plain
@@ -99,7 +100,8 @@ def gather_report(
     """The last `days` days (today included) per project (per API key with `by_key`), with the baseline of today;
     offline without a source. Keys are named from `directory` (listing the projects not listed yet)."""
     today = now.date()
-    first = today - dt.timedelta(days=max(days - 1, baseline_days))
+    # Every day the baseline reads: a weekend day's looks back four weeks (baselines.lookback), not `baseline_days`.
+    first = today - dt.timedelta(days=max(days - 1, lookback(baseline_days)))
     if source is not None:
         keyed = by_key or fetch_by_key  # `--api-keys` keeps the state file's key figures current too
         window = Window(first, today + DAY, line_items, costs_page_days(line_items, keyed), api_keys=keyed)
