@@ -8,8 +8,11 @@ from collections.abc import Iterator
 import pytest
 import stamina
 
-from tests.moments import DEFAULT, moments
+from tests.moments import DEFAULT, behind_victoriametrics, moments
 from tests.stack import VictoriaMetrics, victoria_metrics
+
+#: Fixtures that bring a real VictoriaMetrics into a test.
+VICTORIA_METRICS_FIXTURES = {"vm", "stack"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -22,14 +25,33 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """With --calendar, a test that takes `now` runs once at each moment asked for, named by it."""
+    """With --calendar, a test that takes `now` runs once at each moment asked for, named by it (only those of the
+    past where it reads history back from a real VictoriaMetrics: moments.behind_victoriametrics)."""
     spec = metafunc.config.getoption("--calendar")
-    if spec and "now" in metafunc.fixturenames:
+    if spec and "now" in metafunc.fixturenames and not _pins_now(metafunc.definition):
         try:
             chosen = moments(spec)
         except ValueError as exc:
             raise pytest.UsageError(f"--calendar: {exc}") from None
+        if VICTORIA_METRICS_FIXTURES & set(metafunc.fixturenames):
+            chosen = behind_victoriametrics(chosen)
         metafunc.parametrize("now", list(chosen.values()), ids=list(chosen), indirect=True)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that takes `now` is date-sensitive: marked `calendar`, so `-m calendar` runs just those."""
+    for item in items:
+        if "now" in getattr(item, "fixturenames", ()) and not _pins_now(item):
+            item.add_marker(pytest.mark.calendar)
+
+
+def _pins_now(item: pytest.Item) -> bool:
+    """The test parametrizes `now` itself: its own moments, not the calendar's."""
+    for marker in item.iter_markers("parametrize"):
+        names = marker.args[0]
+        if "now" in ([n.strip() for n in names.split(",")] if isinstance(names, str) else names):
+            return True
+    return False
 
 
 @pytest.fixture

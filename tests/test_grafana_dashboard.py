@@ -18,7 +18,7 @@ import yaml
 from openai_cost_exporter.clock import FrozenClock
 from openai_cost_exporter.fake.api import FakeAdminAPI
 from openai_cost_exporter.fake.org import FakeOrg
-from openai_cost_exporter.models import UNATTRIBUTED
+from openai_cost_exporter.models import UNATTRIBUTED, day_start
 from tests.clirun import ADMIN_KEY, run_once
 from tests.moments import WEDNESDAY_2000
 from tests.stack import VictoriaMetrics, victoria_metrics
@@ -116,6 +116,7 @@ def feed_sample_data(vm: VictoriaMetrics, api: FakeAdminAPI, workdir: Path) -> N
             "--api-keys",
             "--config",
             str(config),
+            now=api.org.clock.now(),
         )
         assert result.returncode == 0, result.output
     vm.force_flush()
@@ -288,8 +289,12 @@ def test_query_returns_data(vm: VictoriaMetrics, title: str, target: dict[str, A
 def test_project_variable_lists_every_project(vm: VictoriaMetrics, org: FakeOrg) -> None:
     """`label_values(openai_daily_cost_usd, project)` lists every project that spent in the last 30 days by the
     name the API gives it, quotes, backslashes and newlines included."""
-    response = vm.client.get(f"{vm.url}/api/v1/label/project/values", params={"match[]": "openai_daily_cost_usd"})
     today = org.clock.now().date()
+    # From the fake's first closed day to now: the closed days are stamped on the fake's dates, today's figures on
+    # receipt (VictoriaMetrics' real clock), whatever the two are.
+    start = day_start(today - dt.timedelta(days=CLOSED_DAYS))
+    params = {"match[]": "openai_daily_cost_usd", "start": str(start), "end": f"{time.time() + 1:.0f}"}
+    response = vm.client.get(f"{vm.url}/api/v1/label/project/values", params=params)
     expected = {label for n in range(CLOSED_DAYS + 1) for label in daily_by_label(org, today - dt.timedelta(days=n))}
     assert set(response.json()["data"]) == expected
     assert any('"' in name for name in expected) and any("\n" in name for name in expected)
@@ -298,28 +303,31 @@ def test_project_variable_lists_every_project(vm: VictoriaMetrics, org: FakeOrg)
 @pytest.mark.stack
 def test_daily_bars_show_each_closed_day_on_its_own_date(vm: VictoriaMetrics, org: FakeOrg) -> None:
     """The daily bar query puts each day's final value, as the API billed it, on that day's midnight, and today's
-    figure so far last."""
-    daily = daily_panel()
-    expr = substitute(daily["targets"][0]["expr"])
-    now = int(time.time())
-    result = query_range(vm, expr, now // DAY * DAY - 10 * DAY, now, DAY)  # midnights, as Grafana aligns them
-    values = {s["metric"]["project"]: {stamp: float(v) for stamp, v in s["values"]} for s in result}
-    today = now // DAY * DAY
-    for days_ago in range(10):
-        stamp = today - days_ago * DAY
-        day = dt.datetime.fromtimestamp(stamp, dt.UTC).date()
-        truth = daily_by_label(org, day)
-        assert truth, day
-        for label, amount in truth.items():
-            assert values[label][stamp] == pytest.approx(amount, rel=1e-9), f"{label!r} on {day}"
+    figure so far on the midnight of the day it was received (live samples carry no timestamp)."""
+    expr = substitute(daily_panel()["targets"][0]["expr"])
+    today = org.clock.now().date()
+    closed = day_start(today)  # the fake's today: the days before it are closed, on their own dates
+    received = max(at for series in vm.export("openai_daily_cost_usd") for at in series["timestamps"]) // 1000
+    live = received // DAY * DAY  # the midnight of the day VictoriaMetrics received today's figures
+    for start, end, days_ago in ((closed - 9 * DAY, closed - DAY, range(1, 10)), (live, live, [0])):
+        result = query_range(vm, expr, start, end, DAY)  # midnights, as Grafana aligns them
+        values = {s["metric"]["project"]: {stamp: float(v) for stamp, v in s["values"]} for s in result}
+        for n in days_ago:
+            day, stamp = today - dt.timedelta(days=n), (live if n == 0 else closed - n * DAY)
+            truth = daily_by_label(org, day)
+            assert truth, day
+            for label, amount in truth.items():
+                assert values[label][stamp] == pytest.approx(amount, rel=1e-9), f"{label!r} on {day}"
 
 
 @pytest.mark.stack
-def test_last_successful_cycle_panel_shows_the_pushed_cycle(vm: VictoriaMetrics) -> None:
-    """After `run --once` pushed, the "Last successful cycle" panel shows seconds, not the age of the epoch."""
+def test_last_successful_cycle_panel_shows_the_pushed_cycle(vm: VictoriaMetrics, org: FakeOrg) -> None:
+    """After `run --once` pushed, the "Last successful cycle" panel shows the seconds since the cycle's clock said
+    it succeeded (the CLI's frozen test clock, against VictoriaMetrics' real one), not the age of the epoch."""
     [target] = next(p for p in panels() if p["title"] == "Last successful cycle")["targets"]
     [series] = vm.query(substitute(target["expr"]))
-    assert 0 <= float(series["value"][1]) < 120
+    age = float(series["value"][0]) - org.clock.now().timestamp()
+    assert age - 120 < float(series["value"][1]) <= age
 
 
 @pytest.mark.stack

@@ -14,12 +14,14 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from openai_cost_exporter.clock import FrozenClock
+from openai_cost_exporter.collector import CostCollector
 from openai_cost_exporter.errors import PushError
 from openai_cost_exporter.fake.api import FakeAdminAPI
 from openai_cost_exporter.fake.org import FakeOrg
 from openai_cost_exporter.ledger import Ledger
 from openai_cost_exporter.loop import run_forever, seconds_until_next
 from openai_cost_exporter.openai_client import AdminClient, build_http_client
+from openai_cost_exporter.rules import AlertPolicy
 from openai_cost_exporter.rules.runaway import median
 from openai_cost_exporter.selfmetrics import RequestCounter, SelfMetrics
 from openai_cost_exporter.service import CostCycle, CycleOptions
@@ -299,3 +301,44 @@ def test_turning_api_keys_on_fetches_the_window_by_key_again(harness: Harness) -
     assert keyed.run_once().ok
     assert len(harness.ledger.key_fetched_days(dt.date(2026, 10, 1), dt.date(2026, 11, 19))) == 30
     assert keyed.fetch_start(now) == now.date() - dt.timedelta(days=2)  # the revision window only
+
+
+def test_a_cycle_at_any_moment_matches_the_fakes_sums(tmp_path: Path, now: dt.datetime) -> None:
+    """At every moment of the calendar (just after midnight, a month's or a year's last minutes, a leap day), one
+    cycle pushes today, the month so far and every closed day of the spend page equal to the fake's billed sums, and
+    leaves only today unpushed."""
+    clock = FrozenClock(now)
+    org = FakeOrg.generate(seed=3, project_count=12, clock=clock)
+    with FakeAdminAPI(org, admin_key=KEY) as api:
+        harness = Harness(tmp_path, clock, org, api)
+        try:
+            assert harness.cycle.run_once().ok
+            harness.registry.register(CostCollector(lambda: harness.cycle.snapshot, AlertPolicy(), clock))
+            text = generate_latest(harness.registry).decode()
+            live = [s for f in text_string_to_metric_families(text) for s in f.samples]
+            closed = harness.pusher.closed_day_samples()
+            unpushed = harness.ledger.unpushed_days()
+        finally:
+            harness.close()
+    today = now.date()
+    names = {p.id for p in org.projects}
+    for family, truth in (("openai_daily_cost_usd", org.daily_total), ("openai_month_to_date_cost_usd", None)):
+        shown = {
+            s.labels["project_id"]: s.value
+            for s in live
+            if s.name == family and s.timestamp is None and s.labels["project_id"] in names
+        }
+        want = {
+            pid: float(org.month_to_date(pid) if truth is None else truth(today, pid))
+            for pid in names
+            if pid in shown or (org.month_to_date(pid) if truth is None else truth(today, pid))
+        }
+        assert shown == pytest.approx(want, rel=1e-12), family
+    by_day: dict[dt.date, dict[str, float]] = {}
+    for pid, value, stamp in closed:
+        by_day.setdefault(stamp.date(), {})[pid] = value
+    assert max(by_day) == today - dt.timedelta(days=1) and today not in by_day
+    for day, shown_day in by_day.items():
+        want_day = {pid: float(org.daily_total(day, pid)) for pid in shown_day if pid in names}
+        assert {pid: v for pid, v in shown_day.items() if pid in names} == pytest.approx(want_day, rel=1e-12), day
+    assert unpushed == [today]
