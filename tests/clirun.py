@@ -85,6 +85,11 @@ def cli_now(org: FakeOrg) -> dt.datetime:
     return org.clock.now()
 
 
+def tagged(run: str, org: FakeOrg) -> str:
+    """A `run` push label of its own for each moment of the calendar run: a module's VictoriaMetrics is shared."""
+    return f"{run}-{org.clock.now():%Y%m%dT%H%M}"
+
+
 def baseline_of(org: FakeOrg, project_id: str) -> Decimal:
     """The exporter's usual full day (without usage, the spike's baseline): the median of the 7 most recent days of
     the same kind (weekdays, or weekend days up to four weeks back) before the fake's today; no spend counts as 0."""

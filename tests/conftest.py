@@ -19,39 +19,26 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--calendar",
         default="",
-        help="run every test that takes `now` at these moments of tests/moments.py: 'all' or names with commas "
+        help="run every test marked calendar at these moments of tests/moments.py: 'all' or names with commas "
         "(default: only its Wednesday afternoon)",
     )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """With --calendar, a test that takes `now` runs once at each moment asked for, named by it (only those of the
+    """With --calendar, a test marked `calendar` runs once at each moment asked for, named by it (only those of the
     past where it reads history back from a real VictoriaMetrics: moments.behind_victoriametrics)."""
     spec = metafunc.config.getoption("--calendar")
-    if spec and "now" in metafunc.fixturenames and not _pins_now(metafunc.definition):
-        try:
-            chosen = moments(spec)
-        except ValueError as exc:
-            raise pytest.UsageError(f"--calendar: {exc}") from None
-        if VICTORIA_METRICS_FIXTURES & set(metafunc.fixturenames):
-            chosen = behind_victoriametrics(chosen)
-        metafunc.parametrize("now", list(chosen.values()), ids=list(chosen), indirect=True)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test that takes `now` is date-sensitive: marked `calendar`, so `-m calendar` runs just those."""
-    for item in items:
-        if "now" in getattr(item, "fixturenames", ()) and not _pins_now(item):
-            item.add_marker(pytest.mark.calendar)
-
-
-def _pins_now(item: pytest.Item) -> bool:
-    """The test parametrizes `now` itself: its own moments, not the calendar's."""
-    for marker in item.iter_markers("parametrize"):
-        names = marker.args[0]
-        if "now" in ([n.strip() for n in names.split(",")] if isinstance(names, str) else names):
-            return True
-    return False
+    if not spec or metafunc.definition.get_closest_marker("calendar") is None:
+        return
+    if "now" not in metafunc.fixturenames:
+        raise pytest.UsageError(f"{metafunc.definition.nodeid} is marked calendar but does not take `now`")
+    try:
+        chosen = moments(spec)
+    except ValueError as exc:
+        raise pytest.UsageError(f"--calendar: {exc}") from None
+    if VICTORIA_METRICS_FIXTURES & set(metafunc.fixturenames):
+        chosen = behind_victoriametrics(chosen)
+    metafunc.parametrize("now", list(chosen.values()), ids=list(chosen), indirect=True)
 
 
 @pytest.fixture

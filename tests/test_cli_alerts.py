@@ -76,6 +76,7 @@ def _cycle(api: FakeAdminAPI, state: Path, config: Path, slack: FakeSlack, *extr
     assert ADMIN_KEY not in result.output
 
 
+@pytest.mark.calendar
 def test_spike_is_announced_once_then_on_escalation(
     api: FakeAdminAPI, org: FakeOrg, slack: FakeSlack, tmp_path: Path
 ) -> None:
@@ -137,6 +138,7 @@ def test_run_once_with_a_message_still_pending_exits_1(
     assert slack.url not in failed.output + delivered.output
 
 
+@pytest.mark.calendar
 def test_without_webhook_alerts_go_to_the_log(api: FakeAdminAPI, org: FakeOrg, tmp_path: Path) -> None:
     """With no SLACK_WEBHOOK_URL the spike is written to the log instead, so the demo shows it."""
     scenario = Scenario(org)

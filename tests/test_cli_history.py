@@ -1,6 +1,6 @@
 """History through the CLI: `backfill`, revised closed days, `--backfill-days`, `report`, and a corrupt state.
 
-The fake OpenAI organization runs in-process (its clock frozen at about the real current time, which the CLI gets
+The fake OpenAI organization runs in-process (its clock frozen at the test's moment, which the CLI gets
 as its own through OPENAI_COST_EXPORTER_TEST_NOW, so its "today" is the fake's), the CLI runs as a subprocess, and
 pushes land in a real VictoriaMetrics started with `-dedup.minScrapeInterval=1ms`, as the README tells users to run
 it.
@@ -34,7 +34,17 @@ from openai_cost_exporter.models import UNATTRIBUTED, CostRow, day_start
 from openai_cost_exporter.report import SPARK_BARS
 from openai_cost_exporter.rules.runaway import median
 from openai_cost_exporter.state import open_state
-from tests.clirun import ADMIN_KEY, Result, clean_env, cli_now, command, days_of_its_kind, run_cli, run_once
+from tests.clirun import (
+    ADMIN_KEY,
+    Result,
+    clean_env,
+    cli_now,
+    command,
+    days_of_its_kind,
+    run_cli,
+    run_once,
+    tagged,
+)
 from tests.moments import SATURDAY_1000, SUNDAY_1300
 from tests.stack import VictoriaMetrics, free_port, wait_until
 
@@ -141,24 +151,26 @@ def assert_thirty_days(org: FakeOrg, series: dict[str, list[tuple[int, float]]])
             assert value == pytest.approx(float(truth(org, day, pid)), rel=VM_REL), (pid, day)
 
 
+@pytest.mark.calendar
 def test_backfill_writes_one_sample_per_day_equal_to_the_daily_sums(
     api: FakeAdminAPI, org: FakeOrg, vm: VictoriaMetrics, tmp_path: Path
 ) -> None:
     """`backfill --days 30` gives every project with spend (unattributed too) 30 samples at 23:59:59 of each
     closed UTC day, equal to the fake's sums (0 on days without spend), with awkward names intact; a second run
     leaves exactly one sample per day."""
-    first = backfill(api, vm, tmp_path, "twice")
+    run_twice = tagged("twice", org)
+    first = backfill(api, vm, tmp_path, run_twice)
     assert "backfill done: 30 days" in first.stderr
-    series = samples_by_project(vm, 'openai_daily_cost_usd{run="twice"}')
+    series = samples_by_project(vm, f'openai_daily_cost_usd{{run="{run_twice}"}}')
     assert UNATTRIBUTED in series
     assert_thirty_days(org, series)
-    labels = {s["metric"]["project_id"]: s["metric"] for s in vm.export('openai_daily_cost_usd{run="twice"}')}
+    labels = {s["metric"]["project_id"]: s["metric"] for s in vm.export(f'openai_daily_cost_usd{{run="{run_twice}"}}')}
     names = expected_names(org)
     assert {pid: metric["project"] for pid, metric in labels.items()} == {pid: names[pid] for pid in labels}
     assert {metric["job"] for metric in labels.values()} == {"openai_cost_exporter"}
     assert {'Team "Quotes" Bot', "Übersetzung 🚀 東京", "Line one\nLine two"} <= {m["project"] for m in labels.values()}
-    backfill(api, vm, tmp_path, "twice")
-    assert_thirty_days(org, samples_by_project(vm, 'openai_daily_cost_usd{run="twice"}'))
+    backfill(api, vm, tmp_path, run_twice)
+    assert_thirty_days(org, samples_by_project(vm, f'openai_daily_cost_usd{{run="{run_twice}"}}'))
 
 
 def test_backfill_with_line_items_writes_each_line_item_per_day(
@@ -166,10 +178,11 @@ def test_backfill_with_line_items_writes_each_line_item_per_day(
 ) -> None:
     """With `--line-items`, `openai_daily_line_item_cost_usd` holds one sample per line item and closed day equal to
     the fake's cell, and the project totals are still the sums over the line items."""
-    backfill(api, vm, tmp_path, "items", "--line-items")
+    run_items = tagged("items", org)
+    backfill(api, vm, tmp_path, run_items, "--line-items")
     vm.force_flush()
     got: dict[tuple[str, str, int], list[float]] = {}
-    for series in vm.export('openai_daily_line_item_cost_usd{run="items"}'):
+    for series in vm.export(f'openai_daily_line_item_cost_usd{{run="{run_items}"}}'):
         key = (series["metric"]["project_id"], series["metric"]["line_item"])
         for ts, value in zip(series["timestamps"], series["values"], strict=True):
             got.setdefault((*key, ts), []).append(value)
@@ -182,7 +195,7 @@ def test_backfill_with_line_items_writes_each_line_item_per_day(
     assert all(len(values) == 1 for values in got.values())
     for cell, values in got.items():
         assert values[0] == pytest.approx(float(want.get(cell, Decimal(0))), rel=VM_REL), cell
-    assert_thirty_days(org, samples_by_project(vm, 'openai_daily_cost_usd{run="items"}'))
+    assert_thirty_days(org, samples_by_project(vm, f'openai_daily_cost_usd{{run="{run_items}"}}'))
 
 
 # ---- revisions and first-start backfill through `run --once` ------------------------------------------------
@@ -192,6 +205,7 @@ def latest(samples: list[tuple[int, float]]) -> float:
     return samples[-1][1]
 
 
+@pytest.mark.calendar
 @pytest.mark.parametrize("days_ago", [1, 2], ids=["yesterday", "oldest-revision-day"])
 def test_revised_closed_day_is_rewritten_and_moves_the_baseline(
     api: FakeAdminAPI, org: FakeOrg, vm: VictoriaMetrics, tmp_path: Path, days_ago: int
@@ -235,16 +249,18 @@ def costs_start_times(api: FakeAdminAPI) -> list[int]:
     ]
 
 
+@pytest.mark.calendar
 def test_backfill_days_pushes_forty_days_on_first_start_only(
     api: FakeAdminAPI, org: FakeOrg, vm: VictoriaMetrics, tmp_path: Path
 ) -> None:
     """`run --once --backfill-days 40` fetches and pushes the 40 closed days on a fresh state dir; the next cycle
     only reads the revision window again and, nothing having changed, pushes no closed day."""
+    run_first_start = tagged("first-start", org)
     push = (
         "--push-url",
         vm.import_url,
         "--push-label",
-        "run=first-start",
+        f"run={run_first_start}",
         "--backfill-days",
         "40",
         "--no-spend-limits",
@@ -253,7 +269,7 @@ def test_backfill_days_pushes_forty_days_on_first_start_only(
     assert first.returncode == 0, first.output
     assert " 40 closed days pushed" in first.stderr
     assert min(costs_start_times(api)) == day_start(today_of(org) - 40 * DAY)
-    daily = samples_by_project(vm, 'openai_daily_cost_usd{run="first-start"}')
+    daily = samples_by_project(vm, f'openai_daily_cost_usd{{run="{run_first_start}"}}')
     default = org.projects[0].id  # the default project spends on every day of its long life
     for day in closed_days(org, 40):
         [(ts, value)] = in_day(daily[default], day)
@@ -344,6 +360,7 @@ def check_table(org: FakeOrg, text: str) -> None:
 CHECKS = {"csv": check_csv, "json": check_json, "table": check_table}
 
 
+@pytest.mark.calendar
 @pytest.mark.parametrize("fmt", sorted(CHECKS))
 def test_report_online_matches_the_api(api: FakeAdminAPI, org: FakeOrg, tmp_path: Path, fmt: str) -> None:
     """`report --days 14` fetched from the API gives the fake's exact sums, names with quotes, backslashes,

@@ -19,8 +19,9 @@ from openai_cost_exporter.collector import day_sample_time
 from openai_cost_exporter.fake.api import FakeAdminAPI
 from openai_cost_exporter.fake.org import FakeOrg
 from openai_cost_exporter.models import API_KEYS_EPOCH, UNATTRIBUTED, day_start
-from tests.clirun import ADMIN_KEY, clean_env, cli_now, command, run_cli, run_once
+from tests.clirun import ADMIN_KEY, clean_env, cli_now, command, run_cli, run_once, tagged
 from tests.fake_slack import FakeSlack
+from tests.moments import DEFAULT
 from tests.stack import VictoriaMetrics, free_port, require_binary, wait_until
 
 VM_REL = 1e-11  # VictoriaMetrics keeps ~12 significant digits (tests/test_cli_history.py)
@@ -38,31 +39,45 @@ def api(org: FakeOrg) -> Iterator[FakeAdminAPI]:
         yield fake
 
 
+@pytest.fixture
+def afternoon() -> Iterator[FakeAdminAPI]:
+    """The fake API of an organization pinned to a weekday afternoon, most of today billed: for the tests about
+    today's keys, whatever the calendar run's moment (at 00:20 nothing is billed yet today)."""
+    org = FakeOrg.generate(seed=7, project_count=40, clock=FrozenClock(DEFAULT))
+    with FakeAdminAPI(org, admin_key=ADMIN_KEY) as fake:
+        yield fake
+
+
 def truth_today(org: FakeOrg) -> dict[tuple[str, str], Decimal]:
     """The fake's billed spend of today per (project_id, api_key_id) as the exporter labels them."""
     today = org.clock.now().date()
     return {(pid or UNATTRIBUTED, key or "none"): amount for (pid, key), amount in org.key_totals(today).items()}
 
 
+@pytest.mark.calendar
 def test_keys_pushed_to_victoriametrics_equal_the_fakes_sums(
     api: FakeAdminAPI, org: FakeOrg, vm: VictoriaMetrics, tmp_path: Path
 ) -> None:
     """`run --once --api-keys` pushes today's cost of every key (no cap needed here): each equals the fake's sum,
     spend outside keys is its own `none` series, and the keys of a project add up to the project."""
-    push = ("--push-url", vm.import_url, "--push-label", "run=keys", "--api-keys-top", "1000", "--no-usage")
+    run_keys = tagged("keys", org)
+    push = ("--push-url", vm.import_url, "--push-label", f"run={run_keys}", "--api-keys-top", "1000", "--no-usage")
     result = run_once(api.base_url, tmp_path, "--api-keys", *push, now=cli_now(org))
     assert result.returncode == 0, result.output
     vm.force_flush()
     got = {
         (s["metric"]["project_id"], s["metric"]["api_key_id"]): float(s["value"][1])
-        for s in vm.query('openai_daily_api_key_cost_usd{run="keys"}')
+        for s in vm.query(f'openai_daily_api_key_cost_usd{{run="{run_keys}"}}')
     }
     truth = truth_today(org)
     assert set(got) == set(truth)
     for key, amount in truth.items():
         assert got[key] == pytest.approx(float(amount), rel=VM_REL), key
-    assert any(key_id == "none" for _, key_id in truth)
-    projects = {s["metric"]["project_id"]: float(s["value"][1]) for s in vm.query('openai_daily_cost_usd{run="keys"}')}
+    now = org.clock.now()
+    if now - dt.datetime.combine(now.date(), dt.time(), dt.UTC) >= org.cost_lag:  # before, nothing is billed today
+        assert any(key_id == "none" for _, key_id in truth)
+    live = vm.query(f'openai_daily_cost_usd{{run="{run_keys}"}}')
+    projects = {s["metric"]["project_id"]: float(s["value"][1]) for s in live}
     for pid in {pid for pid, _ in truth}:
         summed = sum(amount for (p, _), amount in got.items() if p == pid)
         assert summed == pytest.approx(projects[pid], rel=1e-9), pid
@@ -71,7 +86,7 @@ def test_keys_pushed_to_victoriametrics_equal_the_fakes_sums(
         stamp = int(day_sample_time(day) * 1000)
         closed = {
             (s["metric"]["project_id"], s["metric"]["api_key_id"]): value
-            for s in vm.export('openai_daily_api_key_cost_usd{run="keys"}')
+            for s in vm.export(f'openai_daily_api_key_cost_usd{{run="{run_keys}"}}')
             for value, at in zip(s["values"], s["timestamps"], strict=True)
             if at == stamp
         }
@@ -81,10 +96,11 @@ def test_keys_pushed_to_victoriametrics_equal_the_fakes_sums(
             assert closed[key] == pytest.approx(float(amount), rel=VM_REL), (day, key)
 
 
-def test_metrics_cap_the_keys_of_a_project_and_add_up_exactly(api: FakeAdminAPI, org: FakeOrg, tmp_path: Path) -> None:
+def test_metrics_cap_the_keys_of_a_project_and_add_up_exactly(afternoon: FakeAdminAPI, tmp_path: Path) -> None:
     """With `--api-keys-top 10`, the 45-key project exports at most 10 keys plus `other` and `none`; for every
     project the exposed key values add up exactly (as decimals) to its `openai_daily_cost_usd`, and
     `promtool check metrics` accepts the page."""
+    api, org = afternoon, afternoon.org
     port = free_port()
     args = ["run", "--base-url", api.base_url, "--state-dir", str(tmp_path), "--listen", f"127.0.0.1:{port}"]
     proc = subprocess.Popen(
@@ -125,11 +141,10 @@ def _get(url: str) -> bytes:
     return done.stdout
 
 
-def test_report_by_api_key_names_every_key_and_owner_across_pages(
-    api: FakeAdminAPI, org: FakeOrg, tmp_path: Path
-) -> None:
+def test_report_by_api_key_names_every_key_and_owner_across_pages(afternoon: FakeAdminAPI, tmp_path: Path) -> None:
     """`report --by api-key` lists the 45 keys of one project (three pages of the key listing) with the names and
     owners OpenAI gives, keeps the id of a key deleted since, and its amounts are the fake's."""
+    api, org = afternoon, afternoon.org
     api.faults.key_page_cap = 20  # the client asks 100 a page; the server sends 20
     result = run_cli(
         "report",
@@ -174,6 +189,7 @@ def test_report_by_api_key_names_every_key_and_owner_across_pages(
     assert len(api.request_log) == before
 
 
+@pytest.mark.calendar
 def test_a_project_near_its_hard_limit_gets_one_message_with_the_days_left(
     api: FakeAdminAPI, org: FakeOrg, tmp_path: Path
 ) -> None:
@@ -205,10 +221,13 @@ def test_a_project_near_its_hard_limit_gets_one_message_with_the_days_left(
         assert not [p for p in after if p.endswith(("/api_keys", "/spend_limit")) and after[p] != before.get(p)]
         limit_posts = [p for p in slack.posts if "hard spend limit" in p.body["text"].lower()]
     near_posts = [p for p in limit_posts if near in p.body["text"]]
+    if not org.month_to_date(near):  # the 1st before its first billing: 0% of the limit, nothing is near
+        assert not [p for p in near_posts if "Near the hard spend limit" in p.body["text"]]
+        return
     assert len(near_posts) == 1, [p.body["text"] for p in limit_posts]
     fields = json.dumps(near_posts[0].body["blocks"])
-    assert "Near the hard spend limit" in fields and "85% this month" in fields and "in about" in fields
-    assert "OpenAI stops serving" in fields
+    assert "Near the hard spend limit" in fields and "85% this month" in fields and "OpenAI stops serving" in fields
+    assert when_the_limit_is_reached(org, near) in fields
     assert not [p for p in limit_posts if any(pid in p.body["text"] for pid in far)]
     subjects = {pid for pid in (near, org.limit_reached_project_id) if pid}
     without = [p.id for p in org.projects if p.id not in far and p.id not in subjects]
@@ -262,3 +281,17 @@ def _backfill_across_the_epoch(api: FakeAdminAPI, org: FakeOrg, vm: VictoriaMetr
     assert truth <= stamps[int(day_sample_time(after) * 1000)]
     projects = vm.export('openai_daily_cost_usd{run="epoch"}')
     assert any(int(day_sample_time(before) * 1000) in series["timestamps"] for series in projects)
+
+
+def when_the_limit_is_reached(org: FakeOrg, project_id: str) -> str:
+    """What the limit message says of when, from the fake's figures: "in about" while the recent pace (the mean of
+    the last 7 closed days) reaches the limit before the month ends, "not this month" when it starts again first."""
+    now = org.clock.now()
+    today = now.date()
+    pace = sum((org.daily_total(today - dt.timedelta(days=n), project_id) for n in range(1, 8)), Decimal(0)) / 7
+    cents, _ = org.spend_limit(project_id) or (0, "")
+    days = (Decimal(cents) / 100 - org.month_to_date(project_id)) / pace
+    month_end = dt.datetime.combine((today.replace(day=1) + dt.timedelta(days=32)).replace(day=1), dt.time(), dt.UTC)
+    left = Decimal((month_end - now) / dt.timedelta(days=1))
+    assert abs(days - left) > Decimal("0.5"), "a moment too close to call: pick another"
+    return "in about" if days < left else "not this month"

@@ -63,6 +63,7 @@ def _expected_names(org: FakeOrg) -> dict[str, str]:
     return names
 
 
+@pytest.mark.calendar
 def test_run_once_pushes_what_the_api_bills(
     api: FakeAdminAPI, org: FakeOrg, vm: VictoriaMetrics, tmp_path: Path
 ) -> None:
@@ -104,6 +105,7 @@ def test_run_once_pushes_what_the_api_bills(
         assert closed[project_id or UNATTRIBUTED] == [pytest.approx(float(amount), rel=1e-11)]
 
 
+@pytest.mark.calendar
 def test_warm_cycle_makes_one_costs_request_and_one_per_usage_endpoint(api: FakeAdminAPI, tmp_path: Path) -> None:
     """With names and usage history in the state dir, a cycle asks for one costs page and one page of each usage
     endpoint (the last complete hour and this one), never the history again (spend limits, listed in the

@@ -303,6 +303,7 @@ def test_turning_api_keys_on_fetches_the_window_by_key_again(harness: Harness) -
     assert keyed.fetch_start(now) == now.date() - dt.timedelta(days=2)  # the revision window only
 
 
+@pytest.mark.calendar
 def test_a_cycle_at_any_moment_matches_the_fakes_sums(tmp_path: Path, now: dt.datetime) -> None:
     """At every moment of the calendar (just after midnight, a month's or a year's last minutes, a leap day), one
     cycle pushes today, the month so far and every closed day of the spend page equal to the fake's billed sums, and
