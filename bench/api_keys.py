@@ -36,7 +36,7 @@ from scale import COMMAND, PEAK_RSS  # bench/scale.py, beside this file
 from openai_cost_exporter import app
 from openai_cost_exporter.app import build_exporter
 from openai_cost_exporter.config import load_settings
-from openai_cost_exporter.directory import Directory
+from openai_cost_exporter.ingest.directory import Directory
 
 
 def control(base_url: str) -> str:

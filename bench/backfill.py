@@ -45,12 +45,12 @@ import httpx
 
 from openai_cost_exporter import backfill as backfill_module
 from openai_cost_exporter.backfill import BackfillResult, backfill
-from openai_cost_exporter.collector import DAILY_COST, LINE_ITEM_COST, day_sample_time
-from openai_cost_exporter.ledger import Ledger
-from openai_cost_exporter.models import day_start
-from openai_cost_exporter.openai_client import AdminClient, build_http_client
-from openai_cost_exporter.push import Pusher
-from openai_cost_exporter.state import open_state
+from openai_cost_exporter.core.models import day_start
+from openai_cost_exporter.export.collector import DAILY_COST, LINE_ITEM_COST, day_sample_time
+from openai_cost_exporter.export.push import Pusher
+from openai_cost_exporter.sources.openai.client import AdminClient, build_http_client
+from openai_cost_exporter.store.ledger import Ledger
+from openai_cost_exporter.store.state import open_state
 
 KEY = "sk-admin-bench"
 PEAK_RSS_TARGET_MB = 80

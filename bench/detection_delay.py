@@ -26,11 +26,11 @@ from decimal import Decimal
 from pathlib import Path
 
 from openai_cost_exporter.app import build_exporter
-from openai_cost_exporter.clock import FrozenClock
 from openai_cost_exporter.config import load_settings
+from openai_cost_exporter.core.clock import FrozenClock
 from openai_cost_exporter.fake.api import FakeAdminAPI
 from openai_cost_exporter.fake.org import FakeOrg
-from openai_cost_exporter.messages import OutboxMessage
+from openai_cost_exporter.notify.messages import OutboxMessage
 
 KEY = "sk-admin-bench"
 START = dt.datetime(2026, 11, 24, 14, tzinfo=dt.UTC)  # a Tuesday afternoon

@@ -26,9 +26,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from openai_cost_exporter.messages import MessageContext
+from openai_cost_exporter.notify.messages import MessageContext
+from openai_cost_exporter.notify.slack_blocks import build_alert_message, build_digest_message
 from openai_cost_exporter.rules import Alert, build_digest
-from openai_cost_exporter.slack_blocks import build_alert_message, build_digest_message
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "docs" / "slack-alert.png"

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-from openai_cost_exporter.clock import TEST_NO_BACKOFF_ENV, TEST_NOW_ENV
+from openai_cost_exporter.core.clock import TEST_NO_BACKOFF_ENV, TEST_NOW_ENV
 from openai_cost_exporter.fake.org import FakeOrg
 from openai_cost_exporter.rules.runaway import median
 from tests.moments import DEFAULT

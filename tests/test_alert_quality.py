@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from openai_cost_exporter.app import build_exporter
-from openai_cost_exporter.clock import FrozenClock
 from openai_cost_exporter.config import load_settings
+from openai_cost_exporter.core.clock import FrozenClock
 from openai_cost_exporter.fake.api import FakeAdminAPI
 from openai_cost_exporter.fake.org import FakeOrg
 

@@ -17,18 +17,18 @@ import stamina
 from prometheus_client import CollectorRegistry, generate_latest
 
 from openai_cost_exporter import backfill as backfill_module
-from openai_cost_exporter import history
 from openai_cost_exporter.backfill import backfill, split_window
-from openai_cost_exporter.clock import FrozenClock
-from openai_cost_exporter.errors import APIUnavailable, PushError
+from openai_cost_exporter.core.clock import FrozenClock
+from openai_cost_exporter.core.errors import APIUnavailable, PushError
+from openai_cost_exporter.core.models import CostPage, CostRow, Project
+from openai_cost_exporter.export import history
+from openai_cost_exporter.export.history import push_closed_days
 from openai_cost_exporter.fake.api import FakeAdminAPI, Faults
 from openai_cost_exporter.fake.org import FakeOrg
-from openai_cost_exporter.history import push_closed_days
-from openai_cost_exporter.ledger import Ledger
-from openai_cost_exporter.models import CostPage, CostRow, Project
-from openai_cost_exporter.openai_client import AdminClient, build_http_client
-from openai_cost_exporter.sources import Window, fetch_into_ledger
-from openai_cost_exporter.state import open_state
+from openai_cost_exporter.ingest.costs import Window, fetch_into_ledger
+from openai_cost_exporter.sources.openai.client import AdminClient, build_http_client
+from openai_cost_exporter.store.ledger import Ledger
+from openai_cost_exporter.store.state import open_state
 
 NOW = dt.datetime(2026, 11, 25, 12, tzinfo=dt.UTC)
 TODAY = NOW.date()

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from openai_cost_exporter import cli, commands, flags, logs
-from openai_cost_exporter.errors import PushError
+from openai_cost_exporter.cli import commands, flags, logs
+from openai_cost_exporter.cli import main as cli
+from openai_cost_exporter.core.errors import PushError
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from openai_cost_exporter.clock import FrozenClock
+from openai_cost_exporter.core.clock import FrozenClock
 from openai_cost_exporter.fake.api import FakeAdminAPI
 from openai_cost_exporter.fake.org import FakeOrg
 from tests.clirun import ADMIN_KEY, baseline_of, clean_env, cli_now, command, run_once, set_today

@@ -25,15 +25,15 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from openai_cost_exporter.clock import FrozenClock
-from openai_cost_exporter.collector import day_sample_time
+from openai_cost_exporter.cli.report import SPARK_BARS
+from openai_cost_exporter.core.clock import FrozenClock
+from openai_cost_exporter.core.models import UNATTRIBUTED, CostRow, day_start
+from openai_cost_exporter.export.collector import day_sample_time
 from openai_cost_exporter.fake.api import FakeAdminAPI, Faults
 from openai_cost_exporter.fake.org import AWKWARD_NAMES, FakeOrg
-from openai_cost_exporter.ledger import Ledger
-from openai_cost_exporter.models import UNATTRIBUTED, CostRow, day_start
-from openai_cost_exporter.report import SPARK_BARS
 from openai_cost_exporter.rules.runaway import median
-from openai_cost_exporter.state import open_state
+from openai_cost_exporter.store.ledger import Ledger
+from openai_cost_exporter.store.state import open_state
 from tests.clirun import (
     ADMIN_KEY,
     Result,

@@ -14,11 +14,11 @@ from urllib.parse import parse_qs
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from openai_cost_exporter.clock import FrozenClock
-from openai_cost_exporter.collector import day_sample_time
+from openai_cost_exporter.core.clock import FrozenClock
+from openai_cost_exporter.core.models import API_KEYS_EPOCH, UNATTRIBUTED, day_start
+from openai_cost_exporter.export.collector import day_sample_time
 from openai_cost_exporter.fake.api import FakeAdminAPI
 from openai_cost_exporter.fake.org import FakeOrg
-from openai_cost_exporter.models import API_KEYS_EPOCH, UNATTRIBUTED, day_start
 from tests.clirun import ADMIN_KEY, clean_env, cli_now, command, run_cli, run_once, tagged
 from tests.fake_slack import FakeSlack
 from tests.moments import DEFAULT

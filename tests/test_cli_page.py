@@ -14,13 +14,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from openai_cost_exporter.clock import FrozenClock
+from openai_cost_exporter.core.clock import FrozenClock
 from openai_cost_exporter.fake.api import FakeAdminAPI
 from openai_cost_exporter.fake.org import FakeOrg
 from tests.clirun import ADMIN_KEY, clean_env, cli_now, command
 from tests.moments import WEDNESDAY_2000
 from tests.stack import free_port, wait_until
-from tests.test_page import DOCS_SCREENSHOT, parse, run_chromium
+from tests.web.test_page import DOCS_SCREENSHOT, parse, run_chromium
 
 START_TIMEOUT = 30.0  # seconds for `run --listen` to serve; about 1 s on the CI machine
 

@@ -17,10 +17,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from openai_cost_exporter.clock import FrozenClock
+from openai_cost_exporter.core.clock import FrozenClock
+from openai_cost_exporter.core.models import UNATTRIBUTED
 from openai_cost_exporter.fake.api import FakeAdminAPI, Faults
 from openai_cost_exporter.fake.org import FakeOrg
-from openai_cost_exporter.models import UNATTRIBUTED
 from tests.clirun import ADMIN_KEY, clean_env, cli_now, command, run_once
 from tests.stack import VictoriaMetrics, free_port, require_binary, wait_until
 
@@ -101,7 +101,7 @@ def test_run_once_pushes_what_the_api_bills(
     for project_id, amount in org.daily_totals(day).items():
         # VictoriaMetrics keeps ~12 significant digits per block of a series (a shared decimal exponent), so a
         # long history read back can differ in the 12th digit; far below a cent. The pushed text itself is exact
-        # (tests/test_collector.py).
+        # (tests/export/test_collector.py).
         assert closed[project_id or UNATTRIBUTED] == [pytest.approx(float(amount), rel=1e-11)]
 
 
@@ -126,7 +126,7 @@ def test_warm_cycle_makes_one_costs_request_and_one_per_usage_endpoint(api: Fake
 #: Run as `python -c PROBE ARGS...`: the CLI, then the heavy optional packages it loaded, as its last stdout line.
 PROBE = (
     "import atexit, sys\n"
-    "from openai_cost_exporter.cli import main\n"
+    "from openai_cost_exporter.cli.main import main\n"
     "heavy = ('genai_prices', 'rich', 'slack_sdk', 'yaml')\n"
     "atexit.register(lambda: print('loaded:', *sorted(m for m in heavy if m in sys.modules)))\n"
     "sys.exit(main(sys.argv[1:]))\n"

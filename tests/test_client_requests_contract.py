@@ -1,6 +1,6 @@
 """Contract tests of the production client's requests: every request `AdminClient` sends, as the real code builds it,
 is validated with openapi-core against tests/contract/openai-admin-openapi.yaml (a verbatim copy of the shared
-openai-admin-openapi.yaml), the way tests/test_fake_api.py validates the fake's answers.
+openai-admin-openapi.yaml), the way tests/fake/test_fake_api.py validates the fake's answers.
 
 The client talks to the spec's own server URL through an `httpx.MockTransport` that records each request and hands
 it to `FakeAdminAPI.handle` in-process, so paging follows real cursors and nothing leaves the process.
@@ -33,16 +33,16 @@ from openapi_core.exceptions import OpenAPIError
 from openapi_core.templating.paths.finders import APICallPathFinder
 from openapi_core.testing import MockRequest
 
-from openai_cost_exporter import openai_client
-from openai_cost_exporter.clock import FrozenClock
-from openai_cost_exporter.estimates import USAGE_KINDS, fetch_usage, key_rates
+from openai_cost_exporter.core.clock import FrozenClock
+from openai_cost_exporter.core.models import API_KEYS_EPOCH
 from openai_cost_exporter.fake.api import FakeAdminAPI
 from openai_cost_exporter.fake.org import FakeOrg
-from openai_cost_exporter.models import API_KEYS_EPOCH
-from openai_cost_exporter.openai_client import PROJECTS_LIMIT, AdminClient, build_http_client
-from openai_cost_exporter.pricing import PriceBook
-from openai_cost_exporter.state import open_state
-from openai_cost_exporter.usage_store import UsageStore
+from openai_cost_exporter.figures.estimates import USAGE_KINDS, fetch_usage, key_rates
+from openai_cost_exporter.figures.pricing import PriceBook
+from openai_cost_exporter.sources.openai import client as openai_client
+from openai_cost_exporter.sources.openai.client import PROJECTS_LIMIT, AdminClient, build_http_client
+from openai_cost_exporter.store.state import open_state
+from openai_cost_exporter.store.usage_store import UsageStore
 
 KEY = "sk-admin-contract-0123456789abcdef"
 NOW = dt.datetime(2026, 11, 25, 13, tzinfo=dt.UTC)

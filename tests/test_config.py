@@ -9,16 +9,16 @@ from typing import Any
 
 import pytest
 
+from openai_cost_exporter.cli.settings_check import unknown_environment
 from openai_cost_exporter.config import (
     Settings,
     default_state_dir,
     load_settings,
     parse_listen,
 )
-from openai_cost_exporter.defaults import DEFAULT_BASE_URL, JOB, LISTEN
-from openai_cost_exporter.defaults import INTERVAL_SECONDS as DEFAULT_INTERVAL_SECONDS
-from openai_cost_exporter.errors import ConfigError
-from openai_cost_exporter.settings_check import unknown_environment
+from openai_cost_exporter.core.defaults import DEFAULT_BASE_URL, JOB, LISTEN
+from openai_cost_exporter.core.defaults import INTERVAL_SECONDS as DEFAULT_INTERVAL_SECONDS
+from openai_cost_exporter.core.errors import ConfigError
 
 KEY = "sk-admin-TOPSECRET0123456789abcdef"
 ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - what ":PORT" parses to; nothing binds here
@@ -507,7 +507,7 @@ def test_empty_yaml_file_means_defaults(tmp_path: Path) -> None:
 
 
 def test_settings_class_is_the_one_built() -> None:
-    """load_settings returns a Settings instance (what app.py and cli.py expect)."""
+    """load_settings returns a Settings instance (what app.py and cli/main.py expect)."""
     assert isinstance(load_settings(), Settings)
 
 

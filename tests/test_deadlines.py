@@ -20,17 +20,17 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from openai_cost_exporter.clock import FrozenClock
-from openai_cost_exporter.errors import APIUnavailable, MalformedResponse, PushError
+from openai_cost_exporter.core.clock import FrozenClock
+from openai_cost_exporter.core.errors import APIUnavailable, MalformedResponse, PushError
+from openai_cost_exporter.core.models import CostPage, Project
+from openai_cost_exporter.core.replies import ReplyTooSlow, read_reply
+from openai_cost_exporter.export.push import Pusher
 from openai_cost_exporter.fake.api import FakeAdminAPI, Faults
 from openai_cost_exporter.fake.org import FakeOrg
-from openai_cost_exporter.ledger import Ledger
-from openai_cost_exporter.models import CostPage, Project
-from openai_cost_exporter.openai_client import AdminClient, build_http_client
-from openai_cost_exporter.push import Pusher
-from openai_cost_exporter.replies import ReplyTooSlow, read_reply
-from openai_cost_exporter.sources import Window, fetch_into_ledger
-from openai_cost_exporter.state import open_state
+from openai_cost_exporter.ingest.costs import Window, fetch_into_ledger
+from openai_cost_exporter.sources.openai.client import AdminClient, build_http_client
+from openai_cost_exporter.store.ledger import Ledger
+from openai_cost_exporter.store.state import open_state
 from tests.clirun import ADMIN_KEY, clean_env, cli_now, command, run_once
 from tests.stack import wait_until
 

@@ -18,9 +18,9 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from openai_cost_exporter.clock import FrozenClock
 from openai_cost_exporter.config import Settings
-from openai_cost_exporter.web import Health, build_app
+from openai_cost_exporter.core.clock import FrozenClock
+from openai_cost_exporter.web.server import Health, build_app
 from tests.stack import require_binary
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -25,8 +25,8 @@ from genai_prices import Usage, calc_price
 from prometheus_client.metrics_core import Metric
 
 from openai_cost_exporter.app import build_exporter
-from openai_cost_exporter.clock import FrozenClock
 from openai_cost_exporter.config import load_settings
+from openai_cost_exporter.core.clock import FrozenClock
 from openai_cost_exporter.fake.api import FakeAdminAPI
 from openai_cost_exporter.fake.org import FakeOrg
 from openai_cost_exporter.fake.prices import EMBEDDING_MODEL, UNPRICED_MODEL

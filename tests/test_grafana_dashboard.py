@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
-from openai_cost_exporter.clock import FrozenClock
+from openai_cost_exporter.core.clock import FrozenClock
+from openai_cost_exporter.core.models import UNATTRIBUTED, day_start
 from openai_cost_exporter.fake.api import FakeAdminAPI
 from openai_cost_exporter.fake.org import FakeOrg
-from openai_cost_exporter.models import UNATTRIBUTED, day_start
 from tests.clirun import ADMIN_KEY, run_once
 from tests.moments import WEDNESDAY_2000
 from tests.stack import VictoriaMetrics, victoria_metrics

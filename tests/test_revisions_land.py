@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from openai_cost_exporter.clock import FrozenClock
-from openai_cost_exporter.collector import day_sample_time
+from openai_cost_exporter.core.clock import FrozenClock
+from openai_cost_exporter.export.collector import day_sample_time
 from openai_cost_exporter.fake.api import FakeAdminAPI
 from openai_cost_exporter.fake.org import FakeOrg
 from tests.clirun import ADMIN_KEY, cli_now, run_once

@@ -13,19 +13,19 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from openai_cost_exporter.clock import FrozenClock
-from openai_cost_exporter.collector import CostCollector
-from openai_cost_exporter.errors import PushError
+from openai_cost_exporter.core.clock import FrozenClock
+from openai_cost_exporter.core.errors import PushError
+from openai_cost_exporter.core.selfmetrics import RequestCounter, SelfMetrics
+from openai_cost_exporter.export.collector import CostCollector
 from openai_cost_exporter.fake.api import FakeAdminAPI
 from openai_cost_exporter.fake.org import FakeOrg
-from openai_cost_exporter.ledger import Ledger
 from openai_cost_exporter.loop import run_forever, seconds_until_next
-from openai_cost_exporter.openai_client import AdminClient, build_http_client
 from openai_cost_exporter.rules import AlertPolicy
 from openai_cost_exporter.rules.runaway import median
-from openai_cost_exporter.selfmetrics import RequestCounter, SelfMetrics
 from openai_cost_exporter.service import CostCycle, CycleOptions
-from openai_cost_exporter.state import open_state
+from openai_cost_exporter.sources.openai.client import AdminClient, build_http_client
+from openai_cost_exporter.store.ledger import Ledger
+from openai_cost_exporter.store.state import open_state
 
 KEY = "sk-admin-service-test"
 EVENING = dt.datetime(2026, 11, 18, 23, 50, tzinfo=dt.UTC)

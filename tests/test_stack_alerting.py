@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from openai_cost_exporter.clock import FrozenClock
+from openai_cost_exporter.core.clock import FrozenClock
 from openai_cost_exporter.fake.api import FakeAdminAPI
 from openai_cost_exporter.fake.org import FakeOrg, FakeProject
 from tests.clirun import ADMIN_KEY, baseline_of, cli_now, run_once, set_today

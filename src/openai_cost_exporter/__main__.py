@@ -1,5 +1,5 @@
 from __future__ import annotations
 
-from openai_cost_exporter.cli import main
+from openai_cost_exporter.cli.main import main
 
 raise SystemExit(main())

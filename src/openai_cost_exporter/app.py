@@ -11,39 +11,35 @@ import threading
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import TYPE_CHECKING
 
 import httpx
 from prometheus_client import CollectorRegistry
 
-from openai_cost_exporter import defaults
-from openai_cost_exporter.alerter import Alerter
-from openai_cost_exporter.clock import Clock, SystemClock
-from openai_cost_exporter.collector import CostCollector
+from openai_cost_exporter.alerts.alerter import Alerter
 from openai_cost_exporter.config import Settings, parse_listen
-from openai_cost_exporter.directory import Directory, DirectoryStage
-from openai_cost_exporter.directory_store import DirectoryStore
-from openai_cost_exporter.errors import ConfigError
-from openai_cost_exporter.estimate_metrics import EstimateCollector
-from openai_cost_exporter.key_metrics import KeyCollector
-from openai_cost_exporter.ledger import Ledger
-from openai_cost_exporter.log_notifier import LogNotifier
+from openai_cost_exporter.core import defaults
+from openai_cost_exporter.core.clock import Clock, SystemClock
+from openai_cost_exporter.core.errors import ConfigError
+from openai_cost_exporter.core.models import ApiKey
+from openai_cost_exporter.core.selfmetrics import RequestCounter, SelfMetrics
+from openai_cost_exporter.export.collector import CostCollector
+from openai_cost_exporter.export.estimate_metrics import EstimateCollector
+from openai_cost_exporter.export.key_metrics import KeyCollector
+from openai_cost_exporter.export.push import Pusher
+from openai_cost_exporter.figures.pricing import PriceBook
+from openai_cost_exporter.ingest.directory import Directory, DirectoryStage, KeyDirectory
+from openai_cost_exporter.ingest.usage_stage import UsageStage
 from openai_cost_exporter.loop import run_forever
-from openai_cost_exporter.messages import Notifier
-from openai_cost_exporter.models import ApiKey
-from openai_cost_exporter.notifications import Notifications
-from openai_cost_exporter.openai_client import AdminClient, RetryPolicy, build_http_client
-from openai_cost_exporter.pricing import PriceBook
-from openai_cost_exporter.push import Pusher
-from openai_cost_exporter.selfmetrics import RequestCounter, SelfMetrics
+from openai_cost_exporter.notify.log_notifier import LogNotifier
+from openai_cost_exporter.notify.messages import Notifier
+from openai_cost_exporter.notify.notifications import Notifications
 from openai_cost_exporter.service import CostCycle, CycleOptions
-from openai_cost_exporter.state import lock_state, open_state
-from openai_cost_exporter.usage_stage import UsageStage
-from openai_cost_exporter.usage_store import UsageStore
-from openai_cost_exporter.web import Health, WebServer, build_app
-
-if TYPE_CHECKING:  # report.py imports rich, which only `report` needs
-    from openai_cost_exporter.report import KeyDirectory
+from openai_cost_exporter.sources.openai.client import AdminClient, RetryPolicy, build_http_client
+from openai_cost_exporter.store.directory_store import DirectoryStore
+from openai_cost_exporter.store.ledger import Ledger
+from openai_cost_exporter.store.state import lock_state, open_state
+from openai_cost_exporter.store.usage_store import UsageStore
+from openai_cost_exporter.web.server import Health, WebServer, build_app
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +126,7 @@ def build_alerter(settings: Settings, conn: sqlite3.Connection, clock: Clock, me
     url = settings.resolved_webhook_url()
     notifier: Notifier = LogNotifier(log)
     if url:
-        from openai_cost_exporter.slack import SlackNotifier  # noqa: PLC0415 (slack_sdk only with a webhook)
+        from openai_cost_exporter.notify.slack import SlackNotifier  # noqa: PLC0415 (slack_sdk only with a webhook)
 
         notifier = SlackNotifier(url, timeout=settings.request_timeout)
     notifications = Notifications(

@@ -1,8 +1,8 @@
 """`backfill`: bring past days into the ledger, then push those not yet pushed.
 
-It uses the cycle's two paths (sources.py, history.py). The days are split into FETCH_WINDOWS windows, each a
-cursor chain of its own, fetched side by side (side_by_side.py) beside the names, as `fetch_into_ledger` lists
-them. Pages come to the calling thread, which stores each (`sources.store_page`, one transaction). At most
+It uses the cycle's two paths (ingest/costs.py, export/history.py). The days are split into FETCH_WINDOWS windows,
+each a cursor chain of its own, fetched side by side (core/side_by_side.py) beside the names, as `fetch_into_ledger`
+lists them. Pages come to the calling thread, which stores each (`costs.store_page`, one transaction). At most
 PAGES_AT_ONCE pages are fetched, parsed or waiting at a time, so memory grows with the page, not with the days.
 
 The push waits for the last page because a project must get a sample on every day of the window (0 where it
@@ -22,16 +22,17 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
-from openai_cost_exporter import defaults
-from openai_cost_exporter.errors import ExporterError
-from openai_cost_exporter.history import push_closed_days
-from openai_cost_exporter.key_history import push_key_days
-from openai_cost_exporter.ledger import Ledger
-from openai_cost_exporter.models import ApiKey, CostPage, Project, days_between
-from openai_cost_exporter.openai_client import costs_page_days
-from openai_cost_exporter.push import Pusher
-from openai_cost_exporter.side_by_side import Ended, SideBySide
-from openai_cost_exporter.sources import CostSource, Fetched, Window, store_page
+from openai_cost_exporter.core import defaults
+from openai_cost_exporter.core.errors import ExporterError
+from openai_cost_exporter.core.models import ApiKey, CostPage, Project, days_between
+from openai_cost_exporter.core.side_by_side import Ended, SideBySide
+from openai_cost_exporter.export.history import push_closed_days
+from openai_cost_exporter.export.key_history import push_key_days
+from openai_cost_exporter.export.push import Pusher
+from openai_cost_exporter.ingest.costs import Fetched, Window, store_page
+from openai_cost_exporter.sources.openai.client import costs_page_days
+from openai_cost_exporter.sources.ports import CostSource
+from openai_cost_exporter.store.ledger import Ledger
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def backfill(
 
 
 def page_days(line_items: bool, api_keys: bool = False) -> int:
-    """Days per costs page: half the cycle's (openai_client.costs_page_days), as PAGES_AT_ONCE pages are held."""
+    """Days per costs page: half the cycle's (client.costs_page_days), as PAGES_AT_ONCE pages are held."""
     return max(1, costs_page_days(line_items, api_keys) // 2)
 
 
@@ -149,7 +150,7 @@ def fetch_windows(source: CostSource, ledger: Ledger, windows: list[Window], now
         raise failure
     if isinstance(names_error, ExporterError):
         fetched.names_error = names_error
-    elif names_error is not None:  # not an API failure: a bug, raised as the names thread of sources.py does
+    elif names_error is not None:  # not an API failure: a bug, raised as the names thread of ingest/costs.py does
         raise names_error
     elif projects is not None:
         ledger.save_projects(projects, now)

@@ -23,8 +23,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from openai_cost_exporter import defaults
-from openai_cost_exporter.errors import ConfigError
+from openai_cost_exporter.core import defaults
+from openai_cost_exporter.core.errors import ConfigError
 from openai_cost_exporter.rules import AlertPolicy
 
 ENV_PREFIX = "OPENAI_COST_EXPORTER_"

@@ -6,8 +6,8 @@ import datetime as dt
 import logging
 import threading
 
-from openai_cost_exporter.clock import Clock
-from openai_cost_exporter.models import end_of
+from openai_cost_exporter.core.clock import Clock
+from openai_cost_exporter.core.models import end_of
 from openai_cost_exporter.service import CostCycle
 
 log = logging.getLogger(__name__)

@@ -18,26 +18,27 @@ from decimal import Decimal
 
 from prometheus_client import CollectorRegistry
 
-from openai_cost_exporter import defaults
-from openai_cost_exporter.alerter import Alerter
-from openai_cost_exporter.api_keys import capped, kept_keys
-from openai_cost_exporter.clock import Clock
-from openai_cost_exporter.directory import DirectoryStage
-from openai_cost_exporter.errors import AuthError, ExporterError, ScopeError
-from openai_cost_exporter.estimates import Estimates
-from openai_cost_exporter.history import push_closed_days
-from openai_cost_exporter.key_history import push_key_days
-from openai_cost_exporter.ledger import Ledger
-from openai_cost_exporter.message_inputs import KEY_NAMES_WAIT_SECONDS, KeyFigures, MessageInputs, gather_inputs
-from openai_cost_exporter.models import API_KEYS_EPOCH, DAY, UNATTRIBUTED, SpendLimit, days_between, end_of
-from openai_cost_exporter.money import usd
-from openai_cost_exporter.openai_client import costs_page_days
-from openai_cost_exporter.push import Pusher
+from openai_cost_exporter.alerts.alerter import Alerter
+from openai_cost_exporter.alerts.message_inputs import KEY_NAMES_WAIT_SECONDS, KeyFigures, MessageInputs, gather_inputs
+from openai_cost_exporter.core import defaults
+from openai_cost_exporter.core.clock import Clock
+from openai_cost_exporter.core.errors import AuthError, ExporterError, ScopeError
+from openai_cost_exporter.core.models import API_KEYS_EPOCH, DAY, UNATTRIBUTED, SpendLimit, days_between, end_of
+from openai_cost_exporter.core.money import usd
+from openai_cost_exporter.core.selfmetrics import RequestCounter, SelfMetrics
+from openai_cost_exporter.export.history import push_closed_days
+from openai_cost_exporter.export.key_history import push_key_days
+from openai_cost_exporter.export.push import Pusher
+from openai_cost_exporter.figures.api_keys import capped, kept_keys
+from openai_cost_exporter.figures.estimates import Estimates
+from openai_cost_exporter.figures.snapshot import PAGE_DAYS, CostSnapshot, build_snapshot
+from openai_cost_exporter.ingest.costs import Window, fetch_into_ledger, refresh_names
+from openai_cost_exporter.ingest.directory import DirectoryStage
+from openai_cost_exporter.ingest.usage_stage import UsageStage
 from openai_cost_exporter.rules import Alert
-from openai_cost_exporter.selfmetrics import RequestCounter, SelfMetrics
-from openai_cost_exporter.snapshot import PAGE_DAYS, CostSnapshot, build_snapshot
-from openai_cost_exporter.sources import CostSource, Window, fetch_into_ledger, refresh_names
-from openai_cost_exporter.usage_stage import UsageStage
+from openai_cost_exporter.sources.openai.client import costs_page_days
+from openai_cost_exporter.sources.ports import CostSource
+from openai_cost_exporter.store.ledger import Ledger
 
 log = logging.getLogger(__name__)
 

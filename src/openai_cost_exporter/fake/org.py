@@ -26,7 +26,7 @@ import string
 from collections.abc import Collection
 from decimal import Decimal
 
-from openai_cost_exporter.clock import Clock, SystemClock
+from openai_cost_exporter.core.clock import Clock, SystemClock
 from openai_cost_exporter.fake.keys import FakeApiKey, KeyBook, KeyCell, split_cells
 from openai_cost_exporter.fake.limits import (
     FAR_RANKS,

@@ -14,8 +14,8 @@ import string
 from dataclasses import dataclass
 from decimal import Decimal
 
+from openai_cost_exporter.core.models import day_start
 from openai_cost_exporter.fake.traffic import FLAT, Profile, profile_for
-from openai_cost_exporter.models import day_start
 
 SPIKE_NAME = "Search Reranker"
 DEFAULT_NAME = "Default project"

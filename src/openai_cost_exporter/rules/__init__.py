@@ -25,7 +25,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from openai_cost_exporter import defaults
+from openai_cost_exporter.core import defaults
 from openai_cost_exporter.rules.digest import Digest as Digest  # re-exported: the rules' public names
 from openai_cost_exporter.rules.digest import DigestRow as DigestRow
 from openai_cost_exporter.rules.digest import build_digest as build_digest

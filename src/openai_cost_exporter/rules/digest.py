@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
 
-from openai_cost_exporter.money import ZERO as _ZERO
+from openai_cost_exporter.core.money import ZERO as _ZERO
 
 
 @dataclass(frozen=True, slots=True)

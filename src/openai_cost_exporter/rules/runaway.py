@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from openai_cost_exporter.money import ZERO
+from openai_cost_exporter.core.money import ZERO
 
 
 @dataclass(frozen=True, slots=True)

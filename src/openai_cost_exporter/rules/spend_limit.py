@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
 
-from openai_cost_exporter.money import ZERO
+from openai_cost_exporter.core.money import ZERO
 
 LimitLevel = Literal["exceeded", "firing", "forecast"]
 

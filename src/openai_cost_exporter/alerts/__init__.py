@@ -1,0 +1,1 @@
+"""The alert path of a cycle: figures -> rules -> messages handed to notify."""

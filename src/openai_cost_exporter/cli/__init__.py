@@ -1,0 +1,1 @@
+"""The command line: parsing, settings flags, and each command."""

@@ -1,0 +1,1 @@
+"""Metric exposition and the push of live figures and closed days."""

@@ -1,0 +1,1 @@
+"""Figures computed from the store: snapshot, baselines, estimates, pricing, spend limits, API keys."""

@@ -1,0 +1,204 @@
+"""Estimated spend from token usage: near-real-time, priced with genai-prices, never mixed with billed costs.
+
+Usage arrives within minutes in hourly buckets (openai-admin-api.md §3, §9); the costs endpoint only in daily
+buckets, hours late. `fetch_usage` brings the buckets into the usage store (a cold start reads the history
+window, a warm cycle only the last complete hour and the current one: one request per usage endpoint), priced
+as they are stored, and `build_estimates` reads the priced sums: the rate of the last 60 minutes per project, the
+usual rate of the same 60 minutes of the clock on the earlier days (their median), the usual share of a day done
+by now, and today's estimate per project and model.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from openai_cost_exporter.core.models import day_start
+from openai_cost_exporter.core.money import ZERO, exact_sum
+from openai_cost_exporter.core.side_by_side import SideBySide
+from openai_cost_exporter.figures.pricing import PriceBook
+from openai_cost_exporter.rules.runaway import RunawayFigures, median
+from openai_cost_exporter.sources.openai.client import USAGE_HOURS_LIMIT, AdminClient
+from openai_cost_exporter.sources.openai.usage_responses import UsagePage
+from openai_cost_exporter.store.usage_store import UsageStore
+
+HOUR = 3600
+DAY_SECONDS = 86400
+#: The usage endpoints read (moderations, images and audio are priced per unit, not per token: left out).
+USAGE_KINDS = ("completions", "embeddings")
+TOP_MODELS = 3
+DIRECTIONS = ("input", "cached_input", "output")
+#: A cold start's week of each endpoint is cut into this many windows, each a cursor chain, all fetched side by
+#: side; a warm cycle's two hours are one page. Measured (bench/cold_cycle.py, 2,000 projects, 150 ms a response,
+#: pages of USAGE_HOURS_LIMIT hours): 6-hour pages, 2 windows and 4 pages at once took 7.2 s and 108 MB; one
+#: window and 2 pages at once, 10.6 s and 89 MB; 24-hour pages, 6.9 s and 150 MB (248 MB with 2 windows).
+USAGE_WINDOWS = 2
+#: Usage pages fetched, parsed or waiting to be stored, at most.
+USAGE_PAGES_AT_ONCE = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Estimates:
+    """Priced usage of one moment; every figure is an estimate in USD."""
+
+    taken_at: dt.datetime
+    rate: Mapping[str, Decimal]  # project_id -> estimated spend of the last 60 minutes
+    usual: Mapping[str, Decimal]  # project_id -> median of the same 60 minutes on the earlier days
+    models: Mapping[str, list[tuple[str, Decimal]]]  # project_id -> models of the last 60 minutes, largest first
+    today: Mapping[tuple[str, str], Decimal]  # (project_id, model) -> today's estimate so far
+    tokens: Mapping[tuple[str, str, str], int]  # (project_id, model, direction) -> today's tokens
+    requests: Mapping[tuple[str, str], int]  # (project_id, model) -> today's requests
+    unpriced: frozenset[str] = field(default_factory=frozenset)
+    shares: Mapping[str, Decimal] = field(default_factory=dict)  # project_id -> usual share of a day done by now
+
+    def runaway_figures(self, names: Mapping[str, str]) -> list[RunawayFigures]:
+        return [
+            RunawayFigures(pid, names.get(pid, pid), self.rate[pid], self.usual.get(pid, ZERO), self.models[pid])
+            for pid in sorted(self.rate)
+        ]
+
+
+def hour_of(moment: dt.datetime) -> int:
+    """Unix seconds of the start of the hour `moment` falls in."""
+    return int(moment.timestamp()) // HOUR * HOUR
+
+
+def fetch_usage(client: AdminClient, store: UsageStore, book: PriceBook, now: dt.datetime, *, history_days: int) -> int:
+    """Bring usage into the store, priced: the history window on a cold start, else from the last complete hour.
+
+    The endpoints' cursor chains are fetched side by side (side_by_side.py), each page parsed in its chain's
+    thread and stored here as it comes, so a failure later loses nothing already read. Returns the pages read.
+    """
+    current = hour_of(now)
+    since = store.fetched_until()
+    oldest = current - history_days * 24 * HOUR - HOUR  # the usual's oldest 60 minutes reach into the hour before
+    start = oldest if since is None else max(oldest, min(since, current) - HOUR)
+    end = int(now.timestamp()) + 1
+    windows = {
+        f"{kind} {first}": (kind, first, last)  # the chain's name, which its thread bears
+        for kind in USAGE_KINDS
+        for first, last in split_hours(start, end, USAGE_WINDOWS, USAGE_HOURS_LIMIT)
+    }
+    chains = {name: functools.partial(client.iter_usage, *window) for name, window in windows.items()}
+    fetch = SideBySide(chains, at_once=USAGE_PAGES_AT_ONCE)
+    pages = 0
+    failure: BaseException | None = None
+    for chain, page in fetch:
+        if isinstance(page, UsagePage):
+            store.replace_hours(windows[chain][0], page.buckets, page.rows, book.estimate)
+            pages += 1
+            del page  # stored: not held while the next one is awaited
+        elif page.error is not None and failure is None:
+            failure = page.error
+            fetch.stop()  # the other chains ask for no more; what is under way is still stored
+    if failure is not None:
+        raise failure
+    store.mark_fetched(current)
+    store.prune(oldest - DAY_SECONDS)  # the share of the day reads whole days of the history window
+    return pages
+
+
+def split_hours(start: int, end: int, parts: int, page_hours: int) -> list[tuple[int, int]]:
+    """[start, end) (Unix seconds, whole hours but for the end) cut into at most `parts` windows of whole pages."""
+    hours = -(-(end - start) // HOUR)
+    pages = -(-hours // page_hours)
+    span = -(-pages // max(1, min(parts, pages))) * page_hours * HOUR
+    return [(first, min(end, first + span)) for first in range(start, end, span)]
+
+
+def key_rates(
+    client: AdminClient, book: PriceBook, now: dt.datetime, project_ids: Sequence[str]
+) -> dict[str, dict[str, Decimal]]:
+    """Estimated spend of the last 60 minutes per API key of these projects (what drives a runaway): one request
+    per usage endpoint, grouped by key, weighted as the runaway rule's window (`_window`)."""
+    current = hour_of(now)
+    fraction = Decimal((now - dt.datetime.fromtimestamp(current, dt.UTC)).total_seconds()) / HOUR
+    rates: dict[str, dict[str, Decimal]] = defaultdict(dict)
+    for kind in USAGE_KINDS:
+        for page in client.iter_usage(
+            kind, current - HOUR, int(now.timestamp()) + 1, api_keys=True, project_ids=project_ids
+        ):
+            for row in page.rows:
+                amount = book.estimate(row)
+                if amount is None or row.api_key_id is None:
+                    continue
+                weighted = amount if row.start >= current else amount * (1 - fraction)
+                keys = rates[row.project_id]
+                keys[row.api_key_id] = keys.get(row.api_key_id, ZERO) + weighted
+    return dict(rates)
+
+
+def build_estimates(store: UsageStore, now: dt.datetime, *, history_days: int) -> Estimates:
+    """The figures of `now` from the stored, priced usage of the history window."""
+    current = hour_of(now)
+    today_start = day_start(now.date())
+    fraction = Decimal((now - dt.datetime.fromtimestamp(current, dt.UTC)).total_seconds()) / HOUR
+    rate: dict[str, Decimal] = {}
+    usual: dict[str, Decimal] = {}
+    shares: dict[str, Decimal] = {}
+    recent: dict[str, dict[str, Decimal]] = defaultdict(dict)
+    today: dict[tuple[str, str], Decimal] = defaultdict(lambda: ZERO)
+    for (pid, model, hour), amount in store.by_model(today_start - HOUR, current + HOUR).items():
+        if hour >= current - HOUR:
+            weight = Decimal(1) if hour == current else 1 - fraction
+            recent[pid][model] = recent[pid].get(model, ZERO) + amount * weight
+        if hour >= today_start:
+            today[(pid, model)] += amount
+    # From the hour before the oldest day: the usual's 60 minutes of the 7th day before 01:00 begin there.
+    for pid, hours in store.hourly(today_start - history_days * DAY_SECONDS - HOUR, current + HOUR):
+        if pid in recent:
+            rate[pid] = _window(hours, current, fraction)
+        usual[pid] = _usual(hours, current, fraction, history_days)
+        if (share := _share(hours, now, history_days)) is not None:
+            shares[pid] = share
+    counts = store.counts(today_start, current + HOUR)
+    return Estimates(
+        taken_at=now,
+        rate=rate,
+        usual=usual,
+        models={pid: _top(models) for pid, models in recent.items()},
+        today=dict(today),
+        tokens={(*key, direction): c[i] for key, c in counts.items() for i, direction in enumerate(DIRECTIONS)},
+        requests={key: c[3] for key, c in counts.items()},
+        unpriced=store.unpriced_models(),
+        shares=shares,
+    )
+
+
+def _window(hours: Mapping[int, Decimal], current: int, fraction: Decimal) -> Decimal:
+    """Spend of the 60 minutes ending `fraction` into the hour `current`: all of that hour so far, and the
+    matching tail of the hour before."""
+    return hours.get(current, ZERO) + hours.get(current - HOUR, ZERO) * (1 - fraction)
+
+
+def _usual(hours: Mapping[int, Decimal], current: int, fraction: Decimal, days: int) -> Decimal:
+    """Median over the earlier days of the same 60 minutes of the clock (complete hours, so prorated)."""
+    windows = []
+    for n in range(1, days + 1):
+        hour = current - n * DAY_SECONDS
+        windows.append(hours.get(hour, ZERO) * fraction + hours.get(hour - HOUR, ZERO) * (1 - fraction))
+    return median(windows)
+
+
+def _share(hours: Mapping[int, Decimal], now: dt.datetime, days: int) -> Decimal | None:
+    """The median, over the earlier days with spend, of the share of the day's spend done by this time of day."""
+    current = hour_of(now)
+    fraction = Decimal((now - dt.datetime.fromtimestamp(current, dt.UTC)).total_seconds()) / HOUR
+    midnight = day_start(now.date())
+    shares = []
+    for n in range(1, days + 1):
+        start, hour = midnight - n * DAY_SECONDS, current - n * DAY_SECONDS
+        spent = [hours.get(start + h * HOUR, ZERO) for h in range(24)]
+        total = exact_sum(spent)
+        if total > 0:
+            index = (hour - start) // HOUR
+            shares.append((exact_sum(spent[:index]) + spent[index] * fraction) / total)
+    return median(shares) if shares else None
+
+
+def _top(models: Mapping[str, Decimal]) -> list[tuple[str, Decimal]]:
+    return sorted(models.items(), key=lambda item: item[1], reverse=True)[:TOP_MODELS]

@@ -1,0 +1,1 @@
+"""Messages between deciding and sending: the outbox, its delivery, and the notifiers."""
