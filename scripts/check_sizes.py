@@ -19,15 +19,14 @@ FUNCTION_LINES = 40
 #: Module (path under the package) -> (most lines allowed, why it may be longer for now).
 MODULES: dict[str, tuple[int, str]] = {
     "service.py": (385, "the cycle's stages in order; the alert decision leaves it with the pure decide step"),
-    "sources/openai/client.py": (383, "one client per API: paging, retries and the quirks of five endpoints"),
-    "cli/report.py": (344, "gathering and three renderings (table, CSV, JSON) of one report"),
+    "sources/openai/client.py": (371, "one client per API: paging, retries and the quirks of five endpoints"),
+    "cli/report.py": (338, "gathering and three renderings (table, CSV, JSON) of one report"),
     "ingest/directory.py": (345, "the paced background listings with their queue, urgency and failure pause"),
-    "rules/__init__.py": (337, "the policy model shared by every rule; the rules themselves are modules of their own"),
-    "app.py": (309, "the wiring of every collaborator in one place"),
+    "rules/__init__.py": (322, "the policy model shared by every rule; the rules themselves are modules of their own"),
+    "app.py": (305, "the wiring of every collaborator in one place"),
     "web/page.py": (309, "the spend page's HTML, one template"),
     "fake/org.py": (303, "the simulated organization's truth, which every fake endpoint reads"),
-    "store/ledger.py": (303, "the cost ledger's reads and writes, one table family"),
-    "cli/backtest.py": (301, "the replay and its rendering"),
+    "store/ledger.py": (307, "the cost ledger's reads and writes, and the project list beside it (next to move out)"),
 }
 #: Function (path:qualified name) -> (most lines allowed, why).
 FUNCTIONS: dict[str, tuple[int, str]] = {

@@ -27,6 +27,7 @@ from openai_cost_exporter.fake.api import FakeAdminAPI, Faults
 from openai_cost_exporter.fake.org import FakeOrg
 from openai_cost_exporter.ingest.costs import Window, fetch_into_ledger
 from openai_cost_exporter.sources.openai.client import AdminClient, build_http_client
+from openai_cost_exporter.sources.openai.paging import costs_page_days
 from openai_cost_exporter.store.ledger import Ledger
 from openai_cost_exporter.store.state import open_state
 
@@ -69,6 +70,10 @@ class Org:
         self.threads: set[threading.Thread] = set()
         self._lock = threading.Lock()
         self._meeting = threading.Barrier(meet, timeout=5) if meet > 1 else None  # the first `meet` meet here
+
+    def page_days(self, *, line_items: bool, api_keys: bool = False) -> int:
+        """Days per costs page, as the OpenAI client pages."""
+        return costs_page_days(line_items, api_keys)
 
     def iter_costs(
         self,
@@ -164,7 +169,7 @@ def test_side_by_side_stores_what_one_after_another_stores(
     faults = Faults(amount_format="mixed")
     with FakeAdminAPI(org, admin_key=KEY, faults=faults) as api, build_http_client(api.base_url, KEY) as http:
         side_by_side = backfill(AdminClient(http), ledgers[0], None, start=start, end=TODAY, now=NOW, line_items=True)
-        window = Window(start, TODAY, True, backfill_module.page_days(True))
+        window = Window(start, TODAY, True, backfill_module.page_days(AdminClient(http), True))
         one_chain = fetch_into_ledger(AdminClient(http), ledgers[1], window, NOW, refresh_names=True)
     assert contents(ledgers[0], start, TODAY) == contents(ledgers[1], start, TODAY)
     assert side_by_side.projects == len(one_chain.spenders) > 0

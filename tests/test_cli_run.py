@@ -124,8 +124,11 @@ def test_warm_cycle_makes_one_costs_request_and_one_per_usage_endpoint(api: Fake
 
 
 #: Run as `python -c PROBE ARGS...`: the CLI, then the heavy optional packages it loaded, as its last stdout line.
+#: click is hidden, as on a user's machine: with it installed (import-linter, in the test extra, brings it),
+#: `import httpx` loads its own command line, rich included.
 PROBE = (
     "import atexit, sys\n"
+    "sys.modules['click'] = None\n"
     "from openai_cost_exporter.cli.main import main\n"
     "heavy = ('genai_prices', 'rich', 'slack_sdk', 'yaml')\n"
     "atexit.register(lambda: print('loaded:', *sorted(m for m in heavy if m in sys.modules)))\n"

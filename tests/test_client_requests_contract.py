@@ -69,6 +69,8 @@ EXPECTED_OPERATIONS = frozenset(
 )
 #: The client's public calls, each of which sends requests; a new one fails `test_every_client_call_is_covered`.
 CLIENT_CALLS = frozenset({"iter_costs", "iter_usage", "list_projects", "list_api_keys", "spend_limit"})
+#: Public methods of the client that send nothing: how it pages (the source port's `page_days`).
+NO_REQUEST = frozenset({"page_days"})
 #: Headers HTTP itself sends; the spec declares no header parameter, so anything else but `Authorization` is extra.
 HTTP_HEADERS = frozenset({"host", "accept", "accept-encoding", "connection", "user-agent"})
 #: `limit` ranges the spec states only in prose: (operationId, bucket_width or None) -> (min, max), and the words
@@ -313,7 +315,7 @@ def test_every_operation_the_client_calls_is_covered(scene: Scene) -> None:
 def test_every_client_call_is_covered() -> None:
     """The client's public calls and endpoint paths are the ones covered here: a new one fails until covered."""
     public = {name for name, _ in inspect.getmembers(AdminClient, inspect.isfunction) if not name.startswith("_")}
-    assert public == CLIENT_CALLS
+    assert public - NO_REQUEST == CLIENT_CALLS
     paths = {name for name in vars(openai_client) if name.endswith("_PATH")}
     assert paths == {"COSTS_PATH", "PROJECTS_PATH", "SPEND_LIMIT_PATH", "USAGE_PATH"}  # a new endpoint: cover it
 

@@ -29,6 +29,7 @@ from openai_cost_exporter.fake.api import FakeAdminAPI, Faults
 from openai_cost_exporter.fake.org import FakeOrg
 from openai_cost_exporter.ingest.costs import Window, fetch_into_ledger
 from openai_cost_exporter.sources.openai.client import AdminClient, build_http_client
+from openai_cost_exporter.sources.openai.paging import costs_page_days
 from openai_cost_exporter.store.ledger import Ledger
 from openai_cost_exporter.store.state import open_state
 from tests.clirun import ADMIN_KEY, clean_env, cli_now, command, run_once
@@ -224,6 +225,10 @@ class _HangingNames:
 
     def __init__(self) -> None:
         self.daemon: bool | None = None
+
+    def page_days(self, *, line_items: bool, api_keys: bool = False) -> int:
+        """Days per costs page, as the OpenAI client pages."""
+        return costs_page_days(line_items, api_keys)
 
     def iter_costs(
         self,

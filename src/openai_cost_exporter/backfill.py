@@ -30,7 +30,6 @@ from openai_cost_exporter.export.history import push_closed_days
 from openai_cost_exporter.export.key_history import push_key_days
 from openai_cost_exporter.export.push import Pusher
 from openai_cost_exporter.ingest.costs import Fetched, Window, store_page
-from openai_cost_exporter.sources.openai.client import costs_page_days
 from openai_cost_exporter.sources.ports import CostSource
 from openai_cost_exporter.store.ledger import Ledger
 
@@ -72,7 +71,7 @@ def backfill(
     With `api_keys`, by key too (from the key epoch on: the client says once where it starts), and the key series
     of the days are pushed first, labelled with the key names in `keys`."""
     started = time.perf_counter()
-    window = Window(start, end, line_items, page_days(line_items, api_keys), api_keys=api_keys)
+    window = Window(start, end, line_items, page_days(source, line_items, api_keys), api_keys=api_keys)
     fetched = fetch_windows(source, ledger, split_window(window, FETCH_WINDOWS), now)
     if fetched.names_error is not None:
         raise fetched.names_error
@@ -81,7 +80,7 @@ def backfill(
         # A day without any spend changed nothing, yet it needs its zeros once: no holes in the graph.
         pushed = ledger.pushed_days(start, end)
         ledger.mark_unpushed(day for day in days_between(start, end) if day not in pushed)
-        names = {pid: project.name for pid, project in ledger.projects().items()}
+        names = ledger.names()
         if api_keys:  # first: the project push marks the days pushed
             samples += push_key_days(pusher, ledger, before=end, names=names, keys=keys or {}, top=api_keys_top)
         samples += push_closed_days(
@@ -101,9 +100,9 @@ def backfill(
     )
 
 
-def page_days(line_items: bool, api_keys: bool = False) -> int:
-    """Days per costs page: half the cycle's (client.costs_page_days), as PAGES_AT_ONCE pages are held."""
-    return max(1, costs_page_days(line_items, api_keys) // 2)
+def page_days(source: CostSource, line_items: bool, api_keys: bool = False) -> int:
+    """Days per costs page: half the cycle's (the source's `page_days`), as PAGES_AT_ONCE pages are held."""
+    return max(1, source.page_days(line_items=line_items, api_keys=api_keys) // 2)
 
 
 def split_window(window: Window, parts: int) -> list[Window]:

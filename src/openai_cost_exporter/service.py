@@ -36,7 +36,6 @@ from openai_cost_exporter.ingest.costs import Window, fetch_into_ledger, refresh
 from openai_cost_exporter.ingest.directory import DirectoryStage
 from openai_cost_exporter.ingest.usage_stage import UsageStage
 from openai_cost_exporter.rules import Alert
-from openai_cost_exporter.sources.openai.client import costs_page_days
 from openai_cost_exporter.sources.ports import CostSource
 from openai_cost_exporter.store.ledger import Ledger
 
@@ -176,7 +175,7 @@ class CostCycle:
             action()
         except (ExporterError, sqlite3.Error) as exc:  # sqlite3: a locked or failing state file, say
             self._metrics.count_error(stage)
-            if getattr(exc, "reported", False):  # said once by its stage (usage refused): billed figures go on
+            if isinstance(exc, ExporterError) and exc.reported:  # said once by its stage: billed figures go on
                 log.debug("%s failed: %s", stage, exc)
                 return False
             report.failed_stages.append(stage)
@@ -215,9 +214,10 @@ class CostCycle:
     def _fetch(self, now: dt.datetime, report: CycleReport) -> None:
         today = now.date()
         start = self.fetch_start(now)
-        # The usual window (revision days + today) is one page; a cold start pages by costs_page_days.
+        # The usual window (revision days + today) is one page; a cold start pages as the source says.
         page_days = max(
-            costs_page_days(self._options.line_items, self._options.api_keys), self._options.revision_days + 1
+            self._source.page_days(line_items=self._options.line_items, api_keys=self._options.api_keys),
+            self._options.revision_days + 1,
         )
         window = Window(start, today + DAY, self._options.line_items, page_days, api_keys=self._options.api_keys)
         stale = self._names_stale(now)
@@ -277,7 +277,7 @@ class CostCycle:
         today = now.date()
         first = min(today.replace(day=1), today - dt.timedelta(days=max(self._options.baseline_days, PAGE_DAYS)))
         totals = self._ledger.project_totals(first, today + DAY)
-        names = {pid: project.name for pid, project in self._ledger.projects().items()}
+        names = self._ledger.names()
         self._unresolved |= {pid for day in totals.values() for pid in day} - set(names) - {UNATTRIBUTED}
         line_items = None
         if self._options.line_items:
@@ -335,12 +335,12 @@ class CostCycle:
         if snapshot is not None or estimates is not None:
             names = snapshot.names if snapshot is not None else self._names()
             alerter.check_policy(names)
-            alerts = alerter.evaluate(snapshot, estimates, names, now.date())
-            due = alerter.due(alerts, now.date())
+            outcome = alerter.decide(snapshot, estimates, names, now.date())
+            due = [decision.alert for decision in outcome.decisions]
             digest = snapshot is not None and alerter.digest_due(now.date())
             inputs = self._inputs(due, digest, snapshot, now)
-            alerter.queue(now.date(), now, due, inputs, names)
-            self.alert_states = alerter.states(alerts)
+            alerter.queue(now.date(), now, outcome, inputs, names)
+            self.alert_states = alerter.states(outcome.alerts)
         report.pending_messages = alerter.deliver().pending
 
     def _estimate(self, usage: UsageStage, now: dt.datetime) -> None:
@@ -359,7 +359,7 @@ class CostCycle:
         return est.shares if est is not None and fresh else None
 
     def _names(self) -> dict[str, str]:
-        return {pid: project.name for pid, project in self._ledger.projects().items()}
+        return self._ledger.names()
 
     def _inputs(self, due: list[Alert], digest: bool, snapshot: CostSnapshot | None, now: dt.datetime) -> MessageInputs:
         return gather_inputs(

@@ -17,6 +17,7 @@ from openai_cost_exporter.alerts.message_inputs import gather_inputs
 from openai_cost_exporter.app import build_alerter
 from openai_cost_exporter.config import load_settings
 from openai_cost_exporter.core.clock import FrozenClock
+from openai_cost_exporter.core.errors import NotifyError
 from openai_cost_exporter.core.models import CostRow
 from openai_cost_exporter.core.selfmetrics import SelfMetrics
 from openai_cost_exporter.fake.api import FakeAdminAPI
@@ -25,7 +26,7 @@ from openai_cost_exporter.figures.snapshot import CostSnapshot, build_snapshot
 from openai_cost_exporter.notify.log_notifier import LogNotifier
 from openai_cost_exporter.notify.messages import OutboxMessage
 from openai_cost_exporter.notify.notifications import Notifications
-from openai_cost_exporter.notify.slack import DeliveryFailed, SlackNotifier
+from openai_cost_exporter.notify.slack import SlackNotifier
 from openai_cost_exporter.notify.slack_blocks import render
 from openai_cost_exporter.rules import Alert, AlertPolicy
 from openai_cost_exporter.sources.openai.client import AdminClient, build_http_client
@@ -46,7 +47,7 @@ class Inbox:
 
     def send(self, message: OutboxMessage) -> None:
         if self.down:
-            raise DeliveryFailed("Slack webhook http://127.0.0.1/… answered 503")
+            raise NotifyError("Slack webhook http://127.0.0.1/… answered 503")
         self.messages.append(message)
 
 
@@ -79,8 +80,8 @@ class Stage:
         self._world = world
 
     def process(self, snap: CostSnapshot) -> dict[str, str]:
-        alerts = self.alerter.evaluate(snap, None, snap.names, snap.day)
-        due = self.alerter.due(alerts, snap.day)
+        outcome = self.alerter.decide(snap, None, snap.names, snap.day)
+        due = [decision.alert for decision in outcome.decisions]
         digest = self.alerter.digest_due(snap.day)
         inputs = gather_inputs(
             due,
@@ -91,9 +92,9 @@ class Stage:
             baseline_days=7,
             digest=digest,
         )
-        self.alerter.queue(snap.day, snap.taken_at, due, inputs, snap.names)
+        self.alerter.queue(snap.day, snap.taken_at, outcome, inputs, snap.names)
         self.alerter.deliver()
-        return self.alerter.states(alerts)
+        return self.alerter.states(outcome.alerts)
 
     def deliver_pending(self) -> None:
         self.alerter.deliver()

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+from openai_cost_exporter.alerts.alerter import Alerter
+from openai_cost_exporter.alerts.message_inputs import MessageInputs
 from openai_cost_exporter.cli.backtest import Backtest, render_json, render_table, run_backtest
+from openai_cost_exporter.core.clock import FrozenClock
 from openai_cost_exporter.core.models import CostRow, Project, UsageRow, day_start
-from openai_cost_exporter.figures.estimates import HOUR
+from openai_cost_exporter.figures.estimates import HOUR, build_estimates
 from openai_cost_exporter.figures.pricing import PriceBook
+from openai_cost_exporter.notify.log_notifier import LogNotifier
+from openai_cost_exporter.notify.notifications import Notifications
 from openai_cost_exporter.rules import AlertPolicy, ProjectPolicy
 from openai_cost_exporter.store.ledger import Ledger
 from openai_cost_exporter.store.state import open_state
@@ -106,27 +112,37 @@ def test_budget_rules_send_once_per_day_they_are_over(state: tuple[Ledger, Usage
 
 
 def test_a_runaway_escalation_is_another_message(state: tuple[Ledger, UsageStore]) -> None:
-    """Hour by hour: a runaway is one message, one more when its rate reaches 2x the rate sent, none below that."""
+    """Hour by hour: a runaway is one message, one more when its rate reaches 2x the rate sent, none below that, and
+    one that it is over the hour it stops, as the live cycle's incidents say (the old copy of the decision sent no
+    end: it had no incidents)."""
     ledger, usage = state
     fill(ledger)
     start = day_start(INCIDENT)
     fill_usage(usage, {start + 10 * HOUR: 20_000_000, start + 11 * HOUR: 50_000_000, start + 12 * HOUR: 60_000_000})
     result = backtest(ledger, AlertPolicy(), usage)
-    assert [(s.day, s.hour, s.alert.rule, s.escalation) for s in result.sent] == [
-        (INCIDENT, 10, "runaway", False),
-        (INCIDENT, 11, "runaway", True),
+    assert [(s.day, s.hour, s.alert.rule, s.alert.level, s.escalation) for s in result.sent] == [
+        (INCIDENT, 10, "runaway", "firing", False),
+        (INCIDENT, 11, "runaway", "firing", True),
+        (INCIDENT, 13, "runaway", "resolved", False),
     ]
+    assert {s.alert.since for s in result.sent} == {INCIDENT}
     assert result.hours > 0
     rates = [s.alert.value for s in result.sent]
     assert rates[1] >= 2 * rates[0] and rates[0] >= AlertPolicy().runaway_min_usd
 
 
 def test_a_spike_is_folded_into_a_runaway_open_at_the_day_end(state: tuple[Ledger, UsageStore]) -> None:
-    """One incident, one message: the day's spike of a project running away in the last hour is not sent."""
+    """One incident, one message: the day's spike of a project running away in the last hour is not sent; the
+    runaway's end follows the next hour, on the next day, keyed by the day it opened."""
     ledger, usage = state
     fill(ledger, changed={(INCIDENT, "proj_a"): D(50)})
     fill_usage(usage, {day_start(INCIDENT) + 23 * HOUR: 20_000_000})
-    assert found(backtest(ledger, AlertPolicy(organization=False), usage)) == {(INCIDENT, 23, "runaway", "proj_a")}
+    result = backtest(ledger, AlertPolicy(organization=False), usage)
+    assert found(result) == {
+        (INCIDENT, 23, "runaway", "proj_a"),
+        (INCIDENT + dt.timedelta(days=1), 0, "runaway", "proj_a"),
+    }
+    assert [(s.alert.level, s.alert.since) for s in result.sent] == [("firing", INCIDENT), ("resolved", INCIDENT)]
 
 
 def test_days_without_their_baseline_window_are_skipped(state: tuple[Ledger, UsageStore]) -> None:
@@ -165,3 +181,45 @@ def test_json_and_table_list_each_message_and_the_counts(state: tuple[Ledger, Us
     table = render_table(result, width=120)
     assert "Agent A" in table and "$50.13" in table and "$15.00" in table and "Agent A (proj_a)" in table
     assert "14 days judged" in table
+
+
+def test_a_runaway_across_midnight_is_what_the_live_cycle_sends(
+    state: tuple[Ledger, UsageStore], tmp_path: Path
+) -> None:
+    """A runaway from 22:00 to 01:00 is one message and its end, in the backtest as in the live cycle (the alerter
+    with its state file, hour by hour over the same estimates): the old copy of the decision keyed its memory by the
+    current day and said the runaway again after midnight, with no end."""
+    ledger, usage = state
+    fill(ledger)
+    start = day_start(INCIDENT)
+    fill_usage(usage, {start + h * HOUR: 20_000_000 for h in (22, 23, 24, 25)})
+    policy = AlertPolicy(organization=False)
+    replayed = [
+        (s.day, s.hour, s.alert.rule, s.alert.level, s.alert.since, s.escalation)
+        for s in backtest(ledger, policy, usage).sent
+    ]
+    next_day = INCIDENT + dt.timedelta(days=1)
+    assert replayed == [
+        (INCIDENT, 22, "runaway", "firing", INCIDENT, False),
+        (next_day, 2, "runaway", "resolved", INCIDENT, False),
+    ]
+    live_conn = open_state(tmp_path / "live.sqlite3")
+    clock = FrozenClock(NOW)
+    alerter = Alerter(
+        policy=policy,
+        notifications=Notifications(live_conn, clock),
+        notifier=LogNotifier(logging.getLogger(__name__)),
+        clock=clock,
+    )
+    names = {pid: project.name for pid, project in ledger.projects().items()}
+    live = []
+    for hour in range(20, 30):  # the end of each hour, as a cycle then judges it (7 days of usage history)
+        at = dt.datetime.fromtimestamp(start + hour * HOUR, dt.UTC) + dt.timedelta(minutes=59, seconds=59)
+        clock.current = at
+        outcome = alerter.decide(None, build_estimates(usage, at, history_days=7), names, at.date())
+        alerter.queue(at.date(), at, outcome, MessageInputs(), names)
+        live += [
+            (at.date(), at.hour, d.alert.rule, d.alert.level, d.alert.since, d.escalation) for d in outcome.decisions
+        ]
+    live_conn.close()
+    assert live == replayed

@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import pytest
 
+from openai_cost_exporter.figures.baselines import month_forecast
 from openai_cost_exporter.figures.snapshot import PAGE_DAYS, baseline, build_snapshot, month_to_date
-from openai_cost_exporter.rules import month_forecast
 
 D = Decimal
 TODAY = dt.date(2026, 11, 28)

@@ -13,6 +13,7 @@ from openai_cost_exporter.backfill import backfill
 from openai_cost_exporter.core.errors import APIUnavailable
 from openai_cost_exporter.core.models import CostPage, CostRow, Project
 from openai_cost_exporter.ingest.costs import Window, fetch_into_ledger
+from openai_cost_exporter.sources.openai.paging import costs_page_days
 from openai_cost_exporter.store.ledger import Ledger
 from openai_cost_exporter.store.state import open_state
 
@@ -26,6 +27,10 @@ class Source:
     def __init__(self, *, names_down: bool) -> None:
         self.names_down = names_down
         self.pages = 0
+
+    def page_days(self, *, line_items: bool, api_keys: bool = False) -> int:
+        """Days per costs page, as the OpenAI client pages."""
+        return costs_page_days(line_items, api_keys)
 
     def iter_costs(
         self,

@@ -18,9 +18,9 @@ from openai_cost_exporter.core.errors import AuthError, NotifyError, StateError
 from openai_cost_exporter.core.selfmetrics import SelfMetrics
 from openai_cost_exporter.notify import notifications as notifications_module
 from openai_cost_exporter.notify.log_notifier import LogNotifier
-from openai_cost_exporter.notify.messages import MaybeDelivered, MessageContext, OutboxMessage, alert_record
+from openai_cost_exporter.notify.messages import MessageContext, OutboxMessage, alert_record
 from openai_cost_exporter.notify.notifications import Notifications
-from openai_cost_exporter.notify.slack import DeliveryFailed, SlackNotifier
+from openai_cost_exporter.notify.slack import SlackNotifier
 from openai_cost_exporter.notify.slack_blocks import render
 from openai_cost_exporter.rules import Alert, build_digest
 from tests.fake_slack import FakeSlack
@@ -66,7 +66,7 @@ class Recorder:
     def send(self, message: OutboxMessage) -> None:
         if self.failures:
             self.failures -= 1
-            raise DeliveryFailed("down", retry_after=self.retry_after)
+            raise NotifyError("down", retry_after=self.retry_after)
         self.sent.append(message)
 
 
@@ -382,9 +382,9 @@ class Doubtful:
         self.calls += 1
         outcome = self.outcomes.pop(0) if self.outcomes else "ok"
         if outcome == "lost":
-            raise MaybeDelivered("no answer")
+            raise NotifyError("no answer", maybe_delivered=True)
         if outcome == "refused":
-            raise DeliveryFailed("answered 500")
+            raise NotifyError("answered 500", status=500)
 
 
 def test_the_attempt_is_committed_before_the_post(notes: Notifications, db_path: Path) -> None:

@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
+from slack_sdk.webhook import WebhookClient, WebhookResponse
 
 from openai_cost_exporter.core.errors import ConfigError, NotifyError
 from openai_cost_exporter.notify.log_notifier import LogNotifier
-from openai_cost_exporter.notify.messages import MaybeDelivered, MessageContext, OutboxMessage
-from openai_cost_exporter.notify.slack import DeliveryFailed, SlackNotifier
+from openai_cost_exporter.notify.messages import MessageContext, OutboxMessage
+from openai_cost_exporter.notify.slack import SlackNotifier
 from openai_cost_exporter.notify.slack_blocks import (
     PROJECT_USAGE_URL,
     build_alert_message,
@@ -341,7 +342,7 @@ def test_server_error_retried_once_in_call(slack: FakeSlack) -> None:
 def test_client_error_not_retried(slack: FakeSlack) -> None:
     """A 400 (Slack's invalid_payload) fails at once, without an in-call retry."""
     slack.fail_next(1, status=400, body="invalid_payload")
-    with pytest.raises(DeliveryFailed, match="answered 400: invalid_payload"):
+    with pytest.raises(NotifyError, match="answered 400: invalid_payload"):
         SlackNotifier(slack.url, backoff=0).send(outbox())
     assert len(slack.requests) == 1
 
@@ -349,7 +350,7 @@ def test_client_error_not_retried(slack: FakeSlack) -> None:
 def test_long_rate_limit_returns_retry_after(slack: FakeSlack) -> None:
     """A 429 asking for a long wait is not waited for in the call: the error carries the Retry-After."""
     slack.rate_limit_next(1, retry_after=30)
-    with pytest.raises(DeliveryFailed) as caught:
+    with pytest.raises(NotifyError) as caught:
         SlackNotifier(slack.url, backoff=0).send(outbox())
     assert caught.value.retry_after == 30.0
     assert len(slack.requests) == 1
@@ -365,7 +366,7 @@ def test_long_or_missing_rate_limit_is_not_waited_for_in_call(
 ) -> None:
     """A 429 asking for a long wait (capped at an hour) or for none goes back to the outbox, not waited for."""
     slack.fail_next(1, status=429, body="rate_limited", headers=headers)
-    with pytest.raises(DeliveryFailed) as caught:
+    with pytest.raises(NotifyError) as caught:
         SlackNotifier(slack.url, backoff=0).send(outbox())
     assert caught.value.retry_after == delay
     assert len(slack.requests) == 1
@@ -388,7 +389,7 @@ def test_unreachable_webhook_no_secret(caplog: pytest.LogCaptureFixture) -> None
     notifier = SlackNotifier(url, timeout=2, backoff=0)
     with pytest.raises(NotifyError, match=r"unreachable: URLError: .*Connection refused") as caught:
         notifier.send(outbox())
-    assert not isinstance(caught.value, MaybeDelivered)  # nothing went out: a retry cannot repeat it
+    assert not caught.value.maybe_delivered  # nothing went out: a retry cannot repeat it
     assert SECRET not in str(caught.value) and SECRET not in repr(notifier)
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
     assert SECRET not in caplog.text
@@ -411,8 +412,9 @@ def test_a_trickled_answer_ends_at_the_wall_clock_deadline(slack: FakeSlack) -> 
     """An answer trickled a byte every 50 ms (each read within the timeout) still ends the send at the deadline."""
     slack.trickle_next(1, interval=0.05)
     started = time.monotonic()
-    with pytest.raises(MaybeDelivered, match=r"gave no answer within 1.5 s; it may have posted"):
+    with pytest.raises(NotifyError, match=r"gave no answer within 1.5 s; it may have posted") as caught:
         SlackNotifier(slack.url, timeout=0.5, backoff=0).send(outbox())
+    assert caught.value.maybe_delivered
     assert time.monotonic() - started < 2.0  # the whole answer would take about 4 s
     assert len(slack.requests) == 1
 
@@ -420,17 +422,18 @@ def test_a_trickled_answer_ends_at_the_wall_clock_deadline(slack: FakeSlack) -> 
 def test_a_late_answer_is_in_doubt_and_not_retried_in_call(slack: FakeSlack) -> None:
     """Slack taking the post but answering after the timeout is 'may have been delivered', tried only once."""
     slack.answer_late_next(1, delay=5)
-    with pytest.raises(MaybeDelivered) as caught:
+    with pytest.raises(NotifyError) as caught:
         SlackNotifier(slack.url, timeout=0.3, backoff=0).send(outbox())
-    assert isinstance(caught.value, DeliveryFailed) and SECRET not in str(caught.value)
+    assert caught.value.maybe_delivered and SECRET not in str(caught.value)
     assert len(slack.requests) == 1 and len(slack.posts) == 1
 
 
 def test_a_dropped_connection_after_the_request_is_not_retried_in_call(slack: FakeSlack) -> None:
     """A connection closed with no answer after the request went out is in doubt, so the call does not resend it."""
     slack.drop_next(1)
-    with pytest.raises(MaybeDelivered, match="RemoteDisconnected"):
+    with pytest.raises(NotifyError, match="RemoteDisconnected") as caught:
         SlackNotifier(slack.url, backoff=0).send(outbox())
+    assert caught.value.maybe_delivered
     assert len(slack.requests) == 1
 
 
@@ -438,14 +441,16 @@ def test_a_200_whose_body_breaks_off_is_in_doubt(slack: FakeSlack) -> None:
     """A 200 whose body breaks off is in doubt, not failed: the SDK reads the whole answer, so the outbox may send it
     once more (at most one repeat), never in the call."""
     slack.fail_next(1, status=200, body="ok", headers={"Content-Length": "1000"})
-    with pytest.raises(MaybeDelivered):
+    with pytest.raises(NotifyError) as caught:
         SlackNotifier(slack.url, timeout=0.5, backoff=0).send(outbox())
+    assert caught.value.maybe_delivered
     assert len(slack.requests) == 1
 
 
 def test_sdk_log_lines_are_masked(slack: FakeSlack, caplog: pytest.LogCaptureFixture) -> None:
     """Should slack_sdk log at error level with the URL, our filter masks it before any handler sees it."""
     notifier = SlackNotifier(slack.url)
+    assert isinstance(notifier._client, WebhookClient)
     sdk_logger = notifier._client.logger
     sdk_logger.setLevel(logging.DEBUG)
     caplog.set_level(logging.DEBUG)
@@ -475,7 +480,33 @@ def test_a_send_given_up_at_its_deadline_posts_nothing_more(slack: FakeSlack) ->
     """A 500 whose answer trickles past the deadline: the send is given up (in doubt) and its in-call retry, still
     running behind it, does not post again (only the outbox may, once)."""
     slack.trickle_next(1, interval=0.02, status=500, body="x")  # about 70 bytes: the answer ends after 1.4 s
-    with pytest.raises(MaybeDelivered):
+    with pytest.raises(NotifyError) as caught:
         SlackNotifier(slack.url, timeout=0.3, backoff=0, max_retry_after=0).send(outbox())
+    assert caught.value.maybe_delivered
     time.sleep(2.5)  # waiting for the abandoned thread's would-be retry, which runs on real sockets
     assert len(slack.requests) == 1
+
+
+def test_the_http_client_is_injected() -> None:
+    """With a stand-in client, a send goes through it (no socket), with the URL, the timeout and the retry
+    handlers; its 200 is a delivery and its 429 a failure that asks for its Retry-After."""
+    made: list[dict[str, Any]] = []
+    answers = [WebhookResponse(url="", status_code=200, body="ok", headers={})]
+
+    class StandIn:
+        def __init__(self, url: str, **kwargs: Any) -> None:
+            made.append({"url": url, **kwargs})
+
+        def send_dict(self, body: dict[str, Any], headers: dict[str, str] | None = None) -> WebhookResponse:
+            made[-1]["body"] = body
+            return answers.pop(0)
+
+    notifier = SlackNotifier(f"https://hooks.example.invalid/services/{SECRET}", timeout=3, backoff=0, client=StandIn)
+    notifier.send(outbox())
+    assert made[-1]["url"].endswith(SECRET) and made[-1]["timeout"] == 3 and made[-1]["retry_handlers"]
+    assert made[-1]["body"]["text"]
+    answers.append(WebhookResponse(url="", status_code=429, body="rate_limited", headers={"Retry-After": ["7"]}))
+    with pytest.raises(NotifyError) as caught:
+        notifier.send(outbox())
+    assert caught.value.retry_after == 7 and caught.value.status == 429 and not caught.value.maybe_delivered
+    assert SECRET not in str(caught.value)

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from openai_cost_exporter.figures.baselines import month_forecast
 from openai_cost_exporter.figures.snapshot import CostSnapshot
 from openai_cost_exporter.figures.spend_limits import limit_figures
 from openai_cost_exporter.rules import (
@@ -23,7 +24,6 @@ from openai_cost_exporter.rules import (
     evaluate,
     evaluate_runaways,
     evaluate_spend_limits,
-    month_forecast,
 )
 from openai_cost_exporter.rules.runaway import RunawayFigures
 

@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 
 from openai_cost_exporter.core.errors import StateError
+from openai_cost_exporter.core.transaction import transaction
 from openai_cost_exporter.store.state import (
     APPLICATION_ID,
     CACHE_KIB,
     SCHEMA_VERSION,
     lock_state,
     open_state,
-    transaction,
 )
 
 

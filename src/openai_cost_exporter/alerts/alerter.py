@@ -1,12 +1,13 @@
-"""The built-in alert path of a cycle: snapshot -> rules -> notification state -> a notifier.
+"""The built-in alert path of a cycle: snapshot and estimates -> the pure decision -> the outbox -> a notifier.
 
-It decides and sends; whatever a message needs beyond the snapshot (line items, yesterday's totals) is
-gathered by the cycle (message_inputs.py) and handed in, so nothing here reads the API or the ledger.
+What becomes a message is `rules.decision.decide`'s, from the figures of the cycle and the state the outbox keeps
+(incidents, what was said); `backtest` replays the same function. Whatever a message needs beyond the figures
+(line items, yesterday's totals) is gathered by the cycle (message_inputs.py) and handed in, so nothing here reads
+the API or the ledger.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Mapping, Sequence
@@ -23,21 +24,8 @@ from openai_cost_exporter.figures.spend_limits import limit_details, limit_figur
 from openai_cost_exporter.notify.delivery import DeliveryReport
 from openai_cost_exporter.notify.messages import MessageContext, Notifier
 from openai_cost_exporter.notify.notifications import Notifications
-from openai_cost_exporter.rules import (
-    ORGANIZATION,
-    Alert,
-    AlertPolicy,
-    LimitFigures,
-    RunawayFigures,
-    SpendFigures,
-    build_digest,
-    evaluate,
-    evaluate_runaways,
-    evaluate_spend_limits,
-    fold_into_runaways,
-    project_limits,
-    runaway_resolved,
-)
+from openai_cost_exporter.rules import ORGANIZATION, Alert, AlertPolicy, LimitFigures, SpendFigures, build_digest
+from openai_cost_exporter.rules.decision import Figures, Outcome, decide
 
 log = logging.getLogger(__name__)
 
@@ -76,49 +64,20 @@ class Alerter:
                 self._warned.add(problem)
                 log.warning("%s", problem)
 
-    def evaluate(
+    def decide(
         self,
         snapshot: CostSnapshot | None,
         estimates: Estimates | None,
         names: Mapping[str, str],
         day: dt.date,
-    ) -> list[Alert]:
-        """Every rule the figures breach (the rules module decides): the billed rules on a fresh snapshot, the
-        runaway rule on fresh estimates, each without the other when it is missing.
-
-        A runaway is one incident from the cycle it fires until the one it stops (across midnight too), which
-        then says it is over. A project's daily spike is held while its runaway is open and for the rest of the
-        day it closes: one incident, one message.
-        """
-        alerts = []
-        if snapshot is not None:
-            alerts = evaluate(self._policy, project_figures(snapshot), organization_figures(snapshot))
-            limits = limit_figures(snapshot)
-            self._limits = {figures.subject_id: figures for figures in limits}
-            alerts += evaluate_spend_limits(self._policy, limits, snapshot.day.replace(day=1))
-        runaways: list[Alert] = []
-        if estimates is not None:
-            runaways = self._runaways(estimates, names, day)
-        held = self._notifications.incident_subjects("runaway", day)
-        return [*runaways, *fold_into_runaways(alerts, held)]
-
-    def _runaways(self, estimates: Estimates, names: Mapping[str, str], day: dt.date) -> list[Alert]:
-        figures = {f.subject_id: f for f in estimates.runaway_figures(names)}
-        firing = evaluate_runaways(self._policy, list(figures.values()))
-        opened, closed = self._notifications.track_incidents("runaway", {a.subject_id for a in firing}, day)
-        over = [
-            runaway_resolved(
-                figures.get(pid) or RunawayFigures(pid, names.get(pid, pid), ZERO, ZERO),
-                project_limits(self._policy, pid, names.get(pid, pid)),
-                since,
-            )
-            for pid, since in sorted(closed.items())
-        ]
-        return [dataclasses.replace(a, since=opened.get(a.subject_id, day)) for a in firing] + over
-
-    def due(self, alerts: Sequence[Alert], day: dt.date) -> list[Alert]:
-        """The alerts that need a message now (new today, or escalated)."""
-        return self._notifications.undecided(alerts, day)
+    ) -> Outcome:
+        """Every alert the figures breach and the messages due (rules/decision.py): the billed rules on a fresh
+        snapshot, the runaway rule on fresh estimates, each without the other when it is missing. Nothing is
+        stored until `queue`."""
+        figures = cycle_figures(snapshot, estimates, names)
+        if snapshot is not None:  # the limit messages' details (`_context`) read the figures they were judged on
+            self._limits = {limit.subject_id: limit for limit in figures.limits}
+        return decide(figures, self._notifications.state(day), self._policy, day, names)
 
     def digest_due(self, day: dt.date) -> bool:
         """Whether yesterday's digest is wanted now (opt-in, after the grace for late revisions)."""
@@ -128,10 +87,10 @@ class Alerter:
         return since_midnight >= self._digest_grace and not self._notifications.digest_queued(day - DAY)
 
     def queue(
-        self, day: dt.date, data_time: dt.datetime, due: Sequence[Alert], inputs: MessageInputs, names: Names
+        self, day: dt.date, data_time: dt.datetime, outcome: Outcome, inputs: MessageInputs, names: Names
     ) -> None:
-        """Queue the due messages (and the digest when its totals came) in the outbox."""
-        self._notifications.decide(due, day, lambda alert: self._context(alert, data_time, inputs))
+        """Keep what the decision remembers and queue its messages (and the digest when its totals came)."""
+        self._notifications.keep(outcome, lambda alert: self._context(alert, data_time, inputs))
         if inputs.digest_totals is not None:
             self._queue_digest(day, inputs.digest_totals, names)
         self._notifications.prune(day - self._retention)
@@ -165,6 +124,19 @@ class Alerter:
             {pid: names.get(pid, pid) for day in totals.values() for pid in day},
         )
         self._notifications.decide_digest(digest, yesterday)
+
+
+def cycle_figures(snapshot: CostSnapshot | None, estimates: Estimates | None, names: Mapping[str, str]) -> Figures:
+    """What the decision judges of a cycle: the billed figures of a snapshot, the runaway figures of estimates."""
+    runaways = None if estimates is None else {f.subject_id: f for f in estimates.runaway_figures(names)}
+    if snapshot is None:
+        return Figures(runaways=runaways)
+    return Figures(
+        projects=project_figures(snapshot),
+        organization=organization_figures(snapshot),
+        limits=limit_figures(snapshot),
+        runaways=runaways,
+    )
 
 
 def project_figures(snapshot: CostSnapshot) -> list[SpendFigures]:

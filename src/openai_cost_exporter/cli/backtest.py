@@ -2,11 +2,10 @@
 
 Offline: the ledger and the usage store only, never the API. Each closed UTC day is judged as a cycle at
 23:59:59 of it would judge it, through the cycle's own functions (`build_snapshot`, alerter.py's figures, the
-rules), never a copy of a rule. Where the usage store holds the hours, hour by hour too: `build_estimates` at
-the end of each hour and the runaway rule; at the day's end a spike is folded into a runaway still open then
-(`fold_into_runaways`), as in a cycle. What counts as sent follows the notification state (notifications.py):
-one message per (rule, subject, UTC day, level), and one more, an escalation, each time the value reaches
-`escalation_factor` x the value last sent.
+rules), and what counts as sent is the live cycle's own decision (`rules.decision.decide`: incidents, no spam,
+escalations), its state kept in memory from one judged moment to the next. Where the usage store holds the hours,
+hour by hour too: `build_estimates` at the end of each hour and the runaway rule; at the day's end the runaway rule
+and the daily rules are judged together, as in a cycle.
 
 Only the ledger's costs are daily, so the daily rules are judged once, at the day's end: a spike seen in the
 morning and gone by the evening (against the by-this-hour baseline) is not replayed.
@@ -24,8 +23,7 @@ import datetime as dt
 import io
 import json
 from collections import Counter
-from dataclasses import dataclass, field
-from decimal import Decimal
+from dataclasses import dataclass
 
 from rich import box
 from rich.console import Console
@@ -39,8 +37,9 @@ from openai_cost_exporter.core.money import usd
 from openai_cost_exporter.figures.baselines import same_kind_days
 from openai_cost_exporter.figures.estimates import HOUR, build_estimates
 from openai_cost_exporter.figures.snapshot import PAGE_DAYS, DayTotals, build_snapshot
-from openai_cost_exporter.notify.notifications import message_due
-from openai_cost_exporter.rules import Alert, AlertPolicy, evaluate, evaluate_runaways, fold_into_runaways
+from openai_cost_exporter.figures.spend_limits import limit_figures
+from openai_cost_exporter.rules import Alert, AlertPolicy, RunawayFigures
+from openai_cost_exporter.rules.decision import AlertState, Figures, decide
 from openai_cost_exporter.store.ledger import Ledger
 from openai_cost_exporter.store.usage_store import UsageStore
 
@@ -82,22 +81,6 @@ class _History:
     hours: dict[int, int]  # start (Unix seconds) of each hour the runaway rule judges -> its days of history
 
 
-@dataclass
-class _Outbox:
-    """The notification state's decision, in memory: which alerts become a message."""
-
-    factor: Decimal
-    last: dict[tuple[str, str, dt.date, str], Decimal] = field(default_factory=dict)
-
-    def decide(self, day: dt.date, hour: int | None, alert: Alert) -> SentAlert | None:
-        key = (alert.rule, alert.subject_id, day, alert.level)
-        escalation = message_due(self.last.get(key), alert.value, self.factor)
-        if escalation is None:
-            return None
-        self.last[key] = alert.value
-        return SentAlert(day, hour, alert, escalation)
-
-
 def run_backtest(
     ledger: Ledger,
     usage: UsageStore | None,
@@ -115,15 +98,15 @@ def run_backtest(
     fetched = ledger.fetched_days(start, today)
     judged = {day for day in days_between(first, today) if _covered(day, fetched, policy.baseline_days)}
     hours = _usage_hours(usage, first, today, history_days) if usage is not None else {}
-    names = {pid: project.name for pid, project in ledger.projects().items()}
+    names = ledger.names()
     history = _History(policy, ledger.project_totals(start, today), names, usage, hours)
-    outbox = _Outbox(policy.escalation_factor)
+    state = AlertState()
     sent = []
     for day in days_between(first, today):
-        for hour, alert in _day_alerts(history, day, daily=day in judged):
-            decided = outbox.decide(day, hour, alert)
-            if decided is not None:
-                sent.append(decided)
+        for hour, figures in _day_figures(history, day, daily=day in judged):
+            outcome = decide(figures, state, policy, day, names)
+            state = outcome.state
+            sent += [SentAlert(day, _hour(hour, d.alert), d.alert, d.escalation) for d in outcome.decisions]
     skipped = [day for day in days_between(first, today) if day not in judged]
     return Backtest(days=sorted(judged), skipped=skipped, hours=len(hours), sent=sent)
 
@@ -148,36 +131,44 @@ def _usage_hours(usage: UsageStore, first: dt.date, end: dt.date, history_days: 
     return hours
 
 
-def _day_alerts(history: _History, day: dt.date, *, daily: bool) -> list[tuple[int | None, Alert]]:
-    """The alerts of one day in the order a cycle meets them: each hour's runaways, then (`daily`) the day's end."""
-    found: list[tuple[int | None, Alert]] = []
-    last: list[Alert] = []
+def _day_figures(history: _History, day: dt.date, *, daily: bool) -> list[tuple[int, Figures]]:
+    """What a cycle at the end of each hour of the day judges: the runaway figures of each hour with usage, and at
+    the day's end (`daily`) the billed figures too, with the last hour's runaway figures."""
+    found: list[tuple[int, Figures]] = []
     for hour in range(LAST_HOUR + 1):
         start = day_start(day) + hour * HOUR
-        if history.usage is None or start not in history.hours:
-            continue
-        at = dt.datetime.fromtimestamp(start, dt.UTC) + _HOUR_END
-        runaways = _runaways(history, history.usage, at, history.hours[start])
-        if hour == LAST_HOUR:
-            last = runaways  # judged with the daily rules: a spike is folded into a runaway open now
-        else:
-            found.extend((hour, alert) for alert in runaways)
-    closing = fold_into_runaways([*last, *(_daily_alerts(history, day) if daily else [])])
-    found.extend((LAST_HOUR if alert.rule == "runaway" else None, alert) for alert in closing)
+        runaways = None
+        if history.usage is not None and start in history.hours:
+            at = dt.datetime.fromtimestamp(start, dt.UTC) + _HOUR_END
+            runaways = _runaway_figures(history, history.usage, at, history.hours[start])
+        if hour == LAST_HOUR and daily:
+            found.append((hour, _daily_figures(history, day, runaways)))
+        elif runaways is not None:
+            found.append((hour, Figures(runaways=runaways)))
     return found
 
 
-def _runaways(history: _History, usage: UsageStore, at: dt.datetime, days: int) -> list[Alert]:
+def _hour(hour: int, alert: Alert) -> int | None:
+    """The hour a message is listed at: the runaway rule's hour, None for the daily rules (the day's end)."""
+    return hour if alert.rule == "runaway" else None
+
+
+def _runaway_figures(history: _History, usage: UsageStore, at: dt.datetime, days: int) -> dict[str, RunawayFigures]:
     estimates = build_estimates(usage, at, history_days=days)
-    return evaluate_runaways(history.policy, estimates.runaway_figures(history.names))
+    return {figures.subject_id: figures for figures in estimates.runaway_figures(history.names)}
 
 
-def _daily_alerts(history: _History, day: dt.date) -> list[Alert]:
-    """The daily rules on the snapshot of 23:59:59 of `day` (later days left out, as they were not known yet)."""
+def _daily_figures(history: _History, day: dt.date, runaways: dict[str, RunawayFigures] | None) -> Figures:
+    """The figures of the snapshot of 23:59:59 of `day` (later days left out, as they were not known yet)."""
     totals = {d: projects for d, projects in history.totals.items() if d <= day}
     at = dt.datetime.combine(day, _DAY_END, dt.UTC)
     snapshot = build_snapshot(now=at, names=history.names, totals=totals, baseline_days=history.policy.baseline_days)
-    return evaluate(history.policy, project_figures(snapshot), organization_figures(snapshot))
+    return Figures(
+        projects=project_figures(snapshot),
+        organization=organization_figures(snapshot),
+        limits=limit_figures(snapshot),
+        runaways=runaways,
+    )
 
 
 # ---- rendering ------------------------------------------------------------------------------------------

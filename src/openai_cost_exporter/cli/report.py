@@ -29,7 +29,6 @@ from openai_cost_exporter.figures.baselines import lookback
 from openai_cost_exporter.figures.snapshot import baseline
 from openai_cost_exporter.ingest.costs import Window, fetch_into_ledger
 from openai_cost_exporter.ingest.directory import KeyDirectory
-from openai_cost_exporter.sources.openai.client import costs_page_days
 from openai_cost_exporter.sources.ports import CostSource
 from openai_cost_exporter.store.ledger import Ledger
 
@@ -105,7 +104,7 @@ def gather_report(
     first = today - dt.timedelta(days=max(days - 1, lookback(baseline_days)))
     if source is not None:
         keyed = by_key or fetch_by_key  # `--api-keys` keeps the state file's key figures current too
-        window = Window(first, today + DAY, line_items, costs_page_days(line_items, keyed), api_keys=keyed)
+        window = Window(first, today + DAY, line_items, source.page_days(line_items=line_items, api_keys=keyed), keyed)
         with Progress(transient=True, disable=not progress) as bar:
             task = bar.add_task("fetching costs", total=(window.end - window.start).days)
             fetched = fetch_into_ledger(
@@ -114,7 +113,7 @@ def gather_report(
         if fetched.names_error is not None:
             raise fetched.names_error
     totals = ledger.project_totals(first, today + DAY)
-    names = {pid: project.name for pid, project in ledger.projects().items()}
+    names = ledger.names()
     shown = [today - dt.timedelta(days=n) for n in range(days - 1, -1, -1)]
     if by_key:
         return _by_key(ledger, first, today, shown, names, baseline_days, directory)

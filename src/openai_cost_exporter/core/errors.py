@@ -10,7 +10,13 @@
     │   └── MalformedResponse  a page that is not JSON or not shaped like the schema
     ├── PushError              VictoriaMetrics (or vmagent) did not accept a push
     ├── StateError             the SQLite state file is corrupt, foreign or from a newer version
-    └── NotifyError            Slack did not accept a message (it stays pending)
+    └── NotifyError            a notifier did not take a message (it stays pending); it says whether the post
+                               may have been delivered (`maybe_delivered`: it went out and no answer came back)
+                               and how long the target asked to wait (`retry_after`)
+
+Inside their modules, and never past them: `sources.openai.failures.Transient` (what the client's stamina policy
+retries), `core.replies.ReplyTooSlow` / `ReplyTooLarge` (turned into the caller's OpenAIError or PushError),
+`core.side_by_side._Stopped` and `sources.openai.responses._RejectedAmount` (control flow of one function).
 
 Clients raise; only the service loop catches, logs one line, counts it by stage and carries on.
 Messages never contain the admin key or the webhook URL.
@@ -20,7 +26,10 @@ from __future__ import annotations
 
 
 class ExporterError(Exception):
-    """Base of every error the exporter raises on purpose."""
+    """Base of every error the exporter raises on purpose; `reported` when the stage that raised it said so in the
+    log already (the usage endpoints refused, once): the loop then counts it without another line."""
+
+    reported: bool = False
 
 
 class ConfigError(ExporterError):
@@ -60,4 +69,19 @@ class StateError(ExporterError):
 
 
 class NotifyError(ExporterError):
-    """A Slack message could not be delivered (yet)."""
+    """A notifier did not take a message: whether it `maybe_delivered` (the request went out and its answer did
+    not come back, so a retry may repeat it), the wait in seconds the target asked for (`retry_after`, Slack's
+    429), and its HTTP `status` (None when nothing went out or no answer came)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        maybe_delivered: bool = False,
+        retry_after: float | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.maybe_delivered = maybe_delivered
+        self.retry_after = retry_after
+        self.status = status

@@ -67,6 +67,11 @@ def end_of(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day + DAY, dt.time(), dt.UTC)
 
 
+def next_month(day: dt.date) -> dt.date:
+    """The 1st of the month after the one `day` falls in."""
+    return (day.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
+
+
 def days_between(start: dt.date, end: dt.date) -> list[dt.date]:
     """Every day from start (inclusive) to end (exclusive)."""
     return [start + dt.timedelta(days=n) for n in range((end - start).days)]

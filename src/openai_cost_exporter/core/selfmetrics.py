@@ -41,7 +41,7 @@ class SelfMetrics:
         self.errors = _counter(
             registry,
             "errors",
-            "Failures by stage (costs, projects, snapshot, push, alerts, notify, cycle); the loop carries on.",
+            f"Failures by stage ({', '.join(STAGES)}); the loop carries on.",
             ("stage",),
         )
         self.cycles = _counter(registry, "cycles", "Collection cycles, by result (success, failure).", ("result",))

@@ -13,12 +13,12 @@ is read and written (the SQLite connection stays on the caller's thread), so at 
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 from openai_cost_exporter.core.models import DAY
+from openai_cost_exporter.core.side_by_side import Background
 from openai_cost_exporter.export.collector import HistoryCollector, day_sample_time
 from openai_cost_exporter.export.push import Pusher, TextRegistry
 from openai_cost_exporter.store.ledger import Ledger
@@ -87,24 +87,14 @@ class _Sending:
 
     def __init__(self, pusher: Pusher, body: bytes, days: Sequence[dt.date], samples: int) -> None:
         self.days, self.samples = days, samples
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(pusher, body), name="push", daemon=True)
-        self._thread.start()
-
-    def _run(self, pusher: Pusher, body: bytes) -> None:
-        try:
-            pusher.push(TextRegistry(body))
-        except BaseException as exc:  # handed to the caller's thread, which raises it
-            self._error = exc
+        self._push = Background("push", lambda: pusher.push(TextRegistry(body)))
 
     def join(self) -> None:
-        self._thread.join()
+        self._push.join()
 
     def result(self) -> None:
         """Wait for the push; raise what it raised (PushError)."""
-        self.join()
-        if self._error is not None:
-            raise self._error
+        self._push.result()
 
 
 def _settle(sending: _Sending, ledger: Ledger, counted: Pushed, on_samples: Callable[[int], None] | None) -> Pushed:

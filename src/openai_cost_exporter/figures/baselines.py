@@ -19,9 +19,8 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 
-from openai_cost_exporter.core.models import DAY
+from openai_cost_exporter.core.models import DAY, next_month
 from openai_cost_exporter.core.money import ZERO
-from openai_cost_exporter.rules import month_forecast
 from openai_cost_exporter.rules.runaway import median
 
 DayTotals = Mapping[dt.date, Mapping[str, Decimal]]
@@ -81,8 +80,7 @@ def pace_forecast(totals: DayTotals, now: dt.datetime, month_to_date: Mapping[st
     is projected linearly from its month to date (its pace is unknown, not zero).
     """
     today = now.date()
-    next_month = (today.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
-    days_after_today = (next_month - today - DAY).days
+    days_after_today = (next_month(today) - today - DAY).days
     paces = recent_pace(totals, today, month_to_date)
     forecast: dict[str, Decimal] = {}
     for pid, mtd in month_to_date.items():
@@ -99,3 +97,18 @@ def recent_pace(totals: DayTotals, today: dt.date, subjects: Iterable[str]) -> d
     """USD per day of each subject: the mean of the last PACE_DAYS closed days (0 without spend in them)."""
     recent = [today - dt.timedelta(days=n) for n in range(1, PACE_DAYS + 1)]
     return {pid: sum((totals.get(day, {}).get(pid, ZERO) for day in recent), ZERO) / PACE_DAYS for pid in subjects}
+
+
+def month_forecast(month_to_date: Decimal, now: dt.datetime) -> Decimal:
+    """Linear projection of month-to-date spend to the end of the UTC month `now` falls in."""
+    now = now.replace(tzinfo=dt.UTC) if now.tzinfo is None else now.astimezone(dt.UTC)
+    start = dt.datetime(now.year, now.month, 1, tzinfo=dt.UTC)
+    end = dt.datetime.combine(next_month(start.date()), dt.time(), dt.UTC)
+    elapsed = _microseconds(now - start)
+    if elapsed == 0:  # the very first instant of the month: nothing to project from
+        return month_to_date
+    return month_to_date * _microseconds(end - start) / elapsed
+
+
+def _microseconds(delta: dt.timedelta) -> Decimal:
+    return Decimal((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from openai_cost_exporter.core.models import ZERO
+from openai_cost_exporter.core.models import ZERO, next_month
 from openai_cost_exporter.core.money import usd
 from openai_cost_exporter.figures.snapshot import CostSnapshot
 from openai_cost_exporter.rules import ORGANIZATION, LimitFigures
@@ -64,8 +64,7 @@ def limit_details(figures: LimitFigures, data_time: dt.datetime) -> list[tuple[s
     elif days is None:
         when = "no spend in the last 7 closed days to project from"
     else:
-        next_month = (data_time.date().replace(day=1) + dt.timedelta(days=32)).replace(day=1)
-        month_end = dt.datetime.combine(next_month, dt.time(), dt.UTC)
+        month_end = dt.datetime.combine(next_month(data_time.date()), dt.time(), dt.UTC)
         left = (month_end - data_time) / dt.timedelta(days=1)
         if days >= Decimal(left) and figures.forecast > figures.limit:  # the forecast counts all of today
             when = f"by the end of the month at {usd(figures.pace)} a day (forecast {usd(figures.forecast)})"

@@ -80,7 +80,9 @@ class UsageStage:
                     "usage endpoints refused (%s): estimates and the runaway alert are off, billed figures go on", exc
                 )
             self._denied = True
-            raise _Quiet(str(exc)) from None
+            quiet = ScopeError(str(exc))
+            quiet.reported = True  # said once above: the cycle's stage counts it and logs it at debug level only
+            raise quiet from None
         self._denied = False
         estimates = build_estimates(self._store, now, history_days=self._history_days)
         self._metrics.unpriced_models.set(len(estimates.unpriced))
@@ -89,9 +91,3 @@ class UsageStage:
     def key_rates(self, now: dt.datetime, project_ids: Sequence[str]) -> dict[str, dict[str, Decimal]]:
         """Estimated spend of the last 60 minutes per API key of these projects (a runaway message's top keys)."""
         return key_rates(self._client, self._book, now, project_ids)
-
-
-class _Quiet(ScopeError):
-    """Raised after the one log line: the cycle's stage counts it, and logs it at debug level only."""
-
-    reported = True

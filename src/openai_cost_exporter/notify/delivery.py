@@ -4,10 +4,10 @@ Nothing twice (issue 11). Each attempt is committed as "sending" in a transactio
 (a full disk fails that commit, and nothing is posted). Slack's answer is recorded in a second one; should that
 commit fail, the process keeps the outcome in memory and writes it before it sends anything else, so a failed
 commit never leads to a second post. A message is *in doubt* when an attempt may have been delivered without our
-knowing: the request went out and no answer came back (`MaybeDelivered`), or an attempt was still "sending" when
-the process stopped (a crash between Slack's 200 and the commit). A message in doubt is sent once more, after its
-back-off, with a warning that Slack may show it twice (webhooks have no idempotency key); if that try is in doubt
-too, it is given up with an error line (counted in errors_total{stage="notify"}).
+knowing: the request went out and no answer came back (a NotifyError that `maybe_delivered`), or an attempt was
+still "sending" when the process stopped (a crash between Slack's 200 and the commit). A message in doubt is sent
+once more, after its back-off, with a warning that Slack may show it twice (webhooks have no idempotency key); if
+that try is in doubt too, it is given up with an error line (counted in errors_total{stage="notify"}).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from openai_cost_exporter.core import defaults
 from openai_cost_exporter.core.errors import NotifyError, StateError
-from openai_cost_exporter.notify.messages import MaybeDelivered, Notifier, OutboxMessage
+from openai_cost_exporter.notify.messages import Notifier, OutboxMessage
 from openai_cost_exporter.notify.outbox_store import OutboxStore
 
 if TYPE_CHECKING:
@@ -112,20 +112,20 @@ class Delivery:
 
     def _failed(self, message: OutboxMessage, err: NotifyError) -> None:
         attempts = message.attempts + 1
-        in_doubt = message.in_doubt + isinstance(err, MaybeDelivered)
+        in_doubt = message.in_doubt + err.maybe_delivered
         if self._metrics is not None:
             self._metrics.count_error("notify")
         if in_doubt >= MAX_IN_DOUBT:
             self._give_up(message, str(err), in_doubt)
             return
-        delay = self.backoff(attempts, getattr(err, "retry_after", None))
+        delay = self.backoff(attempts, err.retry_after)
         logger.warning(
             "%s message %d not delivered (attempt %d, next in %.0f s)%s: %s",
             message.rule,
             message.id,
             attempts,
             delay,
-            "; it may have been, so the next try may repeat it" if isinstance(err, MaybeDelivered) else "",
+            "; it may have been, so the next try may repeat it" if err.maybe_delivered else "",
             err,
         )
         write = partial(self._store.mark_failed, message.id, error=str(err), in_doubt=in_doubt)

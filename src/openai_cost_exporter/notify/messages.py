@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
-from openai_cost_exporter.core.errors import NotifyError
 from openai_cost_exporter.rules import Alert, Digest, DigestRow
 
 Record = dict[str, Any]
@@ -51,18 +50,10 @@ class OutboxMessage:
     sending_at: dt.datetime | None = None  # set while an attempt is under way; left set by a crash
 
 
-class MaybeDelivered(NotifyError):
-    """The request went out but its answer did not come back: the message may have been delivered.
-
-    A notifier raises it (a subclass of it) instead of a plain NotifyError when a retry could repeat the message,
-    so the outbox tries it only once more (notifications.py).
-    """
-
-
 class Notifier(Protocol):
     def send(self, message: OutboxMessage) -> None:
-        """Deliver one message, or raise NotifyError (it then stays in the outbox): MaybeDelivered when the
-        message may have arrived anyway."""
+        """Lay out and deliver one message, or raise NotifyError (it then stays in the outbox), with
+        `maybe_delivered` when it may have arrived anyway and `retry_after` when the target asked for a wait."""
         ...
 
 

@@ -1,7 +1,7 @@
 """Notification state: which alerts were already said, and an outbox of messages still to deliver.
 
-No spam: at most one message per (rule, subject, UTC day, level), plus one more each time the value
-reaches `escalation_factor` x the value last notified. Nothing lost: deciding a message and queuing it in the
+What becomes a message is the pure decision's (rules/decision.py: no spam, escalations, incidents); this keeps
+what it remembers and queues what it decided. Nothing lost: deciding a message and queuing it in the
 outbox is one SQLite transaction, and a message leaves the outbox only once the notifier accepted it (failures
 back off exponentially, honouring Slack's Retry-After). Both live in the shared state file, so they survive
 restarts. Delivering, and never posting twice, is delivery.py's.
@@ -12,8 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import sqlite3
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -28,8 +28,18 @@ from openai_cost_exporter.notify.messages import (
     alert_record,
     digest_record,
 )
-from openai_cost_exporter.notify.outbox_store import Key, OutboxStore
+from openai_cost_exporter.notify.outbox_store import OutboxStore
 from openai_cost_exporter.rules import ORGANIZATION, Alert, Digest
+from openai_cost_exporter.rules.decision import (
+    RUNAWAY,
+    AlertState,
+    Decision,
+    Incident,
+    Key,
+    Outcome,
+    alert_key,
+    decide_messages,
+)
 
 if TYPE_CHECKING:
     from openai_cost_exporter.core.clock import Clock
@@ -38,12 +48,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DIGEST = "digest"
-
-
-@dataclass(frozen=True, slots=True)
-class _Decision:
-    escalation: bool
-    previous: Decimal | None
 
 
 class Notifications:
@@ -73,43 +77,50 @@ class Notifications:
         self, alerts: Sequence[Alert], day: dt.date, context: Callable[[Alert], MessageContext]
     ) -> list[OutboxMessage]:
         """Queue a message for each alert not yet notified on `day` (or escalated); return the new ones."""
-        planned = self.undecided(alerts, day)
-        contexts = [self._context(context, alert) for alert in planned]
-        messages: list[OutboxMessage] = []
-        with self._store.atomic():
-            for alert, ctx in zip(planned, contexts, strict=True):
-                decision = self._decision(alert, day)  # again, inside the transaction: never twice
-                if decision is not None:
-                    messages.append(self._queue_alert(alert, day, ctx, decision))
-        if messages:
-            logger.info("decided %d new alert message(s) for %s", len(messages), day)
-        self._update_pending()
-        return messages
+        decisions, _ = decide_messages(alerts, self._said(alerts, day), self._factor, day)
+        return self.queue(decisions, context)
 
     def undecided(self, alerts: Sequence[Alert], day: dt.date) -> list[Alert]:
         """The alerts that would become a message on `day`: not notified yet, or escalated."""
-        return [alert for alert in alerts if self._decision(alert, day) is not None]
+        decisions, _ = decide_messages(alerts, self._said(alerts, day), self._factor, day)
+        return [decision.alert for decision in decisions]
 
-    def track_incidents(
-        self, rule: str, firing: Collection[str], day: dt.date
-    ) -> tuple[dict[str, dt.date], dict[str, dt.date]]:
-        """Open an incident for each newly firing subject and close those that stopped; return the open ones and
-        the ones closed now, each with the day it opened (what its messages are keyed by)."""
+    def state(self, day: dt.date) -> AlertState:
+        """What the decision of a cycle on `day` remembers: the runaway incidents and what was said since the
+        oldest day it may look up."""
+        incidents = self._store.runaway_incidents(RUNAWAY)
+        oldest = AlertState(incidents=incidents).oldest_day(day)
+        return AlertState(incidents=incidents, said=self._store.said_since(oldest))
+
+    def keep(self, outcome: Outcome, context: Callable[[Alert], MessageContext]) -> list[OutboxMessage]:
+        """Store the incidents of `outcome` and queue its messages, in one transaction."""
+        return self.queue(outcome.decisions, context, incidents=outcome.state.incidents)
+
+    def queue(
+        self,
+        decisions: Sequence[Decision],
+        context: Callable[[Alert], MessageContext],
+        *,
+        incidents: Mapping[str, Incident] | None = None,
+    ) -> list[OutboxMessage]:
+        """Queue the message of each decision (unless its key was said meanwhile: never twice) and, with
+        `incidents`, make them the stored runaway incidents, in one transaction."""
+        contexts = [self._context(context, decision.alert) for decision in decisions]
+        messages: list[OutboxMessage] = []
         with self._store.atomic():
-            known = self._store.incidents(rule)
-            for subject in firing:
-                if subject not in known or known[subject][1] is not None:
-                    self._store.open_incident(rule, subject, day)
-            closed = {s: opened for s, (opened, end) in known.items() if end is None and s not in firing}
-            for subject in closed:
-                self._store.close_incident(rule, subject, day)
-            self._store.prune_incidents(day)
-            current = self._store.incidents(rule)
-        return {s: opened for s, (opened, end) in current.items() if end is None}, closed
+            if incidents is not None:
+                self._store.save_incidents(RUNAWAY, incidents)
+            for decision, ctx in zip(decisions, contexts, strict=True):
+                if self._store.last_value(decision.key) == decision.previous:
+                    messages.append(self._queue_alert(decision, ctx))
+        if messages:
+            logger.info("decided %d new alert message(s)", len(messages))
+        self._update_pending()
+        return messages
 
-    def incident_subjects(self, rule: str, day: dt.date) -> set[str]:
-        """Subjects with an incident of `rule` open, or closed on `day`."""
-        return {s for s, (_, end) in self._store.incidents(rule).items() if end is None or end == day}
+    def _said(self, alerts: Sequence[Alert], day: dt.date) -> dict[Key, Decimal]:
+        keys = {alert_key(alert, day) for alert in alerts}
+        return {key: value for key in keys if (value := self._store.last_value(key)) is not None}
 
     def digest_queued(self, day: dt.date) -> bool:
         """Whether the digest of `day` was already queued."""
@@ -125,11 +136,6 @@ class Notifications:
         self._update_pending()
         return message
 
-    def _decision(self, alert: Alert, day: dt.date) -> _Decision | None:
-        last = self._store.last_value(_alert_key(alert, day))
-        escalation = message_due(last, alert.value, self._factor)
-        return None if escalation is None else _Decision(escalation=escalation, previous=last)
-
     @staticmethod
     def _context(context: Callable[[Alert], MessageContext], alert: Alert) -> MessageContext:
         try:
@@ -138,10 +144,10 @@ class Notifications:
             logger.warning("no details for the %s alert on %s: %s", alert.rule, alert.subject_id, err)
             return MessageContext()
 
-    def _queue_alert(self, alert: Alert, day: dt.date, ctx: MessageContext, decision: _Decision) -> OutboxMessage:
+    def _queue_alert(self, decision: Decision, ctx: MessageContext) -> OutboxMessage:
         ctx = replace(ctx, escalation=decision.escalation, previous_value=decision.previous)
-        record = alert_record(alert, ctx)
-        return self._queue(_alert_key(alert, day), alert.value, escalation=decision.escalation, record=record)
+        record = alert_record(decision.alert, ctx)
+        return self._queue(decision.key, decision.alert.value, escalation=decision.escalation, record=record)
 
     def _queue(self, key: Key, value: Decimal, *, escalation: bool, record: Record) -> OutboxMessage:
         now = self._now()
@@ -171,21 +177,6 @@ class Notifications:
 
     def _now(self) -> float:
         return self._clock.now().timestamp()
-
-
-def message_due(last: Decimal | None, value: Decimal, factor: Decimal) -> bool | None:
-    """The rule of no spam: a first message (False), an escalation (True: `value` reached `factor` x the value
-    last notified), or no message (None). The backtest replays the same rule."""
-    if last is None:
-        return False
-    if last > 0 and value >= factor * last:
-        return True
-    return None
-
-
-def _alert_key(alert: Alert, day: dt.date) -> Key:
-    day = alert.since or day  # an incident's messages are keyed by the day it opened, whatever day it is now
-    return Key(alert.rule, alert.subject_id, day, alert.level)
 
 
 def _digest_key(day: dt.date) -> Key:

@@ -10,14 +10,15 @@ import datetime as dt
 import json
 import logging
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from openai_cost_exporter.core.errors import StateError
+from openai_cost_exporter.core.transaction import transaction
 from openai_cost_exporter.notify.messages import OutboxMessage, Record
+from openai_cost_exporter.rules.decision import Incident, Key
 
 logger = logging.getLogger(__name__)
 
@@ -54,19 +55,6 @@ _WAITING = "delivered_at IS NULL AND given_up_at IS NULL"
 MAX_ERROR_CHARS = 500
 
 
-@dataclass(frozen=True, slots=True)
-class Key:
-    """What a notification is about: one (rule, subject, UTC day, level)."""
-
-    rule: str
-    subject_id: str
-    day: dt.date
-    level: str
-
-    def params(self) -> tuple[str, str, str, str]:
-        return (self.rule, self.subject_id, self.day.isoformat(), self.level)
-
-
 class OutboxStore:
     """Rows of what was notified and of the messages still to deliver, in the shared state file."""
 
@@ -85,20 +73,26 @@ class OutboxStore:
         cursor = self._execute("SELECT subject_id, opened, closed FROM incidents WHERE rule = ?", (rule,))
         return {s: (dt.date.fromisoformat(o), dt.date.fromisoformat(c) if c else None) for s, o, c in cursor}
 
-    def open_incident(self, rule: str, subject_id: str, day: dt.date) -> None:
-        self._execute(
-            "INSERT INTO incidents (rule, subject_id, opened, closed) VALUES (?, ?, ?, NULL)"
-            " ON CONFLICT (rule, subject_id) DO UPDATE SET opened = excluded.opened, closed = NULL",
-            (rule, subject_id, day.isoformat()),
-        )
+    def runaway_incidents(self, rule: str) -> dict[str, Incident]:
+        """The incidents of `rule` as the decision keeps them (rules/decision.py)."""
+        return {s: Incident(opened, closed) for s, (opened, closed) in self.incidents(rule).items()}
 
-    def close_incident(self, rule: str, subject_id: str, day: dt.date) -> None:
-        self._execute(
-            "UPDATE incidents SET closed = ? WHERE rule = ? AND subject_id = ?", (day.isoformat(), rule, subject_id)
-        )
+    def save_incidents(self, rule: str, incidents: Mapping[str, Incident]) -> None:
+        """Make the stored incidents of `rule` exactly `incidents` (call inside `atomic`)."""
+        self._execute("DELETE FROM incidents WHERE rule = ?", (rule,))
+        for subject_id, incident in incidents.items():
+            closed = incident.closed.isoformat() if incident.closed is not None else None
+            self._execute(
+                "INSERT INTO incidents (rule, subject_id, opened, closed) VALUES (?, ?, ?, ?)",
+                (rule, subject_id, incident.opened.isoformat(), closed),
+            )
 
-    def prune_incidents(self, before: dt.date) -> None:
-        self._execute("DELETE FROM incidents WHERE closed IS NOT NULL AND closed < ?", (before.isoformat(),))
+    def said_since(self, day: dt.date) -> dict[Key, Decimal]:
+        """The value last notified of every key from `day` on."""
+        cursor = self._execute(
+            "SELECT rule, subject_id, day, level, value FROM alert_notified WHERE day >= ?", (day.isoformat(),)
+        )
+        return {Key(r, s, dt.date.fromisoformat(d), lv): Decimal(v) for r, s, d, lv, v in cursor}
 
     def last_value(self, key: Key) -> Decimal | None:
         """The value last notified for `key`, or None when nothing was."""
@@ -181,31 +175,13 @@ class OutboxStore:
 
     @contextmanager
     def atomic(self) -> Iterator[None]:
-        """Run the block as one transaction (nested in the caller's, if one is open)."""
-        # A SAVEPOINT works whatever the connection's isolation_level (the state module owns the connection):
-        # it starts a transaction when none is open, and nests inside one that is.
-        outermost = not self._conn.in_transaction
-        self._execute("SAVEPOINT notifications")
+        """Run the block as one transaction (nested in the caller's, if one is open): `core.transaction`, with
+        SQLite's errors, a failed commit's too, as StateError."""
         try:
-            yield
-        except BaseException:
-            self._execute("ROLLBACK TO notifications")
-            self._execute("RELEASE notifications")
-            raise
-        try:
-            self._execute("RELEASE notifications")
-        except StateError:
-            # A commit that fails (SQLITE_FULL on a full disk) may leave the transaction open, and a later commit
-            # would then carry out writes the caller was told had failed: undo them here.
-            if outermost and self._conn.in_transaction:
-                self._rollback()
-            raise
-
-    def _rollback(self) -> None:
-        try:
-            self._conn.rollback()
-        except sqlite3.Error as err:  # the commit's error, raised next, says more than this one
-            logger.debug("rolling back after a failed commit failed too: %s", err)
+            with transaction(self._conn):
+                yield
+        except sqlite3.Error as err:
+            raise StateError(f"notification state: {err}") from err
 
     def _execute(self, sql: str, parameters: Sequence[Any] = ()) -> sqlite3.Cursor:
         try:

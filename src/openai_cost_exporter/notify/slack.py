@@ -7,11 +7,11 @@ logger set to CRITICAL (we report every failure ourselves) with a filter that ma
 
 A post ends one of three ways, and the outbox (notifications.py) treats each its own way:
 
-    NotifyError
-    └── DeliveryFailed     Slack did not take it: nothing went out (urllib's URLError: refused, unresolvable,
-        │                  or the request could not be written), or it answered 4xx/5xx
-        └── AnswerLost     also messages.MaybeDelivered: the request went out and no answer came back (a read
-                           timeout, a dropped connection, or the wall-clock deadline): Slack may have posted it
+    NotifyError                          Slack did not take it: nothing went out (urllib's URLError: refused,
+                                         unresolvable, or the request could not be written), or it answered
+                                         4xx/5xx (`status`; `retry_after` for a 429)
+    NotifyError(maybe_delivered=True)    the request went out and no answer came back (a read timeout, a
+                                         dropped connection, or the wall-clock deadline): Slack may have posted it
 
 The SDK's retry handlers retry within the call only what left nothing posted (issue 11: its connection-error
 handler also retried a dropped answer, so a Slack that posts but answers late got each alert again).
@@ -25,7 +25,7 @@ import time
 import urllib.error
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from pydantic import SecretStr
@@ -43,7 +43,6 @@ from slack_sdk.webhook import WebhookClient, WebhookResponse
 
 from openai_cost_exporter.core.errors import ConfigError, NotifyError
 from openai_cost_exporter.core.retry_after import parse_retry_after
-from openai_cost_exporter.notify.messages import MaybeDelivered
 from openai_cost_exporter.notify.slack_blocks import render
 
 if TYPE_CHECKING:
@@ -52,21 +51,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class DeliveryFailed(NotifyError):
-    """Slack did not take the message; `retry_after` is the wait it asked for (429), `status` its answer (None when
-    nothing went out)."""
-
-    def __init__(self, message: str, *, retry_after: float | None = None, status: int | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-        self.status = status
-
-
-class AnswerLost(DeliveryFailed, MaybeDelivered):
-    """The request went out but no answer came back within the deadline: Slack may have posted the message."""
-
-
 # --- the notifier ------------------------------------------------------------------------------
+
+
+class WebhookPoster(Protocol):
+    """What a send needs of its HTTP client: slack_sdk's WebhookClient, or a stand-in."""
+
+    def send_dict(self, body: dict[str, Any], headers: dict[str, str] | None = None) -> WebhookResponse: ...
 
 
 class SlackNotifier:
@@ -74,7 +65,7 @@ class SlackNotifier:
 
     Each send ends within a wall-clock deadline (about twice `timeout`, room for one in-call retry): urllib's timeout
     bounds each socket read, not the call, so a server trickling its answer a byte at a time would hold a cycle
-    for ever. The post runs in a daemon thread; past the deadline the message is "in doubt" (AnswerLost) and the
+    for ever. The post runs in a daemon thread; past the deadline the message is "in doubt" (`maybe_delivered`) and the
     thread is left to end with its socket (it never keeps the process up, and it can post nothing more).
     """
 
@@ -86,7 +77,10 @@ class SlackNotifier:
         backoff: float = 0.5,
         max_retry_after: float = 2.0,
         sleep: Callable[[float], None] = time.sleep,
+        client: Callable[..., WebhookPoster] = WebhookClient,
     ) -> None:
+        """`client` makes the HTTP client of each send (slack_sdk's WebhookClient, or a stand-in with its
+        arguments and `send_dict`): the transport is injected, as the OpenAI client's is."""
         url = webhook_url.get_secret_value() if isinstance(webhook_url, SecretStr) else webhook_url
         if not url.startswith(("https://", "http://")) or not urlsplit(url).hostname:
             # checked here: slack_sdk would put the whole URL into its SlackRequestError
@@ -96,14 +90,15 @@ class SlackNotifier:
         self._deadline = 2 * timeout + backoff + min(max_retry_after, timeout)
         self._url, self._timeout = url, timeout
         self._backoff, self._max_retry_after, self._sleep = backoff, max_retry_after, sleep
+        self._make_client = client
         self._client = self._webhook(threading.Event())  # the SDK client of the send in progress
 
-    def _webhook(self, given_up: threading.Event) -> WebhookClient:
+    def _webhook(self, given_up: threading.Event) -> WebhookPoster:
         """A WebhookClient whose in-call retry stops once the caller has given the send up (`given_up`): a post left
         running past the deadline must not post again behind the outbox's back."""
-        return WebhookClient(
+        return self._make_client(
             self._url,
-            timeout=self._timeout,  # type: ignore[arg-type]  # urllib takes a float; the SDK annotates int
+            timeout=self._timeout,  # urllib takes a float (the SDK annotates int)
             logger=_sdk_logger(self._mask),
             retry_handlers=retry_handlers(
                 given_up=given_up, backoff=self._backoff, max_retry_after=self._max_retry_after, sleep=self._sleep
@@ -131,21 +126,23 @@ class SlackNotifier:
         shown = self._mask.shown
         if not outcome:
             given_up.set()
-            raise AnswerLost(
-                f"Slack webhook {shown} gave no answer within {self._deadline:g} s; it may have posted the message"
+            raise NotifyError(
+                f"Slack webhook {shown} gave no answer within {self._deadline:g} s; it may have posted the message",
+                maybe_delivered=True,
             )
         result = outcome[0]
         if isinstance(result, BaseException):
             raise self._failure(result) from None
         self._check(result)
 
-    def _failure(self, err: BaseException) -> DeliveryFailed:
+    def _failure(self, err: BaseException) -> NotifyError:
         detail = self._mask(f"{type(err).__name__}: {err}")
         if _not_sent(err):
-            return DeliveryFailed(f"Slack webhook {self._mask.shown} unreachable: {detail}")
-        return AnswerLost(
+            return NotifyError(f"Slack webhook {self._mask.shown} unreachable: {detail}")
+        return NotifyError(
             f"Slack webhook {self._mask.shown} took the request but gave no answer ({detail}); "
-            "it may have posted the message"
+            "it may have posted the message",
+            maybe_delivered=True,
         )
 
     def _check(self, response: WebhookResponse) -> None:
@@ -153,7 +150,7 @@ class SlackNotifier:
             return
         body = self._mask(str(response.body))[:200]
         limited = response.status_code == HTTPStatus.TOO_MANY_REQUESTS
-        raise DeliveryFailed(
+        raise NotifyError(
             f"Slack webhook {self._mask.shown} answered {response.status_code}: {body}",
             retry_after=_retry_after(response.headers) if limited else None,
             status=response.status_code,

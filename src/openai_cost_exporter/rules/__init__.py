@@ -122,21 +122,6 @@ class Limits:
     runaway_min_usd: Decimal = defaults.RUNAWAY_MIN_USD
 
 
-def month_forecast(month_to_date: Decimal, now: dt.datetime) -> Decimal:
-    """Linear projection of month-to-date spend to the end of the UTC month `now` falls in."""
-    now = now.replace(tzinfo=dt.UTC) if now.tzinfo is None else now.astimezone(dt.UTC)
-    start = dt.datetime(now.year, now.month, 1, tzinfo=dt.UTC)
-    end = (start + dt.timedelta(days=32)).replace(day=1)
-    elapsed = _microseconds(now - start)
-    if elapsed == 0:  # the very first instant of the month: nothing to project from
-        return month_to_date
-    return month_to_date * _microseconds(end - start) / elapsed
-
-
-def _microseconds(delta: dt.timedelta) -> Decimal:
-    return Decimal((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds)
-
-
 def evaluate(policy: AlertPolicy, projects: Sequence[SpendFigures], organization: SpendFigures | None) -> list[Alert]:
     """Every alert the figures breach: projects first (in the given order), then the organization."""
     alerts: list[Alert] = []

@@ -30,6 +30,11 @@ class CostSource(Protocol):
         key too with `api_keys`, where the source has them)."""
         ...
 
+    def page_days(self, *, line_items: bool, api_keys: bool = False) -> int:
+        """Daily buckets per costs page that keep a page of this source a bounded size (the source owns its
+        paging: the cycle only asks)."""
+        ...
+
     def list_projects(self) -> list[Project]:
         """Every project, archived ones included."""
         ...

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 
 from openai_cost_exporter.core.models import ApiKey, SpendLimit
-from openai_cost_exporter.store.state import transaction
+from openai_cost_exporter.core.transaction import transaction
 
 #: `project_id` of the organization's own spend limit.
 ORGANIZATION_SCOPE = ""

@@ -14,7 +14,7 @@ from decimal import Decimal, localcontext
 
 from openai_cost_exporter.core.models import NO_API_KEY, CostRow, Project
 from openai_cost_exporter.core.money import MONEY_CONTEXT, exact_sum
-from openai_cost_exporter.store.state import transaction
+from openai_cost_exporter.core.transaction import transaction
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +199,10 @@ class Ledger:
         """Every project ever saved, by id."""
         cursor = self._conn.execute("SELECT project_id, name, archived FROM projects")
         return {pid: Project(id=pid, name=name, archived=bool(archived)) for pid, name, archived in cursor}
+
+    def names(self) -> dict[str, str]:
+        """The name of every project ever saved, by id."""
+        return dict(self._conn.execute("SELECT project_id, name FROM projects"))
 
     def projects_refreshed_at(self) -> dt.datetime | None:
         """When the project list was last saved, or None if never."""

@@ -18,14 +18,11 @@ import logging
 import os
 import pathlib
 import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from itertools import count
 from typing import IO
 
 from openai_cost_exporter.core import defaults
 from openai_cost_exporter.core.errors import StateError
+from openai_cost_exporter.core.transaction import transaction
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +41,6 @@ STATE_FILE = defaults.STATE_FILE
 LOCK_SUFFIX = ".lock"
 
 _ADVICE = "move it away or point --state-dir elsewhere"
-_savepoints = count(1)
-#: This process's writers take turns here before BEGIN IMMEDIATE. SQLite's own busy handler polls, sleeping up to
-#: 100 ms between tries, so a thread that commits and begins again at once (the usage fetch storing page after
-#: page) kept the costs stage of the same cycle waiting for seconds; a lock hands the turn over on release.
-_writers = threading.RLock()
 
 
 def open_state(path: pathlib.Path) -> sqlite3.Connection:
@@ -99,32 +91,6 @@ def lock_state(path: pathlib.Path) -> IO[str]:
     lock.write(f"{os.getpid()}\n")
     lock.flush()
     return lock
-
-
-@contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """Run the block atomically: BEGIN IMMEDIATE ... COMMIT, or a SAVEPOINT when already in a transaction."""
-    if conn.in_transaction:
-        name = f"sp{next(_savepoints)}"
-        conn.execute(f"SAVEPOINT {name}")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute(f"ROLLBACK TO {name}")
-            conn.execute(f"RELEASE {name}")
-            raise
-        conn.execute(f"RELEASE {name}")
-        return
-    # IMMEDIATE takes the write lock up front, so writers wait instead of deadlocking: this process's on `_writers`,
-    # another process's (a `report` beside the service) on busy_timeout.
-    with _writers:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.rollback()
-            raise
-        conn.commit()
 
 
 def _guard(conn: sqlite3.Connection, path: pathlib.Path) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from openai_cost_exporter.core.models import UsageRow
-from openai_cost_exporter.store.state import transaction
+from openai_cost_exporter.core.transaction import transaction
 
 NANOS = Decimal("1e9")
 _SCHEMA = (

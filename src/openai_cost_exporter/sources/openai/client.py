@@ -31,6 +31,7 @@ from openai_cost_exporter.core.redact import redact
 from openai_cost_exporter.core.replies import ACCEPT_ENCODING, ReplyTooLarge, ReplyTooSlow, read_reply, reply_deadline
 from openai_cost_exporter.sources.openai.directory_responses import parse_api_keys, parse_spend_limit
 from openai_cost_exporter.sources.openai.failures import Transient, failure_kind, status_error
+from openai_cost_exporter.sources.openai.paging import costs_page_days
 from openai_cost_exporter.sources.openai.responses import (
     Json,
     decode_json,
@@ -55,27 +56,10 @@ MAX_COSTS_LIMIT = 180  # buckets per page (§1.1)
 PROJECTS_LIMIT = 100  # the maximum; the default 20 loses projects (§7.9)
 MAX_PAGES = 1024  # runaway-pagination cap, as Costroid uses (§1.3)
 Query = list[tuple[str, str | int | float | bool | None]]  # what httpx accepts as params
-#: The largest decoded body read from the API: a costs page of 2,000 projects is a few MB (see COSTS_PAGE_DAYS).
+#: The largest decoded body read from the API: a costs page of 2,000 projects is a few MB (see paging.COSTS_PAGE_DAYS).
 MAX_REPLY_BYTES = 64 * 1024 * 1024
 #: What is kept of an error reply's body: its message is quoted to 300 characters (responses.MAX_MESSAGE).
 MAX_ERROR_BYTES = 64 * 1024
-
-
-#: Daily buckets asked per costs page. The API allows 180, but a page is parsed whole: three days keep a
-#: 2,000-project organization at ~5k rows (1.3 MB of JSON, ~4 MB decoded) a page, and a cold cycle's 31 days
-#: (11 pages) still come before the projects' 20; grouped by line item (~3x the rows) two days keep it near that.
-COSTS_PAGE_DAYS = 3
-COSTS_PAGE_DAYS_WITH_LINE_ITEMS = 2
-#: Grouped by API key as well, a day has a row per key (a few per project): fewer days again.
-COSTS_PAGE_DAYS_BY_KEY = 3
-COSTS_PAGE_DAYS_BY_KEY_WITH_LINE_ITEMS = 1
-
-
-def costs_page_days(line_items: bool, api_keys: bool = False) -> int:
-    """Days per costs page: fewer when each day has a row per line item, or per API key."""
-    if api_keys:
-        return COSTS_PAGE_DAYS_BY_KEY_WITH_LINE_ITEMS if line_items else COSTS_PAGE_DAYS_BY_KEY
-    return COSTS_PAGE_DAYS_WITH_LINE_ITEMS if line_items else COSTS_PAGE_DAYS
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +118,10 @@ class AdminClient:
 
     def __repr__(self) -> str:
         return f"AdminClient(base_url={str(self._http.base_url)!r}, retry={self._retry!r})"
+
+    def page_days(self, *, line_items: bool, api_keys: bool = False) -> int:
+        """Days per costs page (`costs_page_days`)."""
+        return costs_page_days(line_items, api_keys)
 
     def iter_costs(
         self,

@@ -1,0 +1,181 @@
+"""The alert decision, pure: what a cycle saw and what was already said in; the alerts, the messages to send and
+what to remember out.
+
+`decide` is the one place that turns figures into messages: the rules, the runaway incidents (one incident from
+the cycle it fires until the one it stops, across midnight too, which then says it is over), the folding of a
+project's spike into its runaway, and the no-spam memory with its escalations. The live cycle
+(alerts/alerter.py) loads the state from the state file, calls it and stores what it returns in one
+transaction; `backtest` replays the same function over the stored history with the state in memory. Nothing here
+reads a clock, the API or a file.
+
+No spam: at most one message per key (rule, subject, UTC day, level; an incident's messages are keyed by the day it
+opened), plus one more each time the value reaches `escalation_factor` x the value last notified.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from openai_cost_exporter.rules import (
+    Alert,
+    AlertPolicy,
+    LimitFigures,
+    RunawayFigures,
+    SpendFigures,
+    evaluate,
+    evaluate_runaways,
+    evaluate_spend_limits,
+    fold_into_runaways,
+    project_limits,
+    runaway_resolved,
+)
+
+_ZERO = Decimal(0)
+#: The rule whose alerts are incidents that last across cycles and days.
+RUNAWAY = "runaway"
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """What a notification is about: one (rule, subject, UTC day, level)."""
+
+    rule: str
+    subject_id: str
+    day: dt.date
+    level: str
+
+    def params(self) -> tuple[str, str, str, str]:
+        return (self.rule, self.subject_id, self.day.isoformat(), self.level)
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    """A runaway of one project: open from the day it fired until the day it stopped."""
+
+    opened: dt.date
+    closed: dt.date | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertState:
+    """What the decision remembers between cycles."""
+
+    incidents: Mapping[str, Incident] = field(default_factory=dict)  # runaway incidents, by subject_id
+    said: Mapping[Key, Decimal] = field(default_factory=dict)  # the value last notified, by message key
+
+    def oldest_day(self, day: dt.date) -> dt.date:
+        """The oldest message day a decision on `day` may look up: the day an open incident opened, or `day`."""
+        return min([day, *(i.opened for i in self.incidents.values() if i.closed is None)])
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """What a cycle saw: the billed figures (None when it has no fresh snapshot) and the estimates' runaway
+    figures by subject_id (None without fresh estimates); each rule is judged only on what it has."""
+
+    projects: Sequence[SpendFigures] | None = None
+    organization: SpendFigures | None = None
+    limits: Sequence[LimitFigures] = ()
+    runaways: Mapping[str, RunawayFigures] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One message to send: the alert, its key, whether it escalates, and the value said before."""
+
+    alert: Alert
+    key: Key
+    escalation: bool
+    previous: Decimal | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """Every alert the figures breach (the spend page shows them), the messages due, and the state to keep."""
+
+    alerts: list[Alert]
+    decisions: list[Decision]
+    state: AlertState
+
+
+def decide(figures: Figures, state: AlertState, policy: AlertPolicy, day: dt.date, names: Mapping[str, str]) -> Outcome:
+    """The alerts of a cycle on `day` and the messages they need, from `state`; `names` names the projects whose
+    runaway stopped without figures of their own."""
+    alerts: list[Alert] = []
+    if figures.projects is not None:
+        alerts = evaluate(policy, figures.projects, figures.organization)
+        alerts += evaluate_spend_limits(policy, figures.limits, day.replace(day=1))
+    incidents = dict(state.incidents)
+    runaways: list[Alert] = []
+    if figures.runaways is not None:
+        runaways, incidents = _runaways(policy, figures.runaways, incidents, day, names)
+    held = {subject for subject, incident in incidents.items() if incident.closed in (None, day)}
+    found = [*runaways, *fold_into_runaways(alerts, held)]
+    decisions, said = decide_messages(found, state.said, policy.escalation_factor, day)
+    return Outcome(alerts=found, decisions=decisions, state=AlertState(incidents=incidents, said=said))
+
+
+def decide_messages(
+    alerts: Sequence[Alert], said: Mapping[Key, Decimal], factor: Decimal, day: dt.date
+) -> tuple[list[Decision], dict[Key, Decimal]]:
+    """The messages `alerts` need on `day` given what was `said` (first ones and escalations), and what is said
+    after them."""
+    remembered = dict(said)
+    decisions = []
+    for alert in alerts:
+        key = alert_key(alert, day)
+        last = remembered.get(key)
+        escalation = message_due(last, alert.value, factor)
+        if escalation is not None:
+            decisions.append(Decision(alert, key, escalation, last))
+            remembered[key] = alert.value
+    return decisions, remembered
+
+
+def message_due(last: Decimal | None, value: Decimal, factor: Decimal) -> bool | None:
+    """The rule of no spam: a first message (False), an escalation (True: `value` reached `factor` x the value
+    last notified), or no message (None)."""
+    if last is None:
+        return False
+    if last > 0 and value >= factor * last:
+        return True
+    return None
+
+
+def alert_key(alert: Alert, day: dt.date) -> Key:
+    """The key of an alert's message: an incident's messages are keyed by the day it opened, whatever day it is."""
+    return Key(alert.rule, alert.subject_id, alert.since or day, alert.level)
+
+
+def _runaways(
+    policy: AlertPolicy,
+    figures: Mapping[str, RunawayFigures],
+    incidents: dict[str, Incident],
+    day: dt.date,
+    names: Mapping[str, str],
+) -> tuple[list[Alert], dict[str, Incident]]:
+    """The runaway alerts and the incidents after them: a newly firing project opens one, one that stopped closes
+    it (and gets the message that it is over), and an incident closed before `day` is forgotten."""
+    firing = evaluate_runaways(policy, list(figures.values()))
+    subjects = {alert.subject_id for alert in firing}
+    for subject in subjects:
+        if subject not in incidents or incidents[subject].closed is not None:
+            incidents[subject] = Incident(day)
+    closed = {s: i.opened for s, i in incidents.items() if i.closed is None and s not in subjects}
+    for subject, opened in closed.items():
+        incidents[subject] = Incident(opened, day)
+    incidents = {s: i for s, i in incidents.items() if i.closed is None or i.closed >= day}
+    over = [
+        runaway_resolved(
+            figures.get(pid) or RunawayFigures(pid, names.get(pid, pid), _ZERO, _ZERO),
+            project_limits(policy, pid, names.get(pid, pid)),
+            opened,
+        )
+        for pid, opened in sorted(closed.items())
+    ]
+    since = {s: i.opened for s, i in incidents.items() if i.closed is None}
+    return [dataclasses.replace(a, since=since.get(a.subject_id, day)) for a in firing] + over, incidents
