@@ -41,6 +41,8 @@ def test_a_file_clock_follows_each_new_time_written(tmp_path: Path) -> None:
     path.write_text("2026-12-01T00:00:20+00:00", encoding="utf-8")
     os.utime(path, ns=(0, path.stat().st_mtime_ns + 1))  # a new time even within the file system's tick
     assert clock.now() == dt.datetime(2026, 12, 1, 0, 0, 20, tzinfo=dt.UTC)
+    path.write_text("", encoding="utf-8")  # a writer between its truncate and its write: the time holds
+    assert clock.now() == dt.datetime(2026, 12, 1, 0, 0, 20, tzinfo=dt.UTC)
 
 
 def test_the_cli_warns_of_each_test_variable() -> None:

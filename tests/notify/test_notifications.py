@@ -148,6 +148,18 @@ def test_escalation(notes: Notifications) -> None:
     assert len(notes.decide([spike("16")], DAY, Contexts())) == 1
 
 
+def test_a_month_keyed_message_escalates_on_a_later_day(notes: Notifications) -> None:
+    """A message keyed by its month (the spend limit's) is said once for the month, as the cycle decides from the
+    stored state on any later day of it, and once more when its value doubles."""
+    month = DAY.replace(day=1)
+    limit = spike("100", rule="spend_limit", level="firing", since=month)
+    assert len(notes.decide([limit], DAY - dt.timedelta(days=10), Contexts())) == 1
+    assert notes.undecided([limit], DAY) == []
+    assert notes.decide([spike("199", rule="spend_limit", level="firing", since=month)], DAY, Contexts()) == []
+    (escalated,) = notes.decide([spike("200", rule="spend_limit", level="firing", since=month)], DAY, Contexts())
+    assert escalated.escalation
+
+
 def test_escalation_factor_is_configurable(conn: sqlite3.Connection, clock: FrozenClock) -> None:
     """The escalation factor comes from the constructor."""
     notes = Notifications(conn, clock, escalation_factor=D(3))

@@ -72,4 +72,13 @@ def test_without_runaway_figures_the_incidents_stay_as_they_are() -> None:
     state = AlertState(incidents={"proj_a": Incident(DAY)})
     outcome = decide(Figures(projects=[]), state, POLICY, NEXT, NAMES)
     assert outcome.state.incidents == state.incidents and outcome.decisions == []
-    assert state.oldest_day(NEXT) == DAY
+
+
+def test_the_oldest_day_looked_up_is_the_month_start_or_an_older_open_incident() -> None:
+    """What was said is looked up from the 1st of the month (the spend limit's messages are keyed by it), or from
+    an open incident's first day when that is older; a closed incident does not count."""
+    assert AlertState().oldest_day(NEXT) == dt.date(2026, 11, 1)
+    older = AlertState(
+        incidents={"proj_a": Incident(dt.date(2026, 10, 30)), "proj_b": Incident(dt.date(2026, 10, 2), DAY)}
+    )
+    assert older.oldest_day(NEXT) == dt.date(2026, 10, 30)

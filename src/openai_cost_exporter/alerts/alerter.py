@@ -34,7 +34,7 @@ Names = Mapping[str, str]
 
 
 class Alerter:
-    """Evaluates every snapshot, queues what is new, and delivers the queue."""
+    """Hands each cycle's figures to the decision, keeps what it decided, and delivers the queue."""
 
     def __init__(
         self,

@@ -62,7 +62,10 @@ class FileClock:
     def now(self) -> dt.datetime:
         stat = self.path.stat()
         if (stat.st_mtime_ns, stat.st_size) != self._seen:
-            self._current = parse_utc(self.path.read_text(encoding="utf-8"))
+            text = self.path.read_text(encoding="utf-8")
+            if not text.strip():  # caught between a writer's truncate and its write: the time it had holds
+                return self._current
+            self._current = parse_utc(text)
             self._seen = (stat.st_mtime_ns, stat.st_size)
         return self._current
 

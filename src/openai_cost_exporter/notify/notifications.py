@@ -37,7 +37,6 @@ from openai_cost_exporter.rules.decision import (
     Incident,
     Key,
     Outcome,
-    alert_key,
     decide_messages,
 )
 
@@ -51,7 +50,7 @@ DIGEST = "digest"
 
 
 class Notifications:
-    """Decides which alerts become messages, queues them, and delivers the queue."""
+    """Keeps what the decision remembers (rules/decision.py), queues the messages it decided, and delivers them."""
 
     def __init__(
         self,
@@ -76,13 +75,14 @@ class Notifications:
     def decide(
         self, alerts: Sequence[Alert], day: dt.date, context: Callable[[Alert], MessageContext]
     ) -> list[OutboxMessage]:
-        """Queue a message for each alert not yet notified on `day` (or escalated); return the new ones."""
-        decisions, _ = decide_messages(alerts, self._said(alerts, day), self._factor, day)
+        """Queue a message for each alert not yet notified (or escalated), as a cycle on `day` decides from the
+        stored state; return the new ones."""
+        decisions, _ = decide_messages(alerts, self.state(day).said, self._factor, day)
         return self.queue(decisions, context)
 
     def undecided(self, alerts: Sequence[Alert], day: dt.date) -> list[Alert]:
         """The alerts that would become a message on `day`: not notified yet, or escalated."""
-        decisions, _ = decide_messages(alerts, self._said(alerts, day), self._factor, day)
+        decisions, _ = decide_messages(alerts, self.state(day).said, self._factor, day)
         return [decision.alert for decision in decisions]
 
     def state(self, day: dt.date) -> AlertState:
@@ -114,13 +114,9 @@ class Notifications:
                 if self._store.last_value(decision.key) == decision.previous:
                     messages.append(self._queue_alert(decision, ctx))
         if messages:
-            logger.info("decided %d new alert message(s)", len(messages))
+            logger.info("decided %d new alert message(s): %s", len(messages), ", ".join(m.rule for m in messages))
         self._update_pending()
         return messages
-
-    def _said(self, alerts: Sequence[Alert], day: dt.date) -> dict[Key, Decimal]:
-        keys = {alert_key(alert, day) for alert in alerts}
-        return {key: value for key in keys if (value := self._store.last_value(key)) is not None}
 
     def digest_queued(self, day: dt.date) -> bool:
         """Whether the digest of `day` was already queued."""

@@ -5,7 +5,7 @@ The webhook URL is a secret: it never reaches a log line, an exception or a repr
 logs the URL at debug/info level whenever its logger's *own* level is NOTSET or DEBUG, so it gets a private
 logger set to CRITICAL (we report every failure ourselves) with a filter that masks the URL anyway.
 
-A post ends one of three ways, and the outbox (notifications.py) treats each its own way:
+A post ends one of three ways, and the outbox's delivery (delivery.py) treats each its own way:
 
     NotifyError                          Slack did not take it: nothing went out (urllib's URLError: refused,
                                          unresolvable, or the request could not be written), or it answered

@@ -68,8 +68,9 @@ class AlertState:
     said: Mapping[Key, Decimal] = field(default_factory=dict)  # the value last notified, by message key
 
     def oldest_day(self, day: dt.date) -> dt.date:
-        """The oldest message day a decision on `day` may look up: the day an open incident opened, or `day`."""
-        return min([day, *(i.opened for i in self.incidents.values() if i.closed is None)])
+        """The oldest message day a decision on `day` may look up: the 1st of its month (the spend limit's messages
+        are keyed by their month), or the day an open incident opened, if earlier."""
+        return min([day.replace(day=1), *(i.opened for i in self.incidents.values() if i.closed is None)])
 
 
 @dataclass(frozen=True, slots=True)
