@@ -17,9 +17,9 @@ from openai_cost_exporter.core.errors import APIUnavailable, ScopeError
 from openai_cost_exporter.core.models import ApiKey, CostRow, SpendLimit
 from openai_cost_exporter.export.key_metrics import KeyCollector
 from openai_cost_exporter.figures.snapshot import build_snapshot
-from openai_cost_exporter.figures.spend_limits import limit_details
 from openai_cost_exporter.notify.messages import MessageContext
 from openai_cost_exporter.notify.slack_blocks import build_alert_message
+from openai_cost_exporter.notify.text import limit_details
 from openai_cost_exporter.rules import ORGANIZATION, Alert, LimitFigures
 from openai_cost_exporter.sources.openai.failures import status_error
 from openai_cost_exporter.store.ledger import Ledger

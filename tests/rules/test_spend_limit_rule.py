@@ -9,7 +9,8 @@ import pytest
 
 from openai_cost_exporter.core.models import SpendLimit
 from openai_cost_exporter.figures.snapshot import build_snapshot
-from openai_cost_exporter.figures.spend_limits import limit_details, limit_figures
+from openai_cost_exporter.figures.spend_limits import limit_figures
+from openai_cost_exporter.notify.text import limit_details
 from openai_cost_exporter.rules import ORGANIZATION, AlertPolicy, LimitFigures, ProjectPolicy, evaluate_spend_limits
 from openai_cost_exporter.rules.spend_limit import days_to_limit, limit_level
 

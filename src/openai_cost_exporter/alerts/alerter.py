@@ -17,13 +17,14 @@ from openai_cost_exporter.alerts.message_inputs import LineItems, MessageInputs
 from openai_cost_exporter.alerts.policy_check import unknown_project_keys
 from openai_cost_exporter.core.clock import Clock
 from openai_cost_exporter.core.models import DAY, ZERO
-from openai_cost_exporter.core.money import ratio, usd
+from openai_cost_exporter.core.money import ratio
 from openai_cost_exporter.figures.estimates import Estimates
 from openai_cost_exporter.figures.snapshot import CostSnapshot, baseline
-from openai_cost_exporter.figures.spend_limits import limit_details, limit_figures
+from openai_cost_exporter.figures.spend_limits import limit_figures
 from openai_cost_exporter.notify.delivery import DeliveryReport
 from openai_cost_exporter.notify.messages import MessageContext, Notifier
 from openai_cost_exporter.notify.notifications import Notifications
+from openai_cost_exporter.notify.text import limit_details, runaway_details
 from openai_cost_exporter.rules import ORGANIZATION, Alert, AlertPolicy, LimitFigures, SpendFigures, build_digest
 from openai_cost_exporter.rules.decision import Figures, Outcome, decide
 
@@ -172,18 +173,6 @@ def top_line_items(subject_id: str, items: LineItems | None) -> list[tuple[str, 
         if subject_id in (ORGANIZATION, project_id):
             totals[line_item] = totals.get(line_item, ZERO) + amount
     return sorted(totals.items(), key=lambda item: item[1], reverse=True)[:TOP_LINE_ITEMS]
-
-
-def runaway_details(alert: Alert, models: Sequence[tuple[str, Decimal]]) -> list[tuple[str, str]]:
-    """What a runaway message says beyond the figures: the models driving it, a day at this rate, and that all
-    of it is an estimate from token usage."""
-    if alert.rule != "runaway" or alert.level != "firing":
-        return []
-    lines = [("A day at this rate", f"{usd(alert.value * 24)} (estimate)")]
-    if models:
-        lines.append(("Driven by", ", ".join(f"{model} {usd(rate)}/h" for model, rate in models)))
-    lines.append(("Estimate", "from token usage priced with genai-prices; billed costs follow hours later"))
-    return lines
 
 
 def alert_states(alerts: Sequence[Alert]) -> dict[str, str]:
