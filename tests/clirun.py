@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+
+import httpx
 
 from openai_cost_exporter.core.clock import TEST_NO_BACKOFF_ENV, TEST_NOW_ENV
 from openai_cost_exporter.fake.org import FakeOrg
 from openai_cost_exporter.rules.runaway import median
 from tests.moments import DEFAULT
+from tests.stack import free_port, wait_until
 
 ADMIN_KEY = "sk-admin-TESTKEY-never-printed-0123456789"
 
@@ -77,6 +82,28 @@ def run_once(
     return run_cli(
         "run", "--once", "--base-url", api_url, "--state-dir", str(state_dir), "--listen", "", *extra, env=env, now=now
     )
+
+
+@contextlib.contextmanager
+def serving(api_url: str, state_dir: Path, *extra: str, now: dt.datetime, timeout: float = 30) -> Iterator[str]:
+    """`run --listen` on a free port of 127.0.0.1 at `now`, once its first cycle is done (/readyz): its base URL,
+    ending with a SIGTERM."""
+    port = free_port()
+    argv = command("run", "--base-url", api_url, "--state-dir", str(state_dir), "--listen", f"127.0.0.1:{port}", *extra)
+    proc = subprocess.Popen(argv, env=clean_env(now=now), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def ready() -> bool:
+        assert proc.poll() is None, f"the exporter exited early with {proc.returncode}"
+        with contextlib.suppress(httpx.TransportError):
+            return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+        return False
+
+    try:
+        wait_until(ready, timeout, "the exporter's /readyz")
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=15)
 
 
 def cli_now(org: FakeOrg) -> dt.datetime:

@@ -8,14 +8,11 @@ it.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import datetime as dt
 import io
 import json
 import re
-import signal
-import subprocess
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -37,16 +34,15 @@ from openai_cost_exporter.store.state import open_state
 from tests.clirun import (
     ADMIN_KEY,
     Result,
-    clean_env,
     cli_now,
-    command,
     days_of_its_kind,
     run_cli,
     run_once,
+    serving,
     tagged,
 )
 from tests.moments import SATURDAY_1000, SUNDAY_1300
-from tests.stack import VictoriaMetrics, free_port, wait_until
+from tests.stack import VictoriaMetrics, free_port
 
 pytestmark = pytest.mark.stack
 
@@ -449,24 +445,8 @@ def test_corrupt_state_file_is_one_line_and_left_alone(
 
 def scrape_metrics(api: FakeAdminAPI, state: Path, now: dt.datetime, *extra: str) -> dict[str, float]:
     """`run --listen` at `now` until its first cycle is done: its /metrics baseline per project_id."""
-    port = free_port()
-    argv = command(
-        "run", "--base-url", api.base_url, "--state-dir", str(state), "--listen", f"127.0.0.1:{port}", *extra
-    )  # fmt: skip
-    proc = subprocess.Popen(argv, env=clean_env(now=now), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-    def ready() -> bool:
-        assert proc.poll() is None, f"the exporter exited early with {proc.returncode}"
-        with contextlib.suppress(httpx.TransportError):
-            return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
-        return False
-
-    try:
-        wait_until(ready, 30, "the exporter's /readyz")
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=15)
+    with serving(api.base_url, state, *extra, now=now) as url:
+        text = httpx.get(f"{url}metrics", timeout=10).text
     return {
         sample.labels["project_id"]: sample.value
         for family in text_string_to_metric_families(text)

@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
-import signal
-import subprocess
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
-import httpx
 import pytest
 
 from openai_cost_exporter.core.clock import FrozenClock
 from openai_cost_exporter.fake.api import FakeAdminAPI
 from openai_cost_exporter.fake.org import FakeOrg
-from tests.clirun import ADMIN_KEY, clean_env, cli_now, command
+from tests.clirun import ADMIN_KEY, cli_now, serving
 from tests.moments import WEDNESDAY_2000
-from tests.stack import free_port, wait_until
 from tests.web.test_page import DOCS_SCREENSHOT, parse, run_chromium
-
-START_TIMEOUT = 30.0  # seconds for `run --listen` to serve; about 1 s on the CI machine
 
 
 @pytest.fixture
@@ -33,24 +26,8 @@ def org() -> FakeOrg:
 @pytest.fixture
 def page_url(org: FakeOrg, tmp_path: Path) -> Iterator[str]:
     """A running `run --listen` whose first cycle has completed."""
-    with FakeAdminAPI(org, admin_key=ADMIN_KEY) as api:
-        port = free_port()
-        argv = command("run", "--base-url", api.base_url, "--state-dir", str(tmp_path), "--listen", f"127.0.0.1:{port}")
-        env = clean_env(now=cli_now(org))  # the exporter's today is the fake's, whatever the real time
-        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-        def ready() -> bool:
-            assert proc.poll() is None, f"the exporter exited early with {proc.returncode}"
-            with contextlib.suppress(httpx.TransportError):
-                return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
-            return False
-
-        try:
-            wait_until(ready, START_TIMEOUT, "the exporter's /readyz")
-            yield f"http://127.0.0.1:{port}/"
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.communicate(timeout=15)
+    with FakeAdminAPI(org, admin_key=ADMIN_KEY) as api, serving(api.base_url, tmp_path, now=cli_now(org)) as url:
+        yield url  # the exporter's today is the fake's, whatever the real time
 
 
 def test_page_shows_the_organization(page_url: str, org: FakeOrg, tmp_path: Path) -> None:
