@@ -37,7 +37,6 @@ def behind_victoriametrics(chosen: dict[str, dt.datetime]) -> dict[str, dt.datet
 
 #: The moment of a test that does not ask for another: a weekday afternoon, most of the day billed.
 DEFAULT = MOMENTS["wednesday-1300"]
-WEDNESDAY_1300 = DEFAULT
 SATURDAY_1000 = MOMENTS["saturday-1000"]
 SUNDAY_0020 = MOMENTS["sunday-0020"]
 #: 20:00 of a weekday: a frozen fake's today-so-far is most of a day.

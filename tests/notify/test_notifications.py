@@ -154,7 +154,7 @@ def test_a_month_keyed_message_escalates_on_a_later_day(notes: Notifications) ->
     month = DAY.replace(day=1)
     limit = spike("100", rule="spend_limit", level="firing", since=month)
     assert len(notes.decide([limit], DAY - dt.timedelta(days=10), Contexts())) == 1
-    assert notes.undecided([limit], DAY) == []
+    assert notes.decide([limit], DAY, Contexts()) == []
     assert notes.decide([spike("199", rule="spend_limit", level="firing", since=month)], DAY, Contexts()) == []
     (escalated,) = notes.decide([spike("200", rule="spend_limit", level="firing", since=month)], DAY, Contexts())
     assert escalated.escalation

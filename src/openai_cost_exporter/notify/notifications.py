@@ -80,15 +80,10 @@ class Notifications:
         decisions, _ = decide_messages(alerts, self.state(day).said, self._factor, day)
         return self.queue(decisions, context)
 
-    def undecided(self, alerts: Sequence[Alert], day: dt.date) -> list[Alert]:
-        """The alerts that would become a message on `day`: not notified yet, or escalated."""
-        decisions, _ = decide_messages(alerts, self.state(day).said, self._factor, day)
-        return [decision.alert for decision in decisions]
-
     def state(self, day: dt.date) -> AlertState:
         """What the decision of a cycle on `day` remembers: the runaway incidents and what was said since the
         oldest day it may look up."""
-        incidents = self._store.runaway_incidents(RUNAWAY)
+        incidents = self._store.incidents(RUNAWAY)
         oldest = AlertState(incidents=incidents).oldest_day(day)
         return AlertState(incidents=incidents, said=self._store.said_since(oldest))
 

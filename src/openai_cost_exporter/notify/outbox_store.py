@@ -68,14 +68,10 @@ class OutboxStore:
                 if column not in have:
                     self._execute(f"ALTER TABLE outbox ADD COLUMN {column} {declaration}")
 
-    def incidents(self, rule: str) -> dict[str, tuple[dt.date, dt.date | None]]:
-        """subject_id -> (day opened, day closed or None) of the incidents of `rule`."""
+    def incidents(self, rule: str) -> dict[str, Incident]:
+        """The incidents of `rule` by subject_id, as the decision keeps them (rules/decision.py)."""
         cursor = self._execute("SELECT subject_id, opened, closed FROM incidents WHERE rule = ?", (rule,))
-        return {s: (dt.date.fromisoformat(o), dt.date.fromisoformat(c) if c else None) for s, o, c in cursor}
-
-    def runaway_incidents(self, rule: str) -> dict[str, Incident]:
-        """The incidents of `rule` as the decision keeps them (rules/decision.py)."""
-        return {s: Incident(opened, closed) for s, (opened, closed) in self.incidents(rule).items()}
+        return {s: Incident(dt.date.fromisoformat(o), dt.date.fromisoformat(c) if c else None) for s, o, c in cursor}
 
     def save_incidents(self, rule: str, incidents: Mapping[str, Incident]) -> None:
         """Make the stored incidents of `rule` exactly `incidents` (call inside `atomic`)."""
