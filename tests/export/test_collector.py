@@ -85,7 +85,8 @@ def test_live_gauges() -> None:
 
 def test_project_without_spend_today_reads_zero() -> None:
     """A project with spend only in the baseline window gets an explicit 0 for today, not a missing series."""
-    snap = snapshot(totals={TODAY: {"a": D(1)}, YESTERDAY: {"b": D(7)}}, names={"a": "A", "b": "B"})
+    older = {TODAY - dt.timedelta(days=n): {"c": D(1)} for n in (8, 9, 10)}  # a known history, without a or b
+    snap = snapshot(totals={TODAY: {"a": D(1)}, YESTERDAY: {"b": D(7)}, **older}, names={"a": "A", "b": "B"})
     registry = live_registry(snap)
     assert registry.get_sample_value(DAILY_COST, {"project_id": "b", "project": "B"}) == 0.0
     assert registry.get_sample_value("openai_daily_cost_baseline_usd", {"project_id": "a", "project": "A"}) == 0.0

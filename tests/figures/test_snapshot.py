@@ -21,14 +21,51 @@ def day(offset: int) -> dt.date:
 
 
 def test_baseline_counts_missing_days_as_zero() -> None:
-    """Days without spend count as 0 in the median: a project that spent on 3 of the 7 weekdays before a Wednesday
-    has no usual day, one on 4 of them has its median."""
+    """Days without spend count as 0 in the median once the organization has a history: a project that spent on 3
+    of the 7 weekdays before a Wednesday has no usual day, one on 4 of them has its median."""
     wednesday = dt.date(2026, 11, 25)
     weekdays = [dt.date(2026, 11, d) for d in (24, 23, 20, 19, 18, 17, 16)]
-    rare = {d: {"a": D("7")} for d in weekdays[:3]}
-    assert baseline(rare, wednesday, 7) == {}
-    common = {d: {"a": D(n)} for n, d in enumerate(weekdays[:4], start=4)}  # 4, 5, 6, 7 and three zeros
-    assert baseline(common, wednesday, 7) == {"a": D(4)}
+    history = {dt.date(2026, 10, 28): {"other": D(1)}}  # the organization spends from four weeks back
+    rare = {**history, **{d: {"a": D("7")} for d in weekdays[:3]}}
+    assert "a" not in baseline(rare, wednesday, 7)
+    common = {**history, **{d: {"a": D(n)} for n, d in enumerate(weekdays[:4], start=4)}}  # 4, 5, 6, 7, 3 zeros
+    assert baseline(common, wednesday, 7)["a"] == D(4)
+
+
+def test_days_before_the_organization_began_are_unknown_not_zero() -> None:
+    """A 9-day-old organization's first Sunday: its weekend days are few, so the baseline reads its recent days of
+    any kind, the weekdays scaled by the project's own weekend/weekday ratio; the 19 days before it began are not
+    seven $0 weekend days (that made every project "new spend")."""
+    sunday = dt.date(2026, 12, 6)
+    began = sunday - dt.timedelta(days=9)  # Friday 2026-11-27
+    totals = {
+        began + dt.timedelta(days=n): {"a": D(4) if (began + dt.timedelta(days=n)).weekday() >= 5 else D(10)}
+        for n in range(9)
+    }
+    assert sorted(d.weekday() for d in totals if d.weekday() >= 5) == [5, 5, 6]  # three weekend days: enough alone
+    assert baseline(totals, sunday, 7) == {"a": D(4)}
+    saturday = dt.date(2026, 11, 28)  # its first weekend day: no weekend day known, the recent days unscaled
+    weekdays_only = {began - dt.timedelta(days=n): {"a": D(10)} for n in (0, 1, 2)}  # Wednesday to Friday
+    assert baseline(weekdays_only, saturday, 7) == {"a": D(10)}
+
+
+def test_a_young_organization_first_weekend_scales_its_weekdays() -> None:
+    """With one weekend day known, a Sunday's usual is the median of the recent days, the weekdays scaled by the
+    project's weekend/weekday ratio (here 0.4)."""
+    sunday = dt.date(2026, 12, 6)
+    totals = {sunday - dt.timedelta(days=n): {"a": D(4) if n == 1 else D(10)} for n in range(1, 6)}  # Tue..Sat
+    assert baseline(totals, sunday, 7) == {"a": D(4)}
+
+
+def test_too_short_a_history_has_no_usual_day() -> None:
+    """Fewer than three known days: the snapshot has no baseline at all and says it is not known, so the spike
+    rule judges nothing (a day-old organization is not all "new spend")."""
+    now = dt.datetime(2026, 12, 6, 13, tzinfo=dt.UTC)
+    young = {dt.date(2026, 12, 5): {"a": D(10)}, dt.date(2026, 12, 6): {"a": D(30)}}
+    snap = build_snapshot(now, {"a": "A"}, young, baseline_days=7)
+    assert not snap.baseline_known and snap.baseline == {} and snap.spread == {}
+    older = {**young, dt.date(2026, 12, 3): {"a": D(10)}}  # the 4th and 5th are known $0 days after it began
+    assert build_snapshot(now, {"a": "A"}, older, baseline_days=7).baseline_known
 
 
 def test_baseline_is_the_same_kind_of_day() -> None:

@@ -143,7 +143,7 @@ def test_escalation(notes: Notifications) -> None:
     (escalated,) = notes.decide([spike("8")], DAY, Contexts())
     assert escalated.escalation
     assert render(escalated)["blocks"][0]["text"]["text"].startswith("Escalation: ")
-    assert "2.0× the $4.00 notified earlier today" in str(render(escalated))
+    assert "now 8.0× the usual (first said at $4.00)" in str(render(escalated))
     assert notes.decide([spike("15")], DAY, Contexts()) == []
     assert len(notes.decide([spike("16")], DAY, Contexts())) == 1
 

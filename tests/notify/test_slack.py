@@ -187,12 +187,15 @@ def test_organization_message() -> None:
 
 
 def test_escalation_message() -> None:
-    """An escalation says so in the header and compares with the value notified earlier."""
+    """An escalation says so in the header; a spike's gives its ratio now and the value said first (one incident
+    across days), a budget's compares with the value notified earlier today."""
     ctx = MessageContext(escalation=True, previous_value=D(2))
-    payload = build_alert_message(alert(value=D(5)), ctx)
+    payload = build_alert_message(alert(value=D(5), ratio=D(5)), ctx)
     assert payload["blocks"][0]["text"]["text"] == "Escalation: Spend spike: Research Bot"
-    assert fields(payload)[-1] == "*Escalation*\n2.5× the $2.00 notified earlier today"
+    assert fields(payload)[-1] == "*Escalation*\nnow 5.0× the usual (first said at $2.00)"
     assert payload["text"].startswith(":warning: Escalation: Spend spike")
+    budget = build_alert_message(alert(value=D(5), rule="daily_budget"), ctx)
+    assert fields(budget)[-1] == "*Escalation*\n2.5× the $2.00 notified earlier today"
 
 
 def test_digest_message() -> None:

@@ -82,3 +82,60 @@ def test_the_oldest_day_looked_up_is_the_month_start_or_an_older_open_incident()
         incidents={"proj_a": Incident(dt.date(2026, 10, 30)), "proj_b": Incident(dt.date(2026, 10, 2), DAY)}
     )
     assert older.oldest_day(NEXT) == dt.date(2026, 10, 30)
+
+
+def day_of(today: str, baseline: str, pid: str = "proj_a") -> list[SpendFigures]:
+    return [SpendFigures(pid, NAMES[pid], today=D(today), baseline=D(baseline), month_to_date=D(0), forecast=D(0))]
+
+
+def replay(days: list[tuple[str, str]], state: AlertState | None = None) -> tuple[list[list[tuple]], AlertState]:
+    """Each (today, baseline) judged on its own day from DAY on; the messages of each day and the state after."""
+    state = state or AlertState()
+    messages = []
+    for n, (today, usual) in enumerate(days):
+        outcome = decide(Figures(projects=day_of(today, usual)), state, POLICY, DAY + dt.timedelta(days=n), NAMES)
+        messages.append(said(outcome))
+        state = outcome.state
+    return messages, state
+
+
+def test_a_lasting_change_is_one_spike_incident_not_a_message_a_day() -> None:
+    """A project that steps up to 5x and stays there is said on the first day only, while its usual day catches
+    up; the incident ends quietly a week after the last day it spiked."""
+    lasting = [("500", "100")] * 4 + [("500", "500")] * 9
+    messages, state = replay(lasting)
+    assert messages[0] == [("spike", "proj_a", "firing", False)]
+    assert all(m == [] for m in messages[1:])
+    assert state.spikes == {}  # day 3 was the last spike; day 11 is the 8th without it
+    _, before_end = replay(lasting[:11])
+    assert before_end.spikes == {"proj_a": Incident(DAY, seen=DAY + dt.timedelta(days=3), ratio=D(5))}
+
+
+def test_a_spike_incident_escalates_when_its_ratio_doubles_on_a_later_day() -> None:
+    """The next days of an open spike say nothing unless the ratio to the usual reaches twice the ratio said;
+    the escalation is keyed by the day the incident opened."""
+    messages, state = replay([("300", "100"), ("500", "100"), ("600", "100"), ("1100", "100")])
+    assert messages == [[("spike", "proj_a", "firing", False)], [], [("spike", "proj_a", "firing", True)], []]
+    assert state.spikes["proj_a"].ratio == D(6)
+    assert set(state.said) == {Key("spike", "proj_a", DAY, "firing")}
+
+
+def test_a_new_project_first_days_of_spend_are_one_incident() -> None:
+    """A new project's "new spend" (no usual day) is said once, not on each of its first days."""
+    messages, state = replay([("40", "0")] * 5)
+    assert messages == [[("spike", "proj_a", "firing", False)], [], [], [], []]
+    assert state.spikes["proj_a"] == Incident(DAY, seen=DAY + dt.timedelta(days=4), ratio=None)
+
+
+def test_a_spike_after_a_quiet_week_is_a_new_incident() -> None:
+    """Once the incident ended (a week without the spike), the next spike is said again, keyed by its own day."""
+    messages, state = replay([("300", "100")] + [("100", "100")] * 8 + [("300", "100")])
+    assert messages[0] == messages[9] == [("spike", "proj_a", "firing", False)]
+    assert state.spikes["proj_a"].opened == DAY + dt.timedelta(days=9)
+
+
+def test_a_cycle_without_billed_figures_keeps_the_spike_incidents() -> None:
+    """Only fresh billed figures judge a spike: a cycle without them neither ends nor changes an incident."""
+    state = AlertState(spikes={"proj_a": Incident(DAY - dt.timedelta(days=30), seen=DAY - dt.timedelta(days=30))})
+    outcome = decide(Figures(runaways=quiet()), state, POLICY, DAY, NAMES)
+    assert outcome.state.spikes == state.spikes

@@ -150,6 +150,7 @@ def project_figures(snapshot: CostSnapshot) -> list[SpendFigures]:
             month_to_date=snapshot.month_to_date.get(pid, ZERO),
             forecast=snapshot.forecast.get(pid, ZERO),
             spread=snapshot.spread.get(pid, ZERO),
+            known=snapshot.baseline_known,
         )
         for pid in snapshot.project_ids
     ]
@@ -163,6 +164,7 @@ def organization_figures(snapshot: CostSnapshot) -> SpendFigures:
         baseline=snapshot.total(snapshot.baseline),
         month_to_date=snapshot.total(snapshot.month_to_date),
         forecast=snapshot.total(snapshot.forecast),
+        known=snapshot.baseline_known,
     )
 
 

@@ -53,7 +53,7 @@ class CostCollector(Collector):
         if snap.day != self._clock.now().astimezone(dt.UTC).date():
             yield self._budgets(snap)
             return
-        ids = snap.project_ids
+        ids, usual_ids = snap.project_ids, snap.project_ids if snap.baseline_known else []  # unknown: no spike
         yield _project_family(DAILY_COST, "Cost of the current UTC day so far.", snap, snap.today, ids)
         yield _project_family(
             "openai_daily_cost_baseline_usd",
@@ -61,14 +61,14 @@ class CostCollector(Collector):
             " or weekend) over the baseline window, times its usual share of the day by now (whole day without usage).",
             snap,
             snap.baseline,
-            ids,
+            usual_ids,
         )
         yield _project_family(
             "openai_daily_cost_spread_usd",
             "How much the project's day usually varies by this time (a robust standard deviation of its kind of day).",
             snap,
             snap.spread,
-            ids,
+            usual_ids,
         )
         yield _project_family(
             "openai_month_to_date_cost_usd",

@@ -3,9 +3,12 @@
 - The usual day is the median of the project's daily totals over the last `baseline_days` days of the same kind
   as the day judged (weekdays for a weekday, weekend days for a weekend day, up to four weeks back). A median of
   the same kind of day keeps a quiet weekend out of a Tuesday's baseline: with a 7-day mean, an ordinary weekday
-  after a quiet weekend looked like a 1.6x spike. Its spread (a robust standard deviation) says how much the
-  project's day usually varies: the spike rule also wants today above the usual day plus three spreads, so a
-  noisy project's ordinary day is not a spike.
+  after a quiet weekend looked like a 1.6x spike. Days before the organization's first day of spend are unknown,
+  not $0: with fewer than MIN_KNOWN_DAYS known days there is no usual day at all, and a kind of day with fewer
+  than MIN_KIND_DAYS known days of its own (a young organization's first weekends) reads the recent days of any
+  kind, scaled by the project's ratio of the two kinds once it has both. Its spread (a robust standard deviation)
+  says how much the project's day usually varies: the spike rule also wants today above the usual day plus three
+  spreads, so a noisy project's ordinary day is not a spike.
 - By this hour: with hourly usage history, the usual day times the share of its spend the project usually has
   done by this time of the day (estimates.py `day_shares`), so a morning spike is seen in the morning; without
   usage access, the whole day (the comparison is then with a full day).
@@ -30,6 +33,11 @@ PACE_DAYS = 7
 LOOKBACK_DAYS = 28
 MAD_TO_SIGMA = Decimal("1.4826")
 _WEEKEND = 5  # date.weekday() of Saturday
+#: Fewest complete days of history (from the organization's first day of spend) for a usual day at all: with
+#: fewer, what a project usually spends is unknown, and the spike rule does not judge (a day-old organization).
+MIN_KNOWN_DAYS = 3
+#: Fewest known days of today's kind for a usual day of that kind alone.
+MIN_KIND_DAYS = 3
 
 
 def lookback(days: int) -> int:
@@ -41,29 +49,75 @@ def same_kind_days(today: dt.date, days: int) -> list[dt.date]:
     """The `days` most recent complete days of the same kind as `today` (weekdays, or weekend days), looking back
     at most `lookback(days)` days: a weekend day's baseline then holds several weekends, not one."""
     window = [today - dt.timedelta(days=n) for n in range(1, lookback(days) + 1)]
-    alike = [day for day in window if (day.weekday() >= _WEEKEND) == (today.weekday() >= _WEEKEND)]
+    alike = [day for day in window if _weekend(day) == _weekend(today)]
     return alike[:days] or window[:days]
 
 
+def known_days(totals: DayTotals, today: dt.date, days: int) -> list[dt.date]:
+    """The complete days before `today` a baseline may read, newest first: up to `lookback(days)` back, and none
+    before the organization's first day of spend in `totals` (before it, what was spent is unknown, not $0)."""
+    spent = [day for day, projects in totals.items() if day < today and any(projects.values())]
+    if not spent:
+        return []
+    first = min(spent)
+    return [day for n in range(1, lookback(days) + 1) if (day := today - dt.timedelta(days=n)) >= first]
+
+
+def is_known(totals: DayTotals, today: dt.date, days: int) -> bool:
+    """Whether the history holds enough days (MIN_KNOWN_DAYS) for a usual day at all."""
+    return len(known_days(totals, today, days)) >= MIN_KNOWN_DAYS
+
+
+def usual_days(totals: DayTotals, today: dt.date, days: int) -> dict[str, list[Decimal]]:
+    """The days each project's usual day is the median of, as amounts of `today`'s kind.
+
+    The `days` most recent known days of the same kind as today; with fewer than MIN_KIND_DAYS of them (a young
+    organization's first weekend), the `days` most recent known days of any kind, those of the other kind scaled
+    by the project's own ratio of the two kinds (the median of each) once it has days of both. A day without spend
+    counts as 0; a day before the history, not at all."""
+    known = known_days(totals, today, days)
+    alike = [day for day in known if _weekend(day) == _weekend(today)]
+    projects = {pid for day in known for pid, amount in totals.get(day, {}).items() if amount}
+    if len(alike) >= MIN_KIND_DAYS:
+        return {pid: [_amount(totals, day, pid) for day in alike[:days]] for pid in projects}
+    other = [day for day in known if _weekend(day) != _weekend(today)]
+    result = {}
+    for pid in projects:
+        scale = _kind_ratio([_amount(totals, d, pid) for d in alike], [_amount(totals, d, pid) for d in other])
+        result[pid] = [_amount(totals, d, pid) * (1 if d in alike else scale) for d in known[:days]]
+    return result
+
+
 def usual_day(totals: DayTotals, today: dt.date, days: int) -> dict[str, Decimal]:
-    """Median daily cost of each project over `same_kind_days`; a day without spend counts as 0."""
-    alike = same_kind_days(today, days)
-    projects = {pid for day in alike for pid in totals.get(day, {})}
-    usual = {pid: median([totals.get(day, {}).get(pid, ZERO) for day in alike]) for pid in projects}
+    """The median of each project's `usual_days` (projects whose usual day is not $0)."""
+    usual = {pid: median(amounts) for pid, amounts in usual_days(totals, today, days).items()}
     return {pid: amount for pid, amount in usual.items() if amount}
 
 
 def spread(totals: DayTotals, today: dt.date, days: int) -> dict[str, Decimal]:
-    """How much each project's day usually varies: 1.4826 x the median absolute deviation from its usual day
-    over the same days (the standard deviation, for normal noise, without one odd day pulling it up)."""
-    alike = same_kind_days(today, days)
-    usual = usual_day(totals, today, days)
+    """How much each project's day usually varies: 1.4826 x the median absolute deviation of its `usual_days`
+    from their median (the standard deviation, for normal noise, without one odd day pulling it up)."""
     result = {}
-    for pid, middle in usual.items():
-        deviation = median([abs(totals.get(day, {}).get(pid, ZERO) - middle) for day in alike])
-        if deviation:
+    for pid, amounts in usual_days(totals, today, days).items():
+        middle = median(amounts)
+        if middle and (deviation := median([abs(amount - middle) for amount in amounts])):
             result[pid] = deviation * MAD_TO_SIGMA
     return result
+
+
+def _kind_ratio(alike: list[Decimal], other: list[Decimal]) -> Decimal:
+    """A project's median day of today's kind over its median day of the other kind; 1 while either is unknown."""
+    if not alike or not other or not median(other):
+        return Decimal(1)
+    return median(alike) / median(other)
+
+
+def _amount(totals: DayTotals, day: dt.date, pid: str) -> Decimal:
+    return totals.get(day, {}).get(pid, ZERO)
+
+
+def _weekend(day: dt.date) -> bool:
+    return day.weekday() >= _WEEKEND
 
 
 def by_this_hour(usual: Mapping[str, Decimal], shares: Mapping[str, Decimal] | None) -> dict[str, Decimal]:

@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from openai_cost_exporter.core.models import ZERO, ApiKey, SpendLimit
-from openai_cost_exporter.figures.baselines import by_this_hour, pace_forecast, recent_pace, spread, usual_day
+from openai_cost_exporter.figures.baselines import (
+    by_this_hour,
+    is_known,
+    pace_forecast,
+    recent_pace,
+    spread,
+    usual_day,
+)
 
 DayTotals = Mapping[dt.date, Mapping[str, Decimal]]
 
@@ -40,6 +47,9 @@ class CostSnapshot:
     keys: Mapping[tuple[str, str], Decimal] | None = None
     key_names: Mapping[str, ApiKey] = field(default_factory=dict)  # every key listed, by id
     spend_limits: Mapping[str | None, SpendLimit] = field(default_factory=dict)  # by project id; None: organization
+    # Whether the history is long enough for a usual day (baselines.MIN_KNOWN_DAYS); if not, `baseline` and
+    # `spread` are empty and no spike is judged: a young organization's projects are not all "new spend".
+    baseline_known: bool = True
 
     @property
     def project_ids(self) -> list[str]:
@@ -86,7 +96,8 @@ def build_snapshot(
     now = now.replace(tzinfo=dt.UTC) if now.tzinfo is None else now.astimezone(dt.UTC)
     today = now.date()
     mtd = month_to_date(totals, today)
-    usual = usual_day(totals, today, baseline_days)
+    known = is_known(totals, today, baseline_days)
+    usual = usual_day(totals, today, baseline_days) if known else {}
     first_page_day = today - dt.timedelta(days=PAGE_DAYS - 1)
     return CostSnapshot(
         taken_at=now,
@@ -95,7 +106,7 @@ def build_snapshot(
         today=dict(totals.get(today, {})),
         baseline=by_this_hour(usual, day_shares),
         usual=usual,
-        spread=by_this_hour(spread(totals, today, baseline_days), day_shares),
+        spread=by_this_hour(spread(totals, today, baseline_days) if known else {}, day_shares),
         month_to_date=mtd,
         forecast=pace_forecast(totals, now, mtd),
         history={day: dict(projects) for day, projects in totals.items() if day >= first_page_day},
@@ -104,4 +115,5 @@ def build_snapshot(
         keys=dict(keys) if keys is not None else None,
         key_names=dict(key_names or {}),
         spend_limits=dict(spend_limits or {}),
+        baseline_known=known,
     )

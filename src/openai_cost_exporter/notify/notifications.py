@@ -32,6 +32,7 @@ from openai_cost_exporter.notify.outbox_store import OutboxStore
 from openai_cost_exporter.rules import ORGANIZATION, Alert, Digest
 from openai_cost_exporter.rules.decision import (
     RUNAWAY,
+    SPIKE,
     AlertState,
     Decision,
     Incident,
@@ -81,30 +82,31 @@ class Notifications:
         return self.queue(decisions, context)
 
     def state(self, day: dt.date) -> AlertState:
-        """What the decision of a cycle on `day` remembers: the runaway incidents and what was said since the
-        oldest day it may look up."""
-        incidents = self._store.incidents(RUNAWAY)
-        oldest = AlertState(incidents=incidents).oldest_day(day)
-        return AlertState(incidents=incidents, said=self._store.said_since(oldest))
+        """What the decision of a cycle on `day` remembers: the runaway and spike incidents and what was said
+        since the oldest day it may look up."""
+        incidents, spikes = self._store.incidents(RUNAWAY), self._store.incidents(SPIKE)
+        oldest = AlertState(incidents=incidents, spikes=spikes).oldest_day(day)
+        return AlertState(incidents=incidents, said=self._store.said_since(oldest), spikes=spikes)
 
     def keep(self, outcome: Outcome, context: Callable[[Alert], MessageContext]) -> list[OutboxMessage]:
         """Store the incidents of `outcome` and queue its messages, in one transaction."""
-        return self.queue(outcome.decisions, context, incidents=outcome.state.incidents)
+        incidents = {RUNAWAY: outcome.state.incidents, SPIKE: outcome.state.spikes}
+        return self.queue(outcome.decisions, context, incidents=incidents)
 
     def queue(
         self,
         decisions: Sequence[Decision],
         context: Callable[[Alert], MessageContext],
         *,
-        incidents: Mapping[str, Incident] | None = None,
+        incidents: Mapping[str, Mapping[str, Incident]] | None = None,
     ) -> list[OutboxMessage]:
         """Queue the message of each decision (unless its key was said meanwhile: never twice) and, with
-        `incidents`, make them the stored runaway incidents, in one transaction."""
+        `incidents` (by rule), make them the stored incidents, in one transaction."""
         contexts = [self._context(context, decision.alert) for decision in decisions]
         messages: list[OutboxMessage] = []
         with self._store.atomic():
-            if incidents is not None:
-                self._store.save_incidents(RUNAWAY, incidents)
+            for rule, kept in (incidents or {}).items():
+                self._store.save_incidents(rule, kept)
             for decision, ctx in zip(decisions, contexts, strict=True):
                 if self._store.last_value(decision.key) == decision.previous:
                     messages.append(self._queue_alert(decision, ctx))

@@ -34,9 +34,10 @@ _SCHEMA = (
         attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, next_attempt_at REAL, delivered_at REAL,
         sending_at REAL, in_doubt INTEGER NOT NULL DEFAULT 0, given_up_at REAL)""",
     "CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (delivered_at, id)",
-    # An incident (a runaway) lasts across cycles and midnights: open while its rule fires, closed the day it stops.
+    # An incident (a runaway, a spike) lasts across cycles and midnights: open while its rule fires, closed the day
+    # it stops (a runaway) or a quiet week after it was last seen (a spike: `seen`, and `ratio` as said last).
     """CREATE TABLE IF NOT EXISTS incidents (
-        rule TEXT NOT NULL, subject_id TEXT NOT NULL, opened TEXT NOT NULL, closed TEXT,
+        rule TEXT NOT NULL, subject_id TEXT NOT NULL, opened TEXT NOT NULL, closed TEXT, seen TEXT, ratio TEXT,
         PRIMARY KEY (rule, subject_id))""",
 )
 #: Columns added after 0.1 (issue 11), with their declarations: an older file gains them when opened.
@@ -47,6 +48,8 @@ _ADDED_COLUMNS = {
     "in_doubt": "INTEGER NOT NULL DEFAULT 0",
     "given_up_at": "REAL",
 }
+#: Columns of `incidents` added with the spike incidents (issue 20).
+_ADDED_INCIDENT_COLUMNS = ("seen", "ratio")
 _OUTBOX_COLUMNS = (
     "id, rule, subject_id, day, level, escalation, payload, created_at, attempts, next_attempt_at, in_doubt, sending_at"
 )
@@ -67,20 +70,28 @@ class OutboxStore:
             for column, declaration in _ADDED_COLUMNS.items():
                 if column not in have:
                     self._execute(f"ALTER TABLE outbox ADD COLUMN {column} {declaration}")
+            have = {row[1] for row in self._execute("PRAGMA table_info(incidents)")}
+            for column in _ADDED_INCIDENT_COLUMNS:
+                if column not in have:
+                    self._execute(f"ALTER TABLE incidents ADD COLUMN {column} TEXT")
 
     def incidents(self, rule: str) -> dict[str, Incident]:
         """The incidents of `rule` by subject_id, as the decision keeps them (rules/decision.py)."""
-        cursor = self._execute("SELECT subject_id, opened, closed FROM incidents WHERE rule = ?", (rule,))
-        return {s: Incident(dt.date.fromisoformat(o), dt.date.fromisoformat(c) if c else None) for s, o, c in cursor}
+        cursor = self._execute("SELECT subject_id, opened, closed, seen, ratio FROM incidents WHERE rule = ?", (rule,))
+        return {
+            s: Incident(_day(o), _day(c) if c else None, _day(seen) if seen else None, Decimal(r) if r else None)
+            for s, o, c, seen, r in cursor
+        }
 
     def save_incidents(self, rule: str, incidents: Mapping[str, Incident]) -> None:
         """Make the stored incidents of `rule` exactly `incidents` (call inside `atomic`)."""
         self._execute("DELETE FROM incidents WHERE rule = ?", (rule,))
         for subject_id, incident in incidents.items():
-            closed = incident.closed.isoformat() if incident.closed is not None else None
+            closed, seen = (d.isoformat() if d is not None else None for d in (incident.closed, incident.seen))
+            ratio = str(incident.ratio) if incident.ratio is not None else None
             self._execute(
-                "INSERT INTO incidents (rule, subject_id, opened, closed) VALUES (?, ?, ?, ?)",
-                (rule, subject_id, incident.opened.isoformat(), closed),
+                "INSERT INTO incidents (rule, subject_id, opened, closed, seen, ratio) VALUES (?, ?, ?, ?, ?, ?)",
+                (rule, subject_id, incident.opened.isoformat(), closed, seen, ratio),
             )
 
     def said_since(self, day: dt.date) -> dict[Key, Decimal]:
@@ -184,6 +195,10 @@ class OutboxStore:
             return self._conn.execute(sql, parameters)
         except sqlite3.Error as err:
             raise StateError(f"notification state: {err}") from err
+
+
+def _day(text: str) -> dt.date:
+    return dt.date.fromisoformat(text)
 
 
 def _from_epoch(seconds: float) -> dt.datetime:

@@ -225,7 +225,11 @@ def _alert_fields(alert: Alert, ctx: MessageContext) -> list[dict[str, str]]:
     else:
         kind = "Daily budget" if alert.rule == "daily_budget" else "Monthly budget"
         fields.append(_field(kind, money(alert.threshold)))
-    if ctx.escalation and ctx.previous_value:
+    if ctx.escalation and ctx.previous_value and alert.rule == "spike" and alert.ratio is not None:
+        # A spike is one incident across days: it escalates on its ratio, not on a day's growing total.
+        said = money(ctx.previous_value)
+        fields.append(_field("Escalation", f"now {_ratio(alert.ratio)} the usual (first said at {said})"))
+    elif ctx.escalation and ctx.previous_value:
         grown = _ratio(alert.value / ctx.previous_value)
         fields.append(_field("Escalation", f"{grown} the {money(ctx.previous_value)} notified earlier today"))
     return fields

@@ -4,7 +4,7 @@ The same semantics are written as PromQL in deploy/rules/openai-cost-exporter.ru
 against tests/alert_cases.yaml so the two engines cannot drift:
 
 - spike:          today > spike_ratio x baseline AND today > baseline + 3 x spread AND today >= min_usd
-                  (baseline 0: new spend over the floor; baseline and spread: baselines.py)
+                  (baseline 0: new spend; baseline, spread: baselines.py; one incident across days: decision.py)
 - daily_budget:   today > daily budget
 - monthly_budget: month_to_date > budget -> "exceeded" (critical);
                   else forecast > budget -> "forecast" (warning)
@@ -92,6 +92,7 @@ class SpendFigures:
     month_to_date: Decimal
     forecast: Decimal  # month to date plus the recent pace (baselines.pace_forecast)
     spread: Decimal = _ZERO  # how much the day usually varies by now (a robust standard deviation)
+    known: bool = True  # False: the history is too short for a usual day (baselines.MIN_KNOWN_DAYS): no spike
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +108,7 @@ class Alert:
     baseline: Decimal
     ratio: Decimal | None  # today / baseline, spike only, None when the baseline is 0
     level: Level
-    since: dt.date | None = None  # the UTC day its incident opened (runaway): keys its notification, not today
+    since: dt.date | None = None  # the UTC day its incident opened (runaway, spike): keys its message, not today
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,12 +131,7 @@ def evaluate(policy: AlertPolicy, projects: Sequence[SpendFigures], organization
         if limits is not None:
             alerts.extend(_check(figures, limits))
     if organization is not None:
-        org_limits = Limits(
-            spike_ratio=policy.spike_ratio,
-            min_usd=policy.min_usd,
-            daily_budget_usd=policy.daily_budget_usd,
-            monthly_budget_usd=policy.monthly_budget_usd,
-        )
+        org_limits = Limits(policy.spike_ratio, policy.min_usd, policy.daily_budget_usd, policy.monthly_budget_usd)
         alerts.extend(_check(organization, org_limits, spike=policy.organization))
     return alerts
 
@@ -225,13 +221,17 @@ def project_limits(policy: AlertPolicy, project_id: str, name: str) -> Limits | 
     if override.mute:
         return None
     return Limits(
-        spike_ratio=_first(override.spike_ratio, policy.spike_ratio),
-        min_usd=_first(override.min_usd, policy.min_usd),
+        spike_ratio=_or(override.spike_ratio, policy.spike_ratio),
+        min_usd=_or(override.min_usd, policy.min_usd),
         daily_budget_usd=override.daily_budget_usd,
         monthly_budget_usd=override.monthly_budget_usd,
-        runaway_ratio=_first(override.runaway_ratio, policy.runaway_ratio),
-        runaway_min_usd=_first(override.runaway_min_usd, policy.runaway_min_usd),
+        runaway_ratio=_or(override.runaway_ratio, policy.runaway_ratio),
+        runaway_min_usd=_or(override.runaway_min_usd, policy.runaway_min_usd),
     )
+
+
+def _or(value: Decimal | None, default: Decimal) -> Decimal:
+    return default if value is None else value
 
 
 def is_watched(policy: AlertPolicy, project_id: str, name: str) -> bool:
@@ -245,10 +245,6 @@ def is_watched(policy: AlertPolicy, project_id: str, name: str) -> bool:
     return not matches(policy.exclude)
 
 
-def _first(value: Decimal | None, default: Decimal) -> Decimal:
-    return default if value is None else value
-
-
 def _check(figures: SpendFigures, limits: Limits, *, spike: bool = True) -> list[Alert]:
     found = [
         spike_alert(figures, limits.spike_ratio, limits.min_usd) if spike else None,
@@ -260,9 +256,10 @@ def _check(figures: SpendFigures, limits: Limits, *, spike: bool = True) -> list
 
 def spike_alert(figures: SpendFigures, ratio: Decimal, min_usd: Decimal) -> Alert | None:
     """today > ratio x baseline, today > baseline + 3 spreads, and today >= min_usd (a zero baseline alerts on new
-    spend over the floor). The spread keeps a noisy project's ordinary day from being a spike."""
+    spend over the floor; an unknown one, too little history, judges nothing). The spread keeps a noisy project's
+    ordinary day from being a spike."""
     threshold = max(ratio * figures.baseline, figures.baseline + SPREADS * figures.spread)
-    if not (figures.today > threshold and figures.today >= min_usd):
+    if not (figures.known and figures.today > threshold and figures.today >= min_usd):
         return None
     return _alert(
         figures,

@@ -10,6 +10,11 @@ reads a clock, the API or a file.
 
 No spam: at most one message per key (rule, subject, UTC day, level; an incident's messages are keyed by the day it
 opened), plus one more each time the value reaches `escalation_factor` x the value last notified.
+
+A spike is an incident too, across days: the first cycle that sees it says it; while the project keeps spiking on
+the next days (a lasting change, before the usual day catches up with it; a new project's first days of spend)
+nothing more is said, unless its ratio to the usual reaches `escalation_factor` x the ratio said last. It ends
+quietly after QUIET_DAYS days without the spike: by then the change is the usual, or it is over.
 """
 
 from __future__ import annotations
@@ -35,8 +40,12 @@ from openai_cost_exporter.rules import (
 )
 
 _ZERO = Decimal(0)
-#: The rule whose alerts are incidents that last across cycles and days.
+#: The rules whose alerts are incidents that last across cycles and days.
 RUNAWAY = "runaway"
+SPIKE = "spike"
+#: Days without its spike after which a spike incident ends: a whole week, so each kind of day (weekday, weekend)
+#: has been seen without it; a lasting change's weekends lag its weekdays by up to a week.
+QUIET_DAYS = 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +63,13 @@ class Key:
 
 @dataclass(frozen=True, slots=True)
 class Incident:
-    """A runaway of one project: open from the day it fired until the day it stopped."""
+    """A runaway or a spike of one subject: open from the day it fired until the day it stopped (a runaway) or
+    QUIET_DAYS after the day it was last seen (a spike)."""
 
     opened: dt.date
     closed: dt.date | None = None
+    seen: dt.date | None = None  # a spike: the last day it fired
+    ratio: Decimal | None = None  # a spike: its ratio to the usual when last said (None: new spend)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +78,13 @@ class AlertState:
 
     incidents: Mapping[str, Incident] = field(default_factory=dict)  # runaway incidents, by subject_id
     said: Mapping[Key, Decimal] = field(default_factory=dict)  # the value last notified, by message key
+    spikes: Mapping[str, Incident] = field(default_factory=dict)  # spike incidents, by subject_id
 
     def oldest_day(self, day: dt.date) -> dt.date:
         """The oldest message day a decision on `day` may look up: the 1st of its month (the spend limit's messages
         are keyed by their month), or the day an open incident opened, if earlier."""
-        return min([day.replace(day=1), *(i.opened for i in self.incidents.values() if i.closed is None)])
+        open_incidents = [*self.incidents.values(), *self.spikes.values()]
+        return min([day.replace(day=1), *(i.opened for i in open_incidents if i.closed is None)])
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +130,14 @@ def decide(figures: Figures, state: AlertState, policy: AlertPolicy, day: dt.dat
         runaways, incidents = _runaways(policy, figures.runaways, incidents, day, names)
     held = {subject for subject, incident in incidents.items() if incident.closed in (None, day)}
     found = [*runaways, *fold_into_runaways(alerts, held)]
-    decisions, said = decide_messages(found, state.said, policy.escalation_factor, day)
-    return Outcome(alerts=found, decisions=decisions, state=AlertState(incidents=incidents, said=said))
+    decisions, said = decide_messages([a for a in found if a.rule != SPIKE], state.said, policy.escalation_factor, day)
+    spikes = dict(state.spikes)
+    if figures.projects is not None:
+        spiking = [a for a in found if a.rule == SPIKE]
+        found = [a for a in found if a.rule != SPIKE]
+        spike_alerts, spike_decisions, said, spikes = _spikes(spiking, spikes, said, policy.escalation_factor, day)
+        found, decisions = [*found, *spike_alerts], [*decisions, *spike_decisions]
+    return Outcome(alerts=found, decisions=decisions, state=AlertState(incidents=incidents, said=said, spikes=spikes))
 
 
 def decide_messages(
@@ -180,3 +200,39 @@ def _runaways(
     ]
     since = {s: i.opened for s, i in incidents.items() if i.closed is None}
     return [dataclasses.replace(a, since=since.get(a.subject_id, day)) for a in firing] + over, incidents
+
+
+def _spikes(
+    alerts: Sequence[Alert],
+    incidents: Mapping[str, Incident],
+    said: Mapping[Key, Decimal],
+    factor: Decimal,
+    day: dt.date,
+) -> tuple[list[Alert], list[Decision], dict[Key, Decimal], dict[str, Incident]]:
+    """The spike alerts as incidents (each keyed by the day its incident opened), the messages due (a new incident;
+    an escalation when the ratio reaches `factor` x the ratio said last), what is said after them, and the
+    incidents after this cycle (one that has not fired for QUIET_DAYS days ends)."""
+    remembered, kept = dict(said), dict(incidents)
+    found, decisions = [], []
+    for fired in alerts:
+        incident = kept.get(fired.subject_id) or Incident(day, ratio=fired.ratio)
+        alert = dataclasses.replace(fired, since=incident.opened)
+        key = alert_key(alert, day)
+        last = remembered.get(key)
+        ratio = incident.ratio if incident.ratio is not None else alert.ratio  # new spend: its first ratio
+        escalation = False if last is None else _escalates(alert.ratio, incident.ratio, factor)
+        if escalation is not None:
+            decisions.append(Decision(alert, key, escalation, last))
+            remembered[key], ratio = alert.value, alert.ratio
+        kept[alert.subject_id] = Incident(incident.opened, seen=day, ratio=ratio)
+        found.append(alert)
+    firing = {alert.subject_id for alert in alerts}
+    kept = {s: i for s, i in kept.items() if s in firing or (day - (i.seen or i.opened)).days <= QUIET_DAYS}
+    return found, decisions, remembered, kept
+
+
+def _escalates(ratio: Decimal | None, said: Decimal | None, factor: Decimal) -> bool | None:
+    """True when a spike's ratio reached `factor` x the ratio said last (new spend has none: never), else None."""
+    if ratio is not None and said is not None and said > 0 and ratio >= factor * said:
+        return True
+    return None
