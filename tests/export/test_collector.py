@@ -323,3 +323,14 @@ def test_a_snapshot_of_an_earlier_day_is_not_shown_as_today() -> None:
     text = generate_latest(registry).decode()
     assert "openai_daily_cost_usd" not in text and "openai_month_to_date_cost_usd" not in text
     assert registry.get_sample_value("openai_cost_budget_usd", {"period": "daily"}) == 50.0
+
+
+def test_a_usual_day_not_known_publishes_no_baseline_series() -> None:
+    """A day-old organization has no usual day: no baseline or spread series (the rule file's spike has nothing
+    to compare with, as the built-in rule), while today's figures are there."""
+    snap = snapshot(totals={TODAY: {"proj_a": D(40)}, YESTERDAY: {"proj_a": D(7)}})
+    registry = live_registry(snap)
+    assert registry.get_sample_value(DAILY_COST, {"project_id": "proj_a", "project": "Alpha"}) == 40.0
+    labels = {"project_id": "proj_a", "project": "Alpha"}
+    assert registry.get_sample_value("openai_daily_cost_baseline_usd", labels) is None
+    assert registry.get_sample_value("openai_daily_cost_spread_usd", labels) is None

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from typing import Any
+
+import pytest
 
 from openai_cost_exporter.rules import AlertPolicy, RunawayFigures, SpendFigures
 from openai_cost_exporter.rules.decision import AlertState, Figures, Incident, Key, Outcome, decide
+from tests.rules.test_rules import CASES
 
 D = Decimal
 DAY = dt.date(2026, 11, 25)
@@ -88,7 +92,7 @@ def day_of(today: str, baseline: str, pid: str = "proj_a") -> list[SpendFigures]
     return [SpendFigures(pid, NAMES[pid], today=D(today), baseline=D(baseline), month_to_date=D(0), forecast=D(0))]
 
 
-def replay(days: list[tuple[str, str]], state: AlertState | None = None) -> tuple[list[list[tuple]], AlertState]:
+def replay(days: list[tuple[str, str]], state: AlertState | None = None) -> tuple[list[list[Any]], AlertState]:
     """Each (today, baseline) judged on its own day from DAY on; the messages of each day and the state after."""
     state = state or AlertState()
     messages = []
@@ -139,3 +143,10 @@ def test_a_cycle_without_billed_figures_keeps_the_spike_incidents() -> None:
     state = AlertState(spikes={"proj_a": Incident(DAY - dt.timedelta(days=30), seen=DAY - dt.timedelta(days=30))})
     outcome = decide(Figures(runaways=quiet()), state, POLICY, DAY, NAMES)
     assert outcome.state.spikes == state.spikes
+
+
+@pytest.mark.parametrize("case", CASES["spike_incident"], ids=lambda c: c["name"])
+def test_spike_incident_cases(case: dict[str, Any]) -> None:
+    """The days of a spike incident send messages exactly on the days of the shared case table."""
+    messages, _ = replay([(str(today), str(usual)) for today, usual in case["days"]])
+    assert [n for n, sent in enumerate(messages) if sent] == case["said"]
