@@ -15,9 +15,11 @@ from openai_cost_exporter.fake.api import FakeAdminAPI
 from openai_cost_exporter.fake.org import FakeOrg
 from tests.clirun import ADMIN_KEY, run_once
 from tests.fake_slack import FakeSlack
+from tests.moments import DEFAULT, SATURDAY_1000, SUNDAY_1300
 
 #: A Wednesday: an ordinary weekday after a quiet weekend.
 DAY = dt.date(2026, 11, 25)
+HOUR = dt.timedelta(hours=1)
 
 
 @pytest.fixture
@@ -68,3 +70,27 @@ def test_metrics_keep_estimates_apart_from_billed_costs(tmp_path: Path) -> None:
     assert result.returncode == 0, result.output
     assert result.stderr.count("usage endpoints refused") == 1
     assert "cycle ok" in result.stderr and "cycle ok" in second.stderr
+
+
+@pytest.mark.parametrize("now", [SATURDAY_1000, SUNDAY_1300, DEFAULT], ids=["saturday", "sunday", "wednesday"])
+def test_a_nine_day_old_organization_with_a_runaway_gets_one_message(
+    slack: FakeSlack, tmp_path: Path, now: dt.datetime
+) -> None:
+    """On a fresh state dir, a 9-day-old organization (every project spending every day of its history, one at
+    10x for 40 minutes) gets exactly one message, the runaway's, on a Saturday, a Sunday and a weekday: its first
+    weekend is not seven $0 weekend days that make every project "new spend"."""
+    clock = FrozenClock(now)
+    org = FakeOrg.generate(
+        seed=5, project_count=12, clock=clock, history_days=9, spike_project=False, runaway_project=True
+    )
+    for project in [None, *(p.id for p in org.projects)]:
+        org.set_spend_limit(project, None)  # the hard limits' messages are another test's
+    with FakeAdminAPI(org, admin_key=ADMIN_KEY) as api:
+        first = run_once(api.base_url, tmp_path, env={"SLACK_WEBHOOK_URL": slack.url}, now=now)
+        assert first.returncode == 0, first.output
+        clock.current = now + HOUR  # an hour on, for the organization too: the runaway goes on
+        later = run_once(api.base_url, tmp_path, env={"SLACK_WEBHOOK_URL": slack.url}, now=clock.current)
+        assert later.returncode == 0, later.output
+    texts = [json.dumps(post.body) for post in slack.posts]
+    assert len(texts) == 1, [text[:120] for text in texts]
+    assert "Runaway spend" in texts[0] and "Agent Loop" in texts[0]
