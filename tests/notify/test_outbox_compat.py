@@ -72,7 +72,7 @@ def test_a_spike_incident_survives_a_restart_and_an_older_incidents_table_gains_
     again = open_state(path)
     try:
         state = Notifications(again, FrozenClock(NOW)).state(NOW.date() + dt.timedelta(days=1))
-        assert state.spikes == {"proj_a": Incident(NOW.date(), seen=NOW.date(), ratio=Decimal(5))}
+        assert state.spikes == {"proj_a": Incident(NOW.date(), seen=NOW.date(), peak=Decimal(5))}
         tomorrow = decide(figures, state, AlertPolicy(organization=False), NOW.date() + dt.timedelta(days=1), {})
         assert tomorrow.decisions == []  # the same change the next day: the open incident, nothing said
     finally:

@@ -112,23 +112,30 @@ def test_a_lasting_change_is_one_spike_incident_not_a_message_a_day() -> None:
     assert all(m == [] for m in messages[1:])
     assert state.spikes == {}  # day 3 was the last spike; day 11 is the 8th without it
     _, before_end = replay(lasting[:11])
-    assert before_end.spikes == {"proj_a": Incident(DAY, seen=DAY + dt.timedelta(days=3), ratio=D(5))}
+    assert before_end.spikes == {"proj_a": Incident(DAY, seen=DAY + dt.timedelta(days=3), ratio=D(5), peak=D(5))}
 
 
 def test_a_spike_incident_escalates_when_its_ratio_doubles_on_a_later_day() -> None:
-    """The next days of an open spike say nothing unless the ratio to the usual reaches twice the ratio said;
-    the escalation is keyed by the day the incident opened."""
-    messages, state = replay([("300", "100"), ("500", "100"), ("600", "100"), ("1100", "100")])
-    assert messages == [[("spike", "proj_a", "firing", False)], [], [("spike", "proj_a", "firing", True)], []]
-    assert state.spikes["proj_a"].ratio == D(6)
+    """The next days of an open spike say nothing unless the ratio to the usual reaches twice the highest ratio of
+    the incident's earlier days (its first day's climb, as the billed figure catches up, is no doubling); the
+    escalation is keyed by the day the incident opened."""
+    messages, state = replay([("300", "100"), ("700", "100"), ("1300", "100")])
+    assert messages == [[("spike", "proj_a", "firing", False)], [("spike", "proj_a", "firing", True)], []]
+    assert state.spikes["proj_a"] == Incident(DAY, seen=DAY + dt.timedelta(days=2), ratio=D(7), peak=D(13))
     assert set(state.said) == {Key("spike", "proj_a", DAY, "firing")}
+    climbing = [day_of("160", "100"), day_of("400", "100")]  # the same day: 1.6x in the morning, 4x by evening
+    state = AlertState()
+    for figures in climbing:
+        outcome = decide(Figures(projects=figures), state, POLICY, DAY, NAMES)
+        state = outcome.state
+    assert said(outcome) == [] and state.spikes["proj_a"].peak == D(4)
 
 
 def test_a_new_project_first_days_of_spend_are_one_incident() -> None:
     """A new project's "new spend" (no usual day) is said once, not on each of its first days."""
     messages, state = replay([("40", "0")] * 5)
     assert messages == [[("spike", "proj_a", "firing", False)], [], [], [], []]
-    assert state.spikes["proj_a"] == Incident(DAY, seen=DAY + dt.timedelta(days=4), ratio=None)
+    assert state.spikes["proj_a"] == Incident(DAY, seen=DAY + dt.timedelta(days=4), ratio=None, peak=None)
 
 
 def test_a_spike_after_a_quiet_week_is_a_new_incident() -> None:

@@ -35,10 +35,10 @@ _SCHEMA = (
         sending_at REAL, in_doubt INTEGER NOT NULL DEFAULT 0, given_up_at REAL)""",
     "CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (delivered_at, id)",
     # An incident (a runaway, a spike) lasts across cycles and midnights: open while its rule fires, closed the day
-    # it stops (a runaway) or a quiet week after it was last seen (a spike: `seen`, and `ratio` as said last).
+    # it stops (a runaway) or a quiet week after it was last seen (a spike: `seen`, its ratios `ratio` and `peak`).
     """CREATE TABLE IF NOT EXISTS incidents (
         rule TEXT NOT NULL, subject_id TEXT NOT NULL, opened TEXT NOT NULL, closed TEXT, seen TEXT, ratio TEXT,
-        PRIMARY KEY (rule, subject_id))""",
+        peak TEXT, PRIMARY KEY (rule, subject_id))""",
 )
 #: Columns added after 0.1 (issue 11), with their declarations: an older file gains them when opened.
 #: `sending_at`: an attempt is under way (committed before the post, cleared with its outcome; a crash leaves it);
@@ -49,7 +49,7 @@ _ADDED_COLUMNS = {
     "given_up_at": "REAL",
 }
 #: Columns of `incidents` added with the spike incidents (issue 20).
-_ADDED_INCIDENT_COLUMNS = ("seen", "ratio")
+_ADDED_INCIDENT_COLUMNS = ("seen", "ratio", "peak")
 _OUTBOX_COLUMNS = (
     "id, rule, subject_id, day, level, escalation, payload, created_at, attempts, next_attempt_at, in_doubt, sending_at"
 )
@@ -77,10 +77,12 @@ class OutboxStore:
 
     def incidents(self, rule: str) -> dict[str, Incident]:
         """The incidents of `rule` by subject_id, as the decision keeps them (rules/decision.py)."""
-        cursor = self._execute("SELECT subject_id, opened, closed, seen, ratio FROM incidents WHERE rule = ?", (rule,))
+        cursor = self._execute(
+            "SELECT subject_id, opened, closed, seen, ratio, peak FROM incidents WHERE rule = ?", (rule,)
+        )
         return {
-            s: Incident(_day(o), _day(c) if c else None, _day(seen) if seen else None, Decimal(r) if r else None)
-            for s, o, c, seen, r in cursor
+            s: Incident(_day(o), _day(c) if c else None, _day(seen) if seen else None, _ratio(r), _ratio(p))
+            for s, o, c, seen, r, p in cursor
         }
 
     def save_incidents(self, rule: str, incidents: Mapping[str, Incident]) -> None:
@@ -88,10 +90,11 @@ class OutboxStore:
         self._execute("DELETE FROM incidents WHERE rule = ?", (rule,))
         for subject_id, incident in incidents.items():
             closed, seen = (d.isoformat() if d is not None else None for d in (incident.closed, incident.seen))
-            ratio = str(incident.ratio) if incident.ratio is not None else None
+            ratio, peak = (str(r) if r is not None else None for r in (incident.ratio, incident.peak))
             self._execute(
-                "INSERT INTO incidents (rule, subject_id, opened, closed, seen, ratio) VALUES (?, ?, ?, ?, ?, ?)",
-                (rule, subject_id, incident.opened.isoformat(), closed, seen, ratio),
+                "INSERT INTO incidents (rule, subject_id, opened, closed, seen, ratio, peak)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (rule, subject_id, incident.opened.isoformat(), closed, seen, ratio, peak),
             )
 
     def said_since(self, day: dt.date) -> dict[Key, Decimal]:
@@ -199,6 +202,10 @@ class OutboxStore:
 
 def _day(text: str) -> dt.date:
     return dt.date.fromisoformat(text)
+
+
+def _ratio(text: str | None) -> Decimal | None:
+    return Decimal(text) if text else None
 
 
 def _from_epoch(seconds: float) -> dt.datetime:

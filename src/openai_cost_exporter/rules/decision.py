@@ -13,8 +13,8 @@ opened), plus one more each time the value reaches `escalation_factor` x the val
 
 A spike is an incident too, across days: the first cycle that sees it says it; while the project keeps spiking on
 the next days (a lasting change, before the usual day catches up with it; a new project's first days of spend)
-nothing more is said, unless its ratio to the usual reaches `escalation_factor` x the ratio said last. It ends
-quietly after QUIET_DAYS days without the spike: by then the change is the usual, or it is over.
+nothing more is said, unless its ratio to the usual reaches `escalation_factor` x the highest ratio of its earlier
+days. It ends quietly after QUIET_DAYS days without the spike: by then the change is the usual, or it is over.
 """
 
 from __future__ import annotations
@@ -69,7 +69,8 @@ class Incident:
     opened: dt.date
     closed: dt.date | None = None
     seen: dt.date | None = None  # a spike: the last day it fired
-    ratio: Decimal | None = None  # a spike: its ratio to the usual when last said (None: new spend)
+    ratio: Decimal | None = None  # a spike: the highest ratio to the usual of the days before `seen` (None: new spend)
+    peak: Decimal | None = None  # a spike: the highest ratio on `seen`
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,29 +211,40 @@ def _spikes(
     day: dt.date,
 ) -> tuple[list[Alert], list[Decision], dict[Key, Decimal], dict[str, Incident]]:
     """The spike alerts as incidents (each keyed by the day its incident opened), the messages due (a new incident;
-    an escalation when the ratio reaches `factor` x the ratio said last), what is said after them, and the
-    incidents after this cycle (one that has not fired for QUIET_DAYS days ends)."""
+    an escalation when the ratio reaches `factor` x the highest ratio of its earlier days), what is said after them,
+    and the incidents after this cycle (one that has not fired for QUIET_DAYS days ends).
+
+    Only earlier days count for an escalation: today's billed figure lags (hours), so a steady spike's ratio
+    climbs through its first day, which is not a doubling."""
     remembered, kept = dict(said), dict(incidents)
     found, decisions = [], []
     for fired in alerts:
-        incident = kept.get(fired.subject_id) or Incident(day, ratio=fired.ratio)
+        incident = kept.get(fired.subject_id) or Incident(day)
         alert = dataclasses.replace(fired, since=incident.opened)
         key = alert_key(alert, day)
         last = remembered.get(key)
-        ratio = incident.ratio if incident.ratio is not None else alert.ratio  # new spend: its first ratio
-        escalation = False if last is None else _escalates(alert.ratio, incident.ratio, factor)
+        today_peak = incident.peak if incident.seen == day else None
+        reference = incident.ratio if incident.seen in (None, day) else _highest(incident.ratio, incident.peak)
+        escalation = False if last is None else _escalates(alert.ratio, reference, factor)
         if escalation is not None:
             decisions.append(Decision(alert, key, escalation, last))
-            remembered[key], ratio = alert.value, alert.ratio
-        kept[alert.subject_id] = Incident(incident.opened, seen=day, ratio=ratio)
+            remembered[key] = alert.value
+            reference = alert.ratio if escalation else reference
+        peak = _highest(today_peak, alert.ratio)
+        kept[alert.subject_id] = Incident(incident.opened, seen=day, ratio=reference, peak=peak)
         found.append(alert)
     firing = {alert.subject_id for alert in alerts}
     kept = {s: i for s, i in kept.items() if s in firing or (day - (i.seen or i.opened)).days <= QUIET_DAYS}
     return found, decisions, remembered, kept
 
 
-def _escalates(ratio: Decimal | None, said: Decimal | None, factor: Decimal) -> bool | None:
-    """True when a spike's ratio reached `factor` x the ratio said last (new spend has none: never), else None."""
-    if ratio is not None and said is not None and said > 0 and ratio >= factor * said:
+def _escalates(ratio: Decimal | None, reference: Decimal | None, factor: Decimal) -> bool | None:
+    """True when a spike's ratio reached `factor` x its reference (new spend has none: never), else None."""
+    if ratio is not None and reference is not None and reference > 0 and ratio >= factor * reference:
         return True
     return None
+
+
+def _highest(*ratios: Decimal | None) -> Decimal | None:
+    known = [ratio for ratio in ratios if ratio is not None]
+    return max(known) if known else None
