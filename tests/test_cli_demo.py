@@ -201,3 +201,27 @@ def test_fake_api_prints_its_url_and_serves_projects_with_the_key(tmp_path: Path
         assert wrong.status_code == 401
         fake.terminate()
     assert fake.process.returncode == 0, fake.describe()
+
+
+@pytest.mark.calendar
+def test_the_demo_alerts_only_for_its_spiking_and_runaway_projects(tmp_path: Path, now: dt.datetime) -> None:
+    """At any moment of the calendar (weekend, midnight, month and year ends), the demo's first two cycles alert
+    for its spiking project, its runaway and its hard-limit projects, and for no ordinary project."""
+    args = demo_args()
+    url = f"http://127.0.0.1:{args[2]}"
+    with cli_process(tmp_path, *args, now=now) as demo:
+        demo.wait_for_output("cycle ok")
+        names = {spend.project_id: name for name, spend in spend_by_name(http_get(f"{url}/metrics").text).items()}
+        wait_until(lambda: demo.stderr().count("cycle ok") >= 2, START_TIMEOUT, "a second cycle", demo.describe)
+        demo.terminate()
+    alerted = re.findall(r"(\w+) alert for (proj_\w+|organization)", demo.stderr())
+    assert ("spike", names_to_id(names, SPIKE_NAME)) in alerted and (
+        "runaway",
+        names_to_id(names, "Agent Loop"),
+    ) in alerted
+    ordinary = [(rule, names.get(pid, pid)) for rule, pid in alerted if rule != "spend_limit"]
+    assert {name for _, name in ordinary} == {SPIKE_NAME, "Agent Loop"}, ordinary
+
+
+def names_to_id(names: dict[str, str], name: str) -> str:
+    return next(pid for pid, known in names.items() if known == name)
