@@ -157,3 +157,31 @@ def test_spike_incident_cases(case: dict[str, Any]) -> None:
     """The days of a spike incident send messages exactly on the days of the shared case table."""
     messages, _ = replay([(str(today), str(usual)) for today, usual in case["days"]])
     assert [n for n, sent in enumerate(messages) if sent] == case["said"]
+
+
+def test_a_spiking_project_opens_no_runaway_unless_it_is_twice_as_far_beyond() -> None:
+    """A project whose spike incident is open (a spike day's high rate, a lasting step up) gets no runaway message
+    for the same change; a runaway at twice the spike's highest ratio or more is news, and one already open goes on."""
+    state = AlertState(spikes={"proj_a": Incident(DAY, seen=DAY, peak=D(4))})
+    same = {"proj_a": RunawayFigures("proj_a", "Agent A", D(40), D(10))}  # 4x its usual rate
+    assert said(decide(Figures(runaways=same), state, POLICY, DAY, NAMES)) == []
+    worse = {"proj_a": RunawayFigures("proj_a", "Agent A", D(80), D(10))}  # 8x: twice the spike's 4x
+    assert said(decide(Figures(runaways=worse), state, POLICY, DAY, NAMES)) == [("runaway", "proj_a", "firing", False)]
+    running_state = AlertState(incidents={"proj_a": Incident(DAY)}, spikes=state.spikes)
+    assert decide(Figures(runaways=same), running_state, POLICY, DAY, NAMES).state.incidents == {
+        "proj_a": Incident(DAY)
+    }
+    new_spend = AlertState(spikes={"proj_a": Incident(DAY, seen=DAY)})
+    assert said(decide(Figures(runaways=worse), new_spend, POLICY, DAY, NAMES)) == []
+    other = {"proj_b": RunawayFigures("proj_b", "Batch B", D(40), D(2))}
+    assert said(decide(Figures(runaways=other), state, POLICY, DAY, NAMES)) == [("runaway", "proj_b", "firing", False)]
+
+
+@pytest.mark.parametrize("case", CASES["runaway_during_spike"], ids=lambda c: c["name"])
+def test_runaway_during_spike_cases(case: dict[str, Any]) -> None:
+    """A runaway of a project with an open spike incident fires exactly on the shared cases of the table."""
+    peak = case["spike_peak"]
+    spikes = {} if peak == "none" else {"proj_a": Incident(DAY, seen=DAY, peak=None if peak is None else D(peak))}
+    runaway = {"proj_a": RunawayFigures("proj_a", "Agent A", D(case["rate"]), D(case["usual"]))}
+    outcome = decide(Figures(runaways=runaway), AlertState(spikes=spikes), POLICY, DAY, NAMES)
+    assert bool(said(outcome)) == case["fires"]

@@ -128,7 +128,8 @@ def decide(figures: Figures, state: AlertState, policy: AlertPolicy, day: dt.dat
     incidents = dict(state.incidents)
     runaways: list[Alert] = []
     if figures.runaways is not None:
-        runaways, incidents = _runaways(policy, figures.runaways, incidents, day, names)
+        judged = _without_spiking(figures.runaways, state, alerts, policy.escalation_factor)
+        runaways, incidents = _runaways(policy, judged, incidents, day, names)
     held = {subject for subject, incident in incidents.items() if incident.closed in (None, day)}
     found = [*runaways, *fold_into_runaways(alerts, held)]
     decisions, said = decide_messages([a for a in found if a.rule != SPIKE], state.said, policy.escalation_factor, day)
@@ -139,6 +140,29 @@ def decide(figures: Figures, state: AlertState, policy: AlertPolicy, day: dt.dat
         spike_alerts, spike_decisions, said, spikes = _spikes(spiking, spikes, said, policy.escalation_factor, day)
         found, decisions = [*found, *spike_alerts], [*decisions, *spike_decisions]
     return Outcome(alerts=found, decisions=decisions, state=AlertState(incidents=incidents, said=said, spikes=spikes))
+
+
+def _without_spiking(
+    figures: Mapping[str, RunawayFigures], state: AlertState, alerts: Sequence[Alert], factor: Decimal
+) -> dict[str, RunawayFigures]:
+    """The runaway figures to judge: a project with an open spike incident (said already: a spike day's steady
+    high rate, a lasting step up) opens no runaway unless its rate is `factor` x beyond the spike's highest ratio.
+    The billed spike and the estimated rate are then one incident; a worse runaway on top of it is news."""
+    spiking = {s: _highest(i.ratio, i.peak) for s, i in state.spikes.items()}
+    for alert in alerts:
+        if alert.rule == SPIKE:
+            spiking[alert.subject_id] = _highest(spiking.get(alert.subject_id), alert.ratio)
+    judged = {}
+    for subject, runaway in figures.items():
+        open_runaway = subject in state.incidents and state.incidents[subject].closed is None
+        if subject not in spiking or open_runaway:
+            judged[subject] = runaway
+            continue
+        reference = spiking[subject]  # None: a new project's "new spend", which said it
+        ratio = runaway.rate / runaway.usual if runaway.usual > _ZERO else None
+        if ratio is not None and reference is not None and ratio >= factor * reference:
+            judged[subject] = runaway
+    return judged
 
 
 def decide_messages(
