@@ -72,11 +72,11 @@ def found(result: Backtest) -> set[tuple[dt.date, int | None, str, str]]:
 
 def test_a_spike_on_one_day_is_found_and_normal_days_are_silent(state: tuple[Ledger, UsageStore]) -> None:
     """A project at 5x its steady spend on one day is one spike message that day (the organization's total
-    spikes with it), and no other day of the 14 sends anything."""
+    spikes with it, but not without that project: no second message), and no other day of the 14 sends anything."""
     ledger, _ = state
     fill(ledger, changed={(INCIDENT, "proj_a"): D(50)})
     result = backtest(ledger, AlertPolicy())
-    assert found(result) == {(INCIDENT, None, "spike", "proj_a"), (INCIDENT, None, "spike", "organization")}
+    assert found(result) == {(INCIDENT, None, "spike", "proj_a")}
     assert len(result.days) == 14 and result.skipped == [] and result.hours == 0
     spike = next(s.alert for s in result.sent if s.alert.subject_id == "proj_a")
     assert (spike.subject_name, spike.value, spike.threshold) == ("Agent A", D(50), D(15))
@@ -177,7 +177,7 @@ def test_json_and_table_list_each_message_and_the_counts(state: tuple[Ledger, Us
         "level": "firing",
         "escalation": False,
     }
-    assert document["counts"] == {"by_rule": {"spike": 2}, "by_project": {"proj_a": 1, "organization": 1}}
+    assert document["counts"] == {"by_rule": {"spike": 1}, "by_project": {"proj_a": 1}}
     table = render_table(result, width=120)
     assert "Agent A" in table and "$50.13" in table and "$15.00" in table and "Agent A (proj_a)" in table
     assert "14 days judged" in table

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from decimal import Decimal
 from typing import Any
@@ -39,7 +40,7 @@ def test_a_runaway_opens_an_incident_says_it_once_and_its_end_once() -> None:
     """A runaway is one message while it lasts, across midnight, and one that it is over, keyed by its first day."""
     first = decide(Figures(runaways=running()), AlertState(), POLICY, DAY, NAMES)
     assert said(first) == [("runaway", "proj_a", "firing", False)]
-    assert first.state.incidents == {"proj_a": Incident(DAY)}
+    assert first.state.incidents == {"proj_a": Incident(DAY, peak=D(20))}  # 20x its usual rate
     again = decide(Figures(runaways=running()), first.state, POLICY, NEXT, NAMES)
     assert said(again) == [] and again.alerts[0].since == DAY
     over = decide(Figures(runaways=quiet()), again.state, POLICY, NEXT, NAMES)
@@ -50,14 +51,17 @@ def test_a_runaway_opens_an_incident_says_it_once_and_its_end_once() -> None:
     assert said(later) == [] and later.state.incidents == {}  # closed before that day: forgotten
 
 
-def test_an_escalation_is_said_when_the_value_doubles() -> None:
-    """A second message when the rate reaches the escalation factor x the rate said, none below it."""
-    first = decide(Figures(runaways=running("40")), AlertState(), POLICY, DAY, NAMES)
-    below = decide(Figures(runaways=running("79")), first.state, POLICY, DAY, NAMES)
+def test_a_runaway_escalates_when_its_ratio_jumps_to_twice_its_highest() -> None:
+    """A second message when the ratio to the usual jumps to the escalation factor x the highest it has had; a
+    climb (a window filling up, a morning ramp) moves the highest along and is no doubling."""
+    first = decide(Figures(runaways=running("40")), AlertState(), POLICY, DAY, NAMES)  # 20x
+    climbing = decide(Figures(runaways=running("70")), first.state, POLICY, DAY, NAMES)  # 35x
+    assert said(climbing) == [] and climbing.state.incidents["proj_a"].peak == D(35)
+    below = decide(Figures(runaways=running("139")), climbing.state, POLICY, DAY, NAMES)
     assert said(below) == []
-    double = decide(Figures(runaways=running("80")), below.state, POLICY, DAY, NAMES)
-    assert said(double) == [("runaway", "proj_a", "firing", True)]
-    assert double.decisions[0].previous == D(40)
+    jump = decide(Figures(runaways=running("300")), climbing.state, POLICY, DAY, NAMES)  # 150x: over 2 x 35x
+    assert said(jump) == [("runaway", "proj_a", "firing", True)]
+    assert jump.decisions[0].previous == D(40)
 
 
 def test_the_spike_of_a_project_with_a_runaway_is_folded_into_it() -> None:
@@ -168,9 +172,8 @@ def test_a_spiking_project_opens_no_runaway_unless_it_is_twice_as_far_beyond() -
     worse = {"proj_a": RunawayFigures("proj_a", "Agent A", D(80), D(10))}  # 8x: twice the spike's 4x
     assert said(decide(Figures(runaways=worse), state, POLICY, DAY, NAMES)) == [("runaway", "proj_a", "firing", False)]
     running_state = AlertState(incidents={"proj_a": Incident(DAY)}, spikes=state.spikes)
-    assert decide(Figures(runaways=same), running_state, POLICY, DAY, NAMES).state.incidents == {
-        "proj_a": Incident(DAY)
-    }
+    going_on = decide(Figures(runaways=same), running_state, POLICY, DAY, NAMES)
+    assert going_on.state.incidents == {"proj_a": Incident(DAY, peak=D(4))}
     new_spend = AlertState(spikes={"proj_a": Incident(DAY, seen=DAY)})
     assert said(decide(Figures(runaways=worse), new_spend, POLICY, DAY, NAMES)) == []
     other = {"proj_b": RunawayFigures("proj_b", "Batch B", D(40), D(2))}
@@ -185,3 +188,45 @@ def test_runaway_during_spike_cases(case: dict[str, Any]) -> None:
     runaway = {"proj_a": RunawayFigures("proj_a", "Agent A", D(case["rate"]), D(case["usual"]))}
     outcome = decide(Figures(runaways=runaway), AlertState(spikes=spikes), POLICY, DAY, NAMES)
     assert bool(said(outcome)) == case["fires"]
+
+
+def test_the_organization_spike_of_one_announced_project_is_not_a_second_message() -> None:
+    """One project's spike is its message; the organization's total spikes with it, but without that project it
+    does not, so nothing more is said. Two projects each a little up, none alone a spike, do make one."""
+    org = SpendFigures("organization", "Organization", today=D(600), baseline=D(150), month_to_date=D(0), forecast=D(0))
+    quiet_b = SpendFigures("proj_b", "Batch B", today=D(100), baseline=D(100), month_to_date=D(0), forecast=D(0))
+    policy = AlertPolicy()
+    one = decide(Figures(projects=[*spiking("proj_a"), quiet_b], organization=org), AlertState(), policy, DAY, NAMES)
+    assert said(one) == [("spike", "proj_a", "firing", False)]
+    both_up = [
+        SpendFigures(pid, NAMES[pid], today=D(140), baseline=D(100), month_to_date=D(0), forecast=D(0), spread=D(20))
+        for pid in ("proj_a", "proj_b")
+    ]
+    total = dataclasses.replace(org, today=D(280), baseline=D(150))
+    several = decide(Figures(projects=both_up, organization=total), AlertState(), policy, DAY, NAMES)
+    assert said(several) == [("spike", "organization", "firing", False)]
+
+
+@pytest.mark.parametrize("case", CASES["runaway_escalation"], ids=lambda c: c["name"])
+def test_runaway_escalation_cases(case: dict[str, Any]) -> None:
+    """A runaway's cycles send messages exactly on the cycles of the shared case table."""
+    state, sent = AlertState(), []
+    for n, ratio in enumerate(case["ratios"]):
+        outcome = decide(Figures(runaways=running(str(D(ratio) * 2))), state, POLICY, DAY, NAMES)  # usual 2
+        state = outcome.state
+        sent += [n] * len(outcome.decisions)
+    assert sent == case["said"]
+
+
+@pytest.mark.parametrize("case", CASES["organization_spike_beyond"], ids=lambda c: c["name"])
+def test_organization_spike_beyond_cases(case: dict[str, Any]) -> None:
+    """The organization's spike is said exactly on the shared cases: not when announced projects explain it."""
+    projects = [
+        SpendFigures(pid, NAMES[pid], D(today), D(usual), D(0), D(0), D(spread))
+        for pid, (today, usual, spread) in zip(("proj_a", "proj_b"), case["projects"], strict=True)
+    ]
+    total = SpendFigures(
+        "organization", "Organization", sum(p.today for p in projects), sum(p.baseline for p in projects), D(0), D(0)
+    )
+    outcome = decide(Figures(projects=projects, organization=total), AlertState(), AlertPolicy(), DAY, NAMES)
+    assert (("spike", "organization", "firing", False) in said(outcome)) == case["fires"]
