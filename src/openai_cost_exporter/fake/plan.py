@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from openai_cost_exporter.core.models import day_start
+from openai_cost_exporter.fake.shapes import DayShape
 from openai_cost_exporter.fake.traffic import FLAT, Profile, profile_for
 
 SPIKE_NAME = "Search Reranker"
@@ -78,6 +79,7 @@ class Spender:
     sparse_key: int | None  # spends only on about one day in eight when set
     profile: Profile = FLAT
     spike: bool = False  # today at SPIKE_FACTOR, billed without lag (fake/org.py)
+    shape: DayShape | None = None  # a calendar shape (fake/shapes.py); only the corpus's projects have one
 
 
 def to_nanos(amount: Decimal) -> int:

@@ -60,7 +60,11 @@ class SpendModel:
         steady = (self._steady_noise, _STEADY_RHYTHM)
         table, rhythm = steady if s.steady else (self._noise, _WEEKDAY[(o + 6) % 7])
         mult = SPIKE_FACTOR if s.spike and o == today else 1
-        return tuple(base * rhythm * table[(key ^ dk) & _TABLE_MASK] // 1_000_000 * mult for _, base, key in s.items)
+        amounts = tuple(base * rhythm * table[(key ^ dk) & _TABLE_MASK] // 1_000_000 * mult for _, base, key in s.items)
+        if s.shape is None:
+            return amounts
+        permille = s.shape.permille(o)
+        return tuple(n * permille // 1000 for n in amounts)
 
     def spent(self, s: Spender, o: int, day_nanos: int, second: int) -> int:
         """Nanodollars of one item (day amount `day_nanos`) spent on day `o` from 00:00 up to `second`, with the
@@ -112,7 +116,7 @@ class SpendModel:
                 continue
             if s.sparse_key is not None and (s.sparse_key ^ dk) & _SPARSE_MASK:
                 continue
-            if s.steady or self.is_special(s, o):
+            if s.steady or s.shape is not None or self.is_special(s, o):
                 self.billed_cells(s, o, o + 1, DAY_SECONDS, include_zero, out)
                 continue
             pid = s.project_id
