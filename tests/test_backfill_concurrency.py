@@ -127,6 +127,8 @@ class Org:
 class Recording:
     """Stands in for the push target: the text of every push accepted; fails from push number `fail_at` on."""
 
+    target = "recording"
+
     def __init__(self, fail_at: int = 0) -> None:
         self.bodies: list[bytes] = []
         self.attempts = 0
@@ -257,7 +259,7 @@ def test_a_failed_chunk_leaves_it_and_the_rest_unpushed(ledgers: tuple[Ledger, L
         push_closed_days(target, ledgers[0], before=TODAY, names={}, line_items=True)  # type: ignore[arg-type]
     assert target.attempts == 2 and len(target.bodies) == 1
     assert ledgers[0].unpushed_days() == days[history.PUSH_CHUNK_DAYS :]
-    assert set(ledgers[0].pushed_days(days[0], TODAY)) == set(days[: history.PUSH_CHUNK_DAYS])
+    assert set(ledgers[0].pushed_days(days[0], TODAY, Recording.target)) == set(days[: history.PUSH_CHUNK_DAYS])
 
 
 def test_pending_days_far_apart_are_read_alone(ledgers: tuple[Ledger, Ledger], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -34,6 +34,8 @@ EVENING = dt.datetime(2026, 11, 18, 23, 50, tzinfo=dt.UTC)
 class RecordingPusher:
     """Stands in for VictoriaMetrics: keeps the text of every push, or fails while `down` is set."""
 
+    target = "recording"
+
     def __init__(self) -> None:
         self.bodies: list[str] = []
         self.down = False

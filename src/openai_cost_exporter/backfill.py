@@ -65,8 +65,10 @@ def backfill(
     api_keys: bool = False,
     api_keys_top: int = defaults.API_KEYS_TOP,
     keys: Mapping[str, ApiKey] | None = None,
+    repush: bool = False,
 ) -> BackfillResult:
-    """Fetch [start, end) into the ledger, then push every day of it never pushed (or changed since).
+    """Fetch [start, end) into the ledger, then push every day of it never pushed to this push target (or changed
+    since); with `repush`, every day of it again (harmless: a day's samples land on its own timestamps).
 
     With `api_keys`, by key too (from the key epoch on: the client says once where it starts), and the key series
     of the days are pushed first, labelled with the key names in `keys`."""
@@ -78,7 +80,7 @@ def backfill(
     samples = 0
     if pusher is not None:
         # A day without any spend changed nothing, yet it needs its zeros once: no holes in the graph.
-        pushed = ledger.pushed_days(start, end)
+        pushed = {} if repush else ledger.pushed_days(start, end, pusher.target)
         ledger.mark_unpushed(day for day in days_between(start, end) if day not in pushed)
         names = ledger.names()
         if api_keys:  # first: the project push marks the days pushed

@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     spend_limits: bool = True  # read the hard spend limits (organization, every project) in the background
     revision_days: int = Field(default=defaults.REVISION_DAYS, ge=0, le=60)
     retention_days: int = Field(default=defaults.RETENTION_DAYS, ge=31)
-    backfill_days: int = Field(default=0, ge=0, le=366)
+    backfill_days: int = Field(default=0, ge=0)  # up to retention_days (below)
     projects_refresh: float = Field(
         default=defaults.PROJECTS_REFRESH_SECONDS, gt=0, description="Seconds between project name refreshes."
     )

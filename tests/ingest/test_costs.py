@@ -81,6 +81,8 @@ def test_backfill_reports_a_names_failure(ledger: Ledger) -> None:
 class Pushes:
     """Stands in for the push target: counts the pushes it accepts."""
 
+    target = "recording"
+
     def __init__(self) -> None:
         self.count = 0
 
@@ -98,3 +100,18 @@ def test_a_second_backfill_pushes_nothing_already_pushed(ledger: Ledger) -> None
     pusher.count = 0
     second = backfill(Source(names_down=False), ledger, pusher, start=start, end=NOW.date(), now=NOW, line_items=False)  # type: ignore[arg-type]
     assert second.samples == 0 and pusher.count == 0
+
+
+def test_a_new_push_target_gets_every_day_and_repush_sends_them_again(ledger: Ledger) -> None:
+    """Days pushed to one target are pushed again to a new one (a new VictoriaMetrics gets its history), and
+    `repush` pushes days already pushed to the same target."""
+    start, end = NOW.date() - dt.timedelta(days=6), NOW.date()
+    first = Pushes()
+    done = backfill(Source(names_down=False), ledger, first, start=start, end=end, now=NOW, line_items=False)  # type: ignore[arg-type]
+    second = Pushes()
+    second.target = "another VictoriaMetrics"
+    moved = backfill(Source(names_down=False), ledger, second, start=start, end=end, now=NOW, line_items=False)  # type: ignore[arg-type]
+    assert moved.samples == done.samples > 0 and second.count == first.count
+    source = Source(names_down=False)
+    again = backfill(source, ledger, first, start=start, end=end, now=NOW, line_items=False, repush=True)  # type: ignore[arg-type]
+    assert again.samples == done.samples

@@ -12,6 +12,7 @@ import pytest
 
 from openai_cost_exporter.core.models import UNATTRIBUTED, CostRow, Project
 from openai_cost_exporter.core.money import exact_sum
+from openai_cost_exporter.export.push import push_target
 from openai_cost_exporter.store.ledger import Ledger
 from openai_cost_exporter.store.state import open_state
 
@@ -231,3 +232,25 @@ def test_backfill_sized_page_round_trips(ledger: Ledger) -> None:
     assert len(totals) == 30
     assert totals[days[7]]["proj_123"] == Decimal("369.33")
     assert ledger.replace_days(days, rows, LATER) == set()
+
+
+def test_pushed_days_are_remembered_per_push_target(ledger: Ledger) -> None:
+    """A day pushed to one VictoriaMetrics is not pushed to another: each target has its own pushed days."""
+    first, second = push_target("http://127.0.0.1:8428/api/v1/import/prometheus"), push_target("http://vm2:8428/x")
+    day = dt.date(2026, 11, 20)
+    ledger.mark_pushed([day], first)
+    ledger.mark_pushed([day], first)
+    assert ledger.pushed_days(day, day + dt.timedelta(days=1), first) == {day: 2}
+    assert ledger.pushed_days(day, day + dt.timedelta(days=1), second) == {}
+    assert first == push_target("http://user:secret@127.0.0.1:8428/api/v1/import/prometheus?extra_label=a=b")
+
+
+def test_an_older_state_file_pushed_days_go_to_the_first_target_that_asks(conn: sqlite3.Connection) -> None:
+    """Pushed days kept before push targets (one target then) are adopted by the first target that asks."""
+    conn.execute("CREATE TABLE IF NOT EXISTS pushed_days (day TEXT PRIMARY KEY, pushes INTEGER NOT NULL)")
+    conn.execute("INSERT INTO pushed_days VALUES ('2026-11-20', 3)")
+    conn.commit()
+    ledger = Ledger(conn)
+    day = dt.date(2026, 11, 20)
+    assert ledger.pushed_days(day, day + dt.timedelta(days=1), "vm-a") == {day: 3}
+    assert ledger.pushed_days(day, day + dt.timedelta(days=1), "vm-b") == {}

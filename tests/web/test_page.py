@@ -373,3 +373,11 @@ def test_projects_without_spend_are_not_drawn() -> None:
     svg = svg_of(render_page(view, top=20))
     assert "proj_idle" not in rank_projects(view, 20)
     assert "proj_idle" not in {r.attrib["data-project"] for r in svg.iter(f"{SVG_NS}rect")}
+
+
+def test_the_table_says_usual_by_now_not_baseline() -> None:
+    """The table's heading and column name what the figure is: the usual by now, not a "baseline"."""
+    html = render_page(sample_view()).decode()
+    head = html[html.index("<thead>") : html.index("</thead>")]
+    assert '<th class="num">usual by now</th>' in head and "baseline" not in head
+    assert "<h2>Today so far vs the usual by now</h2>" in html

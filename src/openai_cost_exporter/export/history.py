@@ -57,7 +57,7 @@ def push_closed_days(
     pending = [day for day in ledger.unpushed_days() if day < before]
     if not pending:
         return Pushed(0, 0)
-    pushes = ledger.pushed_days(pending[0], pending[-1] + DAY)
+    pushes = ledger.pushed_days(pending[0], pending[-1] + DAY, pusher.target)
     active = set(also_projects) | _spenders(ledger, [day for day in pending if day not in spenders_known])
     prefixes: dict[tuple[str, ...], bytes] = {}  # each series' line start, written once for the whole push
     counted = Pushed(0, 0)
@@ -86,7 +86,7 @@ class _Sending:
     """One chunk's push, run in a daemon thread (a stopped process must not wait for a hanging target)."""
 
     def __init__(self, pusher: Pusher, body: bytes, days: Sequence[dt.date], samples: int) -> None:
-        self.days, self.samples = days, samples
+        self.days, self.samples, self.target = days, samples, pusher.target
         self._push = Background("push", lambda: pusher.push(TextRegistry(body)))
 
     def join(self) -> None:
@@ -100,7 +100,7 @@ class _Sending:
 def _settle(sending: _Sending, ledger: Ledger, counted: Pushed, on_samples: Callable[[int], None] | None) -> Pushed:
     """Wait for a chunk's push and mark its days pushed once it was accepted."""
     sending.result()
-    ledger.mark_pushed(sending.days)
+    ledger.mark_pushed(sending.days, sending.target)
     if on_samples is not None:
         on_samples(sending.samples)
     return Pushed(counted.days + len(sending.days), counted.samples + sending.samples)

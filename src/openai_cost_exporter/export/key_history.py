@@ -45,7 +45,7 @@ def push_key_days(
     pending = [day for day in ledger.unpushed_days() if day < before]
     if not pending:
         return 0
-    pushes = ledger.pushed_days(pending[0], pending[-1] + DAY)
+    pushes = ledger.pushed_days(pending[0], pending[-1] + DAY, pusher.target)
     samples = 0
     for first in range(0, len(pending), KEY_CHUNK_DAYS):
         chunk = pending[first : first + KEY_CHUNK_DAYS]

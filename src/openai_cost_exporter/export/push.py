@@ -15,6 +15,7 @@ cluster, a proxy); the native format is only VictoriaMetrics' own export.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -38,6 +39,12 @@ _go_float: Callable[[float], str] = floatToGoString  # typed here: prometheus-cl
 
 #: What is read of a push reply: VictoriaMetrics answers 204, or an error of a few lines.
 MAX_REPLY_BYTES = 1024 * 1024
+
+
+def push_target(url: str) -> str:
+    """A push target's identity, as the state file keeps it: a hash of its URL without credentials or query (the
+    storage it writes to), so a new VictoriaMetrics is a new target that still needs every day."""
+    return hashlib.sha256(safe_url(url).encode()).hexdigest()[:16]
 
 
 def safe_url(url: str) -> str:
@@ -111,6 +118,7 @@ class Pusher:
         # httpx replaces a URL's whole query when `params` is given, so the URL's own arguments (say an
         # `extra_label` or a tenant) are carried over explicitly, before ours.
         self._url = urlunsplit(parts._replace(query=""))
+        self.target = push_target(url)  # what the ledger remembers pushes by (store/ledger.py `pushed_days`)
         self._params: list[tuple[str, str | int | float | bool | None]] = [
             *parse_qsl(parts.query, keep_blank_values=True),
             *(("extra_label", f"{name}={value}") for name, value in sorted(labels.items())),

@@ -36,8 +36,12 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS projects (
         project_id TEXT PRIMARY KEY, name TEXT NOT NULL, archived INTEGER NOT NULL) WITHOUT ROWID""",
     "CREATE TABLE IF NOT EXISTS unpushed_days (day TEXT PRIMARY KEY) WITHOUT ROWID",
-    # Days whose final totals reached the push target at least once, and how often (revisions included).
+    # Before 0.5, days pushed to the one push target; the first target that asks adopts them (`pushed_to`).
     "CREATE TABLE IF NOT EXISTS pushed_days (day TEXT PRIMARY KEY, pushes INTEGER NOT NULL) WITHOUT ROWID",
+    # Days whose final totals reached a push target (export/push.py `push_target`) at least once, and how often
+    # (revisions included): a new VictoriaMetrics has none of them.
+    """CREATE TABLE IF NOT EXISTS pushed_to (
+        target TEXT NOT NULL, day TEXT NOT NULL, pushes INTEGER NOT NULL, PRIMARY KEY (target, day)) WITHOUT ROWID""",
     "CREATE TABLE IF NOT EXISTS ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
 )
 _PROJECTS_REFRESHED = "projects_refreshed_at"
@@ -181,6 +185,7 @@ class Ledger:
             # Nothing is left to push for a pruned day; pushing it would overwrite real history with zeros.
             self._conn.execute("DELETE FROM unpushed_days WHERE day < ?", cutoff)
             self._conn.execute("DELETE FROM pushed_days WHERE day < ?", cutoff)
+            self._conn.execute("DELETE FROM pushed_to WHERE day < ?", cutoff)
         return deleted
 
     def save_projects(self, projects: Iterable[Project], refreshed_at: dt.datetime) -> None:
@@ -221,23 +226,37 @@ class Ledger:
         cursor = self._conn.execute("SELECT day FROM unpushed_days ORDER BY day")
         return [dt.date.fromisoformat(day) for (day,) in cursor]
 
-    def mark_pushed(self, days: Iterable[dt.date]) -> None:
-        """Forget the push marks of these days, and count the push."""
+    def mark_pushed(self, days: Iterable[dt.date], target: str = "") -> None:
+        """Forget the push marks of these days, and count the push to `target`."""
         isos = [(day.isoformat(),) for day in days]
         with transaction(self._conn):
+            self._adopt_legacy(target)
             self._conn.executemany("DELETE FROM unpushed_days WHERE day = ?", isos)
             self._conn.executemany(
-                "INSERT INTO pushed_days (day, pushes) VALUES (?, 1)"
-                " ON CONFLICT (day) DO UPDATE SET pushes = pushes + 1",
-                isos,
+                "INSERT INTO pushed_to (target, day, pushes) VALUES (?, ?, 1)"
+                " ON CONFLICT (target, day) DO UPDATE SET pushes = pushes + 1",
+                [(target, iso) for (iso,) in isos],
             )
 
-    def pushed_days(self, start: dt.date, end: dt.date) -> dict[dt.date, int]:
-        """Per day in [start, end) pushed at least once: how many times."""
+    def pushed_days(self, start: dt.date, end: dt.date, target: str = "") -> dict[dt.date, int]:
+        """Per day in [start, end) pushed to `target` at least once: how many times."""
+        if self._conn.execute("SELECT 1 FROM pushed_days LIMIT 1").fetchone() is not None:
+            with transaction(self._conn):
+                self._adopt_legacy(target)
         cursor = self._conn.execute(
-            "SELECT day, pushes FROM pushed_days WHERE day >= ? AND day < ?", (start.isoformat(), end.isoformat())
+            "SELECT day, pushes FROM pushed_to WHERE target = ? AND day >= ? AND day < ?",
+            (target, start.isoformat(), end.isoformat()),
         )
         return {dt.date.fromisoformat(day): pushes for day, pushes in cursor}
+
+    def _adopt_legacy(self, target: str) -> None:
+        """A state file from before push targets: its pushed days were the one target's; the first to ask takes
+        them (the URL is the same across an upgrade, as a rule)."""
+        if self._conn.execute("SELECT 1 FROM pushed_days LIMIT 1").fetchone() is None:
+            return
+        if self._conn.execute("SELECT 1 FROM pushed_to LIMIT 1").fetchone() is None:
+            self._conn.execute("INSERT INTO pushed_to SELECT ?, day, pushes FROM pushed_days", (target,))
+        self._conn.execute("DELETE FROM pushed_days")
 
     def _write(self, table: str, second: str, day: dt.date, content: _DayContent) -> None:
         """Replace a day's rows of `table`, keyed (project_id, `second`), by `content`."""

@@ -65,7 +65,7 @@ class PageView:
     daily: dict[dt.date, dict[str, Decimal]]  # per day, per project_id
     names: dict[str, str]  # project_id -> name, untrusted text
     today: dict[str, Decimal]  # today so far, per project_id
-    baseline: dict[str, Decimal]  # mean of the previous complete days, per project_id
+    baseline: dict[str, Decimal]  # the usual by now (figures/baselines.py), per project_id
     alerts: dict[str, str]  # project_id -> alert state text (e.g. "spike (4.0x)", "budget"); absent = ok
     failed_stages: tuple[str, ...] = ()  # the stages the last cycle failed in (costs, push, ...); () = it did not
     failed_at: dt.datetime | None = None  # when that failed cycle started
@@ -81,7 +81,7 @@ def render_page(view: PageView, *, top: int = 8, stale_after: dt.timedelta = STA
             _cards(view),
             f"<h2>Daily spend{_window(view)} (UTC)</h2>",
             _chart(view, keys) + _legend(view, keys) if _has_spend(view) else _EMPTY_CHART,
-            "<h2>Today so far vs baseline</h2>",
+            "<h2>Today so far vs the usual by now</h2>",
             _table(view),
         )
     )
@@ -294,7 +294,7 @@ _COLUMNS = (
     ("project", False),
     ("project id", False),
     ("today", True),
-    ("baseline", True),
+    ("usual by now", True),
     ("ratio", True),
     ("alert state", False),
 )
