@@ -295,3 +295,36 @@ def when_the_limit_is_reached(org: FakeOrg, project_id: str) -> str:
     left = Decimal((month_end - now) / dt.timedelta(days=1))
     assert abs(days - left) > Decimal("0.5"), "a moment too close to call: pick another"
     return "in about" if days < left else "not this month"
+
+
+def test_the_first_run_once_is_complete_keys_named_and_limits_judged(
+    afternoon: FakeAdminAPI, vm: VictoriaMetrics, tmp_path: Path
+) -> None:
+    """A cron user's first `run --once --api-keys` waits for its listings before its figures: every key series it
+    pushes carries the key's name (never the id of a listed key, which would become a second series later), the
+    project at 85% of its hard limit gets its message from this first run, each project's keys are listed once,
+    and a second run sends nothing more."""
+    api, org = afternoon, afternoon.org
+    run_tag = tagged("first-run", org)
+    push = ("--push-url", vm.import_url, "--push-label", f"run={run_tag}", "--api-keys-top", "1000", "--no-usage")
+    with FakeSlack() as slack:
+        env = {"SLACK_WEBHOOK_URL": slack.url}
+        first = run_once(api.base_url, tmp_path, "--api-keys", *push, env=env, now=cli_now(org))
+        assert first.returncode == 0, first.output
+        listings = {p: n for p, n in api.request_counts().items() if p.endswith("/api_keys")}
+        near_posts = [p for p in slack.posts if "Near the hard spend limit" in p.body["text"]]
+        said_first = len(slack.posts)
+        second = run_once(api.base_url, tmp_path, "--api-keys", *push, env=env, now=cli_now(org))
+        assert second.returncode == 0, second.output
+        said_second = len(slack.posts) - said_first
+    assert listings and set(listings.values()) == {1}, listings  # one listing per project, whoever asked
+    assert len(near_posts) == 1 and str(org.near_limit_project_id) in near_posts[0].body["text"]
+    assert said_second == 0
+    vm.force_flush()
+    names = {key.id: key.name for project in org.projects for key in org.api_keys(project.id)}
+    series = {
+        (s["metric"]["api_key_id"], s["metric"]["api_key"])
+        for s in vm.export(f'openai_daily_api_key_cost_usd{{run="{run_tag}"}}')
+    }
+    listed = [(key_id, label) for key_id, label in series if key_id in names]
+    assert listed and all(label == names[key_id] for key_id, label in listed), listed

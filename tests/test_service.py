@@ -261,7 +261,7 @@ def test_the_loop_survives_a_crashing_cycle(harness: Harness, caplog: pytest.Log
     stop = threading.Event()
     runs = {"n": 0}
 
-    def crash() -> None:
+    def crash(**_: object) -> None:
         runs["n"] += 1
         if runs["n"] == 2:
             stop.set()

@@ -67,11 +67,9 @@ def backfill(
     keys: Mapping[str, ApiKey] | None = None,
     repush: bool = False,
 ) -> BackfillResult:
-    """Fetch [start, end) into the ledger, then push every day of it never pushed to this push target (or changed
-    since); with `repush`, every day of it again (harmless: a day's samples land on its own timestamps).
-
-    With `api_keys`, by key too (from the key epoch on: the client says once where it starts), and the key series
-    of the days are pushed first, labelled with the key names in `keys`."""
+    """Fetch [start, end) into the ledger, then push every day of it never pushed to this target (or changed since;
+    `repush`: every day, harmless on a day's own timestamps). With `api_keys`, by key too (from the key epoch on:
+    the client says once where it starts), the key series pushed first, labelled with the key names in `keys`."""
     started = time.perf_counter()
     window = Window(start, end, line_items, page_days(source, line_items, api_keys), api_keys=api_keys)
     fetched = fetch_windows(source, ledger, split_window(window, FETCH_WINDOWS), now)

@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 import threading
 
+from openai_cost_exporter.core import defaults
 from openai_cost_exporter.core.clock import Clock
 from openai_cost_exporter.core.models import end_of
 from openai_cost_exporter.service import CostCycle
@@ -26,7 +27,8 @@ def run_forever(cycle: CostCycle, clock: Clock, interval: float, stop: threading
     """Run cycles until `stop` is set; a cycle's failure never ends the loop."""
     while not stop.is_set():
         try:
-            cycle.run_once()
+            # The first cycle waits (bounded) for the key and limit listings it asks: its figures carry the names.
+            cycle.run_once(listings_wait=defaults.LISTINGS_WAIT_SECONDS if cycle.cycles_done == 0 else 0.0)
         except Exception:  # a bug must not silently end the loop of a process that keeps serving /metrics
             log.exception("cycle crashed; the next one runs as scheduled")
             cycle.count_crash()

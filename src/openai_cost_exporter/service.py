@@ -117,7 +117,7 @@ class CostCycle:
         self.cycles_done = 0
 
     # -- the cycle -----------------------------------------------------------------------------------------
-    def run_once(self) -> CycleReport:
+    def run_once(self, *, listings_wait: float = 0.0) -> CycleReport:  # the wait: DirectoryStage.refresh
         started = time.perf_counter()
         requests_before, listings_before = self._requests.total, self._requests.listings
         now = self._clock.now()
@@ -131,8 +131,8 @@ class CostCycle:
             usage = None  # the key itself was rejected: one line says so, the usage endpoints would only repeat it
         directory = self._directory
         if fetched and directory is not None:  # listings in the background: nothing here waits for them
-            window_start = now.date() - dt.timedelta(days=PAGE_DAYS - 1)
-            self._stage("directory", report, lambda: directory.refresh(self._ledger, now, window_start))
+            start = now.date() - dt.timedelta(days=PAGE_DAYS - 1)
+            self._stage("directory", report, lambda: directory.refresh(self._ledger, now, start, wait=listings_wait))
         if usage is not None:  # before the snapshot: its baselines use the usual shape of the day
             self._stage("usage", report, lambda: self._estimate(usage, now))
         if fetched:

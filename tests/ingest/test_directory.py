@@ -19,7 +19,7 @@ from openai_cost_exporter.core.errors import APIUnavailable, ExporterError, Scop
 from openai_cost_exporter.core.models import NO_API_KEY, ApiKey, CostRow, Project, SpendLimit
 from openai_cost_exporter.core.selfmetrics import SelfMetrics
 from openai_cost_exporter.figures.api_keys import key_name
-from openai_cost_exporter.ingest import directory as directory_module
+from openai_cost_exporter.ingest import listings as listings_module
 from openai_cost_exporter.ingest.directory import Directory, DirectoryStage, Listing, Task
 from openai_cost_exporter.store.directory_store import KEYS, LIMIT, DirectoryStore
 from openai_cost_exporter.store.ledger import Ledger
@@ -497,10 +497,10 @@ def test_the_pace_allows_a_burst_then_its_rate_and_pauses_after_a_failure() -> N
     """The listings' token bucket lets a burst through at once, then one listing per 1/rate seconds; a pause
     holds every worker back for its length."""
     now = [0.0]
-    pace = directory_module._Pace(2.0, 3, monotonic=lambda: now[0])
+    pace = listings_module._Pace(2.0, 3, monotonic=lambda: now[0])
     assert [pace.take() for _ in range(3)] == [0.0, 0.0, 0.0]
     assert pace.take() == pytest.approx(0.5)
     now[0] = 10.0
     pace.pause(30.0)
     assert pace.take() == pytest.approx(30.5)
-    assert directory_module._Pace(None, 0).take() == 0.0
+    assert listings_module._Pace(None, 0).take() == 0.0

@@ -35,8 +35,8 @@ from openai_cost_exporter.store.usage_store import UsageStore
 
 log = logging.getLogger(__name__)
 
-#: How long `run --once` waits, after its cycle, for the key and limit listings it asked in the background.
-ONCE_LISTINGS_WAIT_SECONDS = 60.0
+#: How long `run --once` waits for the key and limit listings it asks in the background.
+ONCE_LISTINGS_WAIT_SECONDS = defaults.LISTINGS_WAIT_SECONDS
 #: Most days `backfill --days` and `report --days` take: a year, leap day included.
 MAX_DAYS = 366
 
@@ -73,8 +73,9 @@ def run(settings: Settings, *, once: bool, clock: Clock | None = None) -> int:
     exporter = build_exporter(settings, clock=clock)
     try:
         if once:
-            report = exporter.cycle.run_once()
-            # A cron job's process ends with its cycle: its key and limit listings are waited for (bounded).
+            # A cron job's process ends with its cycle: its key and limit listings are waited for (bounded) before
+            # its figures, so its push names the keys and its alerts judge the limits.
+            report = exporter.cycle.run_once(listings_wait=ONCE_LISTINGS_WAIT_SECONDS)
             left = exporter.cycle.finish_listings(ONCE_LISTINGS_WAIT_SECONDS)
             if left:
                 log.info(

@@ -7,13 +7,16 @@ from decimal import Decimal
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 PORT = 9876  # not 9185: two other OpenAI exporters use that one
 LISTEN = f"0.0.0.0:{PORT}"
-INTERVAL_SECONDS = 300.0  # OpenAI's cost data moves slowly; 5 minutes keeps alerts timely
+#: A cycle a minute: the runaway rule reads 1-minute usage (figures/recent.py), and a 10x runaway must reach Slack
+#: within 6 minutes of starting (bench/detection_delay.py); at 300 s the wait for the next cycle alone took 5.
+INTERVAL_SECONDS = 60.0
 JOB = "openai_cost_exporter"
 STATE_FILE = "state.sqlite3"
 REQUEST_TIMEOUT_SECONDS = 30.0
 REVISION_DAYS = 2
 RETENTION_DAYS = 400
 PROJECTS_REFRESH_SECONDS = 3600.0
+LISTINGS_WAIT_SECONDS = 60.0  # a first cycle (and `run --once`) waits this long at most for key and limit listings
 NOTIFY_BACKOFF_SECONDS = 30.0
 NOTIFY_MAX_BACKOFF_SECONDS = 3600.0
 DIGEST_GRACE_HOURS = 6.0

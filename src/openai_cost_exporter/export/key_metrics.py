@@ -16,8 +16,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from openai_cost_exporter.core.clock import Clock
-from openai_cost_exporter.core.models import ApiKey
-from openai_cost_exporter.figures.api_keys import key_name
+from openai_cost_exporter.core.models import NO_API_KEY, ApiKey
+from openai_cost_exporter.figures.api_keys import OTHER_KEYS, key_name
 from openai_cost_exporter.figures.snapshot import CostSnapshot
 
 API_KEY_COST = "openai_daily_api_key_cost_usd"
@@ -39,7 +39,7 @@ class KeyCollector(Collector):
         # As the project series: an earlier day's snapshot (the API failing since midnight) shows no "today".
         if snap.keys is not None and snap.day == self._clock.now().astimezone(dt.UTC).date():
             family = key_family(API_KEY_COST, "Cost of the current UTC day so far, per API key.")
-            add_keys(family, snap.keys, snap.names, snap.key_names)
+            add_keys(family, snap.keys, snap.names, snap.key_names, named_only=True)
             yield family
         if snap.spend_limits:
             yield from _limit_families(snap)
@@ -56,9 +56,15 @@ def add_keys(
     names: Mapping[str, str],
     keys: Mapping[str, ApiKey],
     timestamp: float | None = None,
+    *,
+    named_only: bool = False,
 ) -> None:
-    """One sample per (project, key) of `amounts`, labelled with the project's and the key's names."""
+    """One sample per (project, key) of `amounts`, labelled with the project's and the key's names. `named_only`
+    holds back a key not listed yet (its project's listing is under way): its first series carries its name, never
+    an id that becomes a name a cycle later (two series for one key in every legend of the day)."""
     for (pid, key_id), amount in sorted(amounts.items()):
+        if named_only and key_id not in keys and key_id not in (NO_API_KEY, OTHER_KEYS):
+            continue
         family.add_metric([pid, names.get(pid, pid), key_id, key_name(key_id, keys)], float(amount), timestamp)
 
 

@@ -15,6 +15,7 @@ from decimal import Decimal, localcontext
 from openai_cost_exporter.core.models import NO_API_KEY, CostRow, Project
 from openai_cost_exporter.core.money import MONEY_CONTEXT, exact_sum
 from openai_cost_exporter.core.transaction import transaction
+from openai_cost_exporter.store.push_marks import PushMarks
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ _Key = tuple[str, str]  # (project_id, line_item)
 _DayContent = dict[_Key, Decimal]
 
 
-class Ledger:
+class Ledger(PushMarks):
     """History of daily costs, project names and unpushed days, in the shared state connection."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -213,50 +214,6 @@ class Ledger:
         """When the project list was last saved, or None if never."""
         row = self._conn.execute("SELECT value FROM ledger_meta WHERE key = ?", (_PROJECTS_REFRESHED,)).fetchone()
         return None if row is None else dt.datetime.fromisoformat(row[0])
-
-    def mark_unpushed(self, days: Iterable[dt.date]) -> None:
-        """Remember closed days whose final totals must be (re)pushed to VictoriaMetrics."""
-        with transaction(self._conn):
-            self._conn.executemany(
-                "INSERT OR IGNORE INTO unpushed_days (day) VALUES (?)", ((day.isoformat(),) for day in days)
-            )
-
-    def unpushed_days(self) -> list[dt.date]:
-        """Days still awaiting a push, oldest first."""
-        cursor = self._conn.execute("SELECT day FROM unpushed_days ORDER BY day")
-        return [dt.date.fromisoformat(day) for (day,) in cursor]
-
-    def mark_pushed(self, days: Iterable[dt.date], target: str = "") -> None:
-        """Forget the push marks of these days, and count the push to `target`."""
-        isos = [(day.isoformat(),) for day in days]
-        with transaction(self._conn):
-            self._adopt_legacy(target)
-            self._conn.executemany("DELETE FROM unpushed_days WHERE day = ?", isos)
-            self._conn.executemany(
-                "INSERT INTO pushed_to (target, day, pushes) VALUES (?, ?, 1)"
-                " ON CONFLICT (target, day) DO UPDATE SET pushes = pushes + 1",
-                [(target, iso) for (iso,) in isos],
-            )
-
-    def pushed_days(self, start: dt.date, end: dt.date, target: str = "") -> dict[dt.date, int]:
-        """Per day in [start, end) pushed to `target` at least once: how many times."""
-        if self._conn.execute("SELECT 1 FROM pushed_days LIMIT 1").fetchone() is not None:
-            with transaction(self._conn):
-                self._adopt_legacy(target)
-        cursor = self._conn.execute(
-            "SELECT day, pushes FROM pushed_to WHERE target = ? AND day >= ? AND day < ?",
-            (target, start.isoformat(), end.isoformat()),
-        )
-        return {dt.date.fromisoformat(day): pushes for day, pushes in cursor}
-
-    def _adopt_legacy(self, target: str) -> None:
-        """A state file from before push targets: its pushed days were the one target's; the first to ask takes
-        them (the URL is the same across an upgrade, as a rule)."""
-        if self._conn.execute("SELECT 1 FROM pushed_days LIMIT 1").fetchone() is None:
-            return
-        if self._conn.execute("SELECT 1 FROM pushed_to LIMIT 1").fetchone() is None:
-            self._conn.execute("INSERT INTO pushed_to SELECT ?, day, pushes FROM pushed_days", (target,))
-        self._conn.execute("DELETE FROM pushed_days")
 
     def _write(self, table: str, second: str, day: dt.date, content: _DayContent) -> None:
         """Replace a day's rows of `table`, keyed (project_id, `second`), by `content`."""
