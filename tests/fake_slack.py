@@ -9,7 +9,9 @@ In-process:
 
 Besides failing, it can take a post (it counts in `posts`: Slack has shown it) and then answer late
 (`answer_late_next`), trickle its answer a byte at a time (`trickle_next`) or drop the connection without an
-answer (`drop_next`); `on_post` runs on each POST before the answer (a test fills the disk there).
+answer (`drop_next`); it can also hang, holding the connection without a word and then closing it, having taken
+the post or not (`hang_next`: the client cannot tell which). `on_post` runs on each POST before the answer (a test
+fills the disk there).
 
 As a process (vmalert/Alertmanager stack tests): `python tests/fake_slack.py PORT OUTFILE` appends each
 accepted POST body as one JSON line to OUTFILE; PORT 0 picks a free port, printed as `listening on HOST:PORT`.
@@ -41,6 +43,7 @@ class Post:
     headers: dict[str, str]
     body: Any  # parsed JSON, or the raw text when it is not JSON
     status: int  # what the fake answered
+    answered: bool = True  # False when it closed the connection without an answer (`drop_next`, `hang_next`)
 
 
 @dataclass(frozen=True)
@@ -52,11 +55,12 @@ class _Failure:
     headers: dict[str, str]
     delay: float = 0.0  # seconds before answering
     trickle: float = 0.0  # seconds between the bytes of the answer
-    drop: bool = False  # close the connection instead of answering
+    drop: bool = False  # close the connection instead of answering (after `delay`)
+    taken: bool | None = None  # whether Slack shows the post; None: when it answers 200
     accepted: bool = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "accepted", self.status == 200)
+        object.__setattr__(self, "accepted", self.status == 200 if self.taken is None else self.taken)
 
 
 class FakeSlack:
@@ -110,6 +114,12 @@ class FakeSlack:
         with self._cond:
             self._failures.extend(_Failure(200, "ok", {}, drop=True) for _ in range(n))
 
+    def hang_next(self, n: int, seconds: float = 30.0, *, taken: bool = False) -> None:
+        """Hold each of the next `n` POSTs `seconds` without a byte of answer, then close the connection; with
+        `taken`, Slack has shown each of them (it counts in `posts`), else none was."""
+        with self._cond:
+            self._failures.extend(_Failure(200, "", {}, delay=seconds, drop=True, taken=taken) for _ in range(n))
+
     def wait_for(self, n: int, timeout: float = 5.0) -> list[Post]:
         """Block until `n` posts were accepted (or raise TimeoutError); return them."""
         with self._cond:
@@ -126,7 +136,7 @@ class FakeSlack:
             body = text
         with self._cond:
             failure = self._failures.popleft() if self._failures else None
-            post = Post(path, headers, body, failure.status if failure else 200)
+            post = Post(path, headers, body, failure.status if failure else 200, not (failure and failure.drop))
             self.requests.append(post)
             if failure is None or failure.accepted:
                 self.posts.append(post)
@@ -168,7 +178,7 @@ def _handler(fake: FakeSlack) -> type[BaseHTTPRequestHandler]:
             if fake.on_post is not None:
                 fake.on_post()
             answer = failure or _Failure(200, "ok", {})
-            if answer.drop or fake.stopping.wait(answer.delay):
+            if fake.stopping.wait(answer.delay) or answer.drop:
                 self.close_connection = True
                 return
             try:

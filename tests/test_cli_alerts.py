@@ -119,6 +119,22 @@ def test_slack_outage_delivers_exactly_once_after_recovery(
     assert len(slack.posts) == 1
 
 
+def test_slack_hanging_on_its_first_3_posts_gets_the_alert_on_the_4th_run(
+    api: FakeAdminAPI, org: FakeOrg, slack: FakeSlack, tmp_path: Path
+) -> None:
+    """Slack holding its first 3 posts without an answer (one per `run --once`, each in doubt and never given up):
+    the 4th run posts the alert, by the one request Slack answered, and exits 0 (issue 21)."""
+    config = Scenario(org).config(tmp_path / "alerts.toml")
+    slack.hang_next(3, seconds=30)
+    args = ("--config", str(config), "--notify-backoff", "0", "--no-usage", "--request-timeout", "1")
+    env = {"SLACK_WEBHOOK_URL": slack.url}
+    codes = [run_once(api.base_url, tmp_path / "state", *args, env=env, now=cli_now(api.org)) for _ in range(4)]
+    assert [r.returncode for r in codes] == [1, 1, 1, 0], codes[-1].output
+    assert [r.answered for r in slack.requests] == [False, False, False, True]
+    assert len(slack.posts) == 1
+    assert "giving up" not in "".join(r.output for r in codes)
+
+
 def test_run_once_with_a_message_still_pending_exits_1(
     api: FakeAdminAPI, org: FakeOrg, slack: FakeSlack, tmp_path: Path
 ) -> None:

@@ -384,7 +384,8 @@ def test_prune_forgets_old_days_but_keeps_undelivered_messages(notes: Notificati
 
 
 class Doubtful:
-    """A notifier whose sends fail in the given ways, in turn: "lost" (may have been delivered) or "refused"."""
+    """A notifier whose sends fail in the given ways, in turn: "lost" (may have been delivered), "refused" (a 500)
+    or "gone" (a 404: refused for good)."""
 
     def __init__(self, *outcomes: str) -> None:
         self.outcomes = list(outcomes)
@@ -397,6 +398,8 @@ class Doubtful:
             raise NotifyError("no answer", maybe_delivered=True)
         if outcome == "refused":
             raise NotifyError("answered 500", status=500)
+        if outcome == "gone":
+            raise NotifyError("answered 404: no_service", status=404)
 
 
 def test_the_attempt_is_committed_before_the_post(notes: Notifications, db_path: Path) -> None:
@@ -413,18 +416,19 @@ def test_the_attempt_is_committed_before_the_post(notes: Notifications, db_path:
     assert seen == [(1, 1)]
 
 
-def test_in_doubt_at_most_twice_however_many_plain_failures_come_between(
+def test_in_doubt_is_never_given_up_however_many_answers_are_lost(
     notes: Notifications, clock: FrozenClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Plain failures do not count against a message in doubt; a second send in doubt gives it up."""
+    """A message in doubt is sent again after every lost answer, plain failures between them or not, until one is
+    answered (issue 21: at least once, never given up for being in doubt)."""
     notes.decide([spike()], DAY, Contexts())
-    notifier = Doubtful("lost", "refused", "refused", "lost")
-    for _ in range(6):
+    notifier = Doubtful("lost", "refused", "refused", "lost", "lost")
+    for _ in range(8):
         notes.deliver(notifier)
         clock.advance(dt.timedelta(hours=2))
-    assert notifier.calls == 4
+    assert notifier.calls == 6
     assert notes.pending() == []
-    assert "giving up on spike message 1" in caplog.text
+    assert "giving up" not in caplog.text
 
 
 def test_a_given_up_message_leaves_with_retention(
@@ -434,7 +438,7 @@ def test_a_given_up_message_leaves_with_retention(
     notes.decide([spike()], DAY, Contexts())
     notes.deliver(Doubtful("lost"))
     clock.advance(dt.timedelta(hours=1))
-    notes.deliver(Doubtful("lost"))
+    notes.deliver(Doubtful("gone"))
     assert notes.pending() == [] and conn.execute("SELECT COUNT(*) FROM outbox").fetchone() == (1,)
     notes.prune(DAY + dt.timedelta(days=1))
     assert conn.execute("SELECT COUNT(*) FROM outbox").fetchone() == (0,)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -440,9 +441,51 @@ def test_a_dropped_connection_after_the_request_is_not_retried_in_call(slack: Fa
     assert len(slack.requests) == 1
 
 
+def test_a_hang_that_closes_without_an_answer_is_in_doubt(slack: FakeSlack) -> None:
+    """Slack holding the post without a byte of answer (taken or not: the client cannot tell) is in doubt at the
+    timeout, tried once in the call."""
+    slack.hang_next(2, seconds=5, taken=True)
+    slack.hang_next(1, seconds=5, taken=False)
+    notifier = SlackNotifier(slack.url, timeout=0.3, backoff=0)
+    for _ in range(2):
+        with pytest.raises(NotifyError, match="gave no answer") as caught:
+            notifier.send(outbox())
+        assert caught.value.maybe_delivered
+    assert [r.answered for r in slack.requests] == [False, False] and len(slack.posts) == 2
+
+
+@pytest.mark.parametrize(("in_doubt", "factor"), [(0, 1), (1, 2), (2, 3), (7, 3)])
+def test_a_message_in_doubt_waits_longer_for_its_answer(in_doubt: int, factor: int) -> None:
+    """After a lost answer the next send waits longer for its own (twice, then three times the timeout, no more), so
+    a slow Slack answers it instead of costing one more copy."""
+    made: list[dict[str, Any]] = []
+
+    class StandIn:
+        def __init__(self, url: str, **kwargs: Any) -> None:
+            made.append(kwargs)
+
+        def send_dict(self, body: dict[str, Any], headers: dict[str, str] | None = None) -> WebhookResponse:
+            return WebhookResponse(url="", status_code=200, body="ok", headers={})
+
+    notifier = SlackNotifier("https://hooks.example.invalid/services/x", timeout=4, client=StandIn)
+    notifier.send(dataclasses.replace(outbox(), in_doubt=in_doubt))
+    assert made[-1]["timeout"] == 4 * factor
+
+
+def test_a_slow_answer_is_waited_for_once_the_message_is_in_doubt(slack: FakeSlack) -> None:
+    """An answer 0.5 s late is lost at a 0.3 s timeout, and arrives in time for the same message in doubt."""
+    slack.answer_late_next(2, delay=0.5)
+    notifier = SlackNotifier(slack.url, timeout=0.3, backoff=0)
+    with pytest.raises(NotifyError) as caught:
+        notifier.send(outbox())
+    assert caught.value.maybe_delivered
+    notifier.send(dataclasses.replace(outbox(), in_doubt=1))
+    assert len(slack.requests) == 2
+
+
 def test_a_200_whose_body_breaks_off_is_in_doubt(slack: FakeSlack) -> None:
-    """A 200 whose body breaks off is in doubt, not failed: the SDK reads the whole answer, so the outbox may send it
-    once more (at most one repeat), never in the call."""
+    """A 200 whose body breaks off is in doubt, not failed: the SDK reads the whole answer, so the outbox sends it
+    again (one possible copy), never the call."""
     slack.fail_next(1, status=200, body="ok", headers={"Content-Length": "1000"})
     with pytest.raises(NotifyError) as caught:
         SlackNotifier(slack.url, timeout=0.5, backoff=0).send(outbox())

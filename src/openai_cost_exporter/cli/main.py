@@ -17,9 +17,23 @@ from openai_cost_exporter import __version__
 from openai_cost_exporter.cli.flags import ALL_SETTINGS, COMMON_SETTINGS, add_settings_flags
 from openai_cost_exporter.core import defaults
 from openai_cost_exporter.core.clock import TEST_NO_BACKOFF_ENV
-from openai_cost_exporter.core.errors import ConfigError, ExporterError, StateError
+from openai_cost_exporter.core.errors import ConfigError, ExporterError, StateDirBusy, StateError
 
 log = logging.getLogger(__name__)
+
+#: A person must act (invalid settings, a corrupt state file, a second service on one state dir): systemd's
+#: RestartPreventExitStatus=2 does not restart it.
+EXIT_PERSON_MUST_ACT = 2
+#: `run --once` found another run holding the state dir (a cron run overlapping the previous one): it skipped its
+#: turn. 75 is sysexits.h's EX_TEMPFAIL, "try again later", which cron wrappers and systemd's
+#: SuccessExitStatus= / RestartPreventExitStatus= can single out.
+EXIT_SKIPPED = 75
+RUN_EPILOG = (
+    "exit codes: 0 success; 1 failed on something that may pass later (API, push, a Slack message still pending "
+    "after --once); 2 a person must act (invalid settings, a corrupt or foreign state file, another `run` serving "
+    f"the same --state-dir); {EXIT_SKIPPED} (EX_TEMPFAIL, --once only) another run holds the state dir, so this one "
+    "skipped its turn: try again later"
+)
 
 #: The settings each command reads, so its flags (and its help) are those and no others: a flag it would ignore
 #: is an error, not silently nothing. The environment and --config still carry every setting to every command.
@@ -73,7 +87,12 @@ def _command(
 
 def _run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = _command(commands, "run", "collect every --interval, serve /metrics, push, alert")
-    run.add_argument("--once", action="store_true", help="run one cycle and exit (0 only if it fully succeeded)")
+    run.epilog = RUN_EPILOG
+    run.add_argument(
+        "--once",
+        action="store_true",
+        help=f"run one cycle and exit (0 only if it fully succeeded; {EXIT_SKIPPED}: another run holds the state dir)",
+    )
     add_settings_flags(run, RUN_SETTINGS)
 
 
@@ -175,9 +194,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return commands.dispatch(args)
+    except StateDirBusy as exc:
+        if args.command == "run" and args.once:  # an overlap (cron every minute, a slow cycle): not a mistake
+            pid = f" (pid {exc.pid})" if exc.pid is not None else ""
+            print(
+                f"openai-cost-exporter: another run{pid} holds the state dir {exc.state_dir}; skipped", file=sys.stderr
+            )
+            return EXIT_SKIPPED
+        print(f"openai-cost-exporter: {exc}", file=sys.stderr)  # a second service: a person must act
+        return EXIT_PERSON_MUST_ACT
     except (ConfigError, StateError) as exc:  # needs a person, not a restart (systemd: RestartPreventExitStatus=2)
         print(f"openai-cost-exporter: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_PERSON_MUST_ACT
     except ExporterError as exc:
         print(f"openai-cost-exporter: {exc}", file=sys.stderr)
         return 1

@@ -10,6 +10,7 @@
     │   └── MalformedResponse  a page that is not JSON or not shaped like the schema
     ├── PushError              VictoriaMetrics (or vmagent) did not accept a push
     ├── StateError             the SQLite state file is corrupt, foreign or from a newer version
+    │   └── StateDirBusy       another live process holds the state dir's sender lock (`pid` when it wrote one)
     └── NotifyError            a notifier did not take a message (it stays pending); it says whether the post
                                may have been delivered (`maybe_delivered`: it went out and no answer came back)
                                and how long the target asked to wait (`retry_after`)
@@ -66,6 +67,16 @@ class PushError(ExporterError):
 
 class StateError(ExporterError):
     """The state file cannot be used."""
+
+
+class StateDirBusy(StateError):
+    """Another live process holds the sender lock of `state_dir` (its `pid`, when it wrote one): a second service is
+    a mistake a person must fix, an overlapping `run --once` only skips its turn (cli/main.py)."""
+
+    def __init__(self, message: str, *, state_dir: str, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.state_dir = state_dir
+        self.pid = pid
 
 
 class NotifyError(ExporterError):

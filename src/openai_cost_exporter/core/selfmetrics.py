@@ -50,12 +50,7 @@ class SelfMetrics:
         )
         self.cycle_duration = _gauge(registry, "cycle_duration_seconds", "Wall time of the last cycle.")
         self.projects = _gauge(registry, "projects", "Projects known by name (archived ones included).")
-        self.notifications_sent = _counter(
-            registry, "notifications_sent", "Slack messages delivered, by rule.", ("rule",)
-        )
-        self.notifications_pending = _gauge(
-            registry, "notifications_pending", "Slack messages decided but not yet delivered."
-        )
+        self._notification_metrics(registry)
         self.unpriced_models = _gauge(
             registry,
             "unpriced_models",
@@ -69,6 +64,26 @@ class SelfMetrics:
         )
         Info(f"{PREFIX}_build", "Version of the exporter.", registry=registry).info({"version": __version__})
         self._start_known_series()
+
+    def _notification_metrics(self, registry: CollectorRegistry) -> None:
+        self.notifications_sent = _counter(
+            registry, "notifications_sent", "Slack messages delivered, by rule.", ("rule",)
+        )
+        self.notifications_pending = _gauge(
+            registry, "notifications_pending", "Slack messages decided but not yet delivered."
+        )
+        # At least once (issue 21): an answer lost is a message sent again, so a possible duplicate in the channel.
+        self.notifications_in_doubt = _counter(
+            registry,
+            "notifications_in_doubt",
+            "Slack posts whose answer was lost (no answer, or a crash before it was recorded): each may have been "
+            "shown, and its message is sent again, so each is a possible duplicate.",
+        )
+        self.notifications_given_up = _counter(
+            registry,
+            "notifications_given_up",
+            "Slack messages given up because Slack refused them for good (a 4xx other than 408/429).",
+        )
 
     def _start_known_series(self) -> None:
         # Known label values start at 0, so rate()/increase() see the first failure (no missing series).

@@ -1,13 +1,19 @@
-"""Delivering the outbox: oldest first, backing off on failure, and never posting a message twice.
+"""Delivering the outbox: oldest first, backing off on failure; at least once, never lost, never twice without cause.
 
 Nothing twice (issue 11). Each attempt is committed as "sending" in a transaction of its own before the post
 (a full disk fails that commit, and nothing is posted). Slack's answer is recorded in a second one; should that
 commit fail, the process keeps the outcome in memory and writes it before it sends anything else, so a failed
-commit never leads to a second post. A message is *in doubt* when an attempt may have been delivered without our
-knowing: the request went out and no answer came back (a NotifyError that `maybe_delivered`), or an attempt was
-still "sending" when the process stopped (a crash between Slack's 200 and the commit). A message in doubt is sent
-once more, after its back-off, with a warning that Slack may show it twice (webhooks have no idempotency key); if
-that try is in doubt too, it is given up with an error line (counted in errors_total{stage="notify"}).
+commit never leads to a second post.
+
+Never lost (issue 21). An attempt is *in doubt* when it may have been delivered without our knowing: the request
+went out and no answer came back (a NotifyError that `maybe_delivered`: a hang, a dropped connection), or it was
+still "sending" when the process stopped (a crash between Slack's 200 and the commit). A post Slack took but never
+answered looks exactly like one it never took, and a webhook has no idempotency key, so a message in doubt is
+sent again, as often as it takes, until Slack answers: at least once, and at most one extra copy per lost answer.
+Each lost answer is counted (`notifications_in_doubt_total`: possible duplicates) and makes the next try wait
+longer than a plain failure does (IN_DOUBT_BACKOFF_FACTOR), so a Slack that is slow to answer gets few copies.
+Only a permanent refusal (a 4xx other than 408/429: Slack's invalid_payload, invalid_token, no_service,
+channel_is_archived) gives a message up, with an error line and `notifications_given_up_total`.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 from openai_cost_exporter.core import defaults
@@ -29,8 +36,22 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Attempts that may have been delivered before a message is given up: the first, and the one repeat it may cause.
-MAX_IN_DOUBT = 2
+#: After a lost answer, the next try waits this many times the first back-off (5 min by default), doubling with each
+#: lost answer, up to the cap: an answer lost to a slow Slack is the costly kind (each may be one more copy).
+IN_DOUBT_BACKOFF_FACTOR = 10
+#: 4xx answers a retry cannot change (Slack's webhook errors, docs.slack.dev "Handling errors" of incoming webhooks)
+#: are permanent; these two are not (a timeout, a rate limit).
+RETRYABLE_4XX = frozenset({HTTPStatus.REQUEST_TIMEOUT, HTTPStatus.TOO_MANY_REQUESTS})
+
+
+def permanent(err: NotifyError) -> bool:
+    """Whether Slack refused the message for good: a 4xx answer other than 408 and 429."""
+    status = err.status
+    return (
+        status is not None
+        and HTTPStatus.BAD_REQUEST <= status < HTTPStatus.INTERNAL_SERVER_ERROR
+        and (status not in RETRYABLE_4XX)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,10 +112,11 @@ class Delivery:
     def _send(self, notifier: Notifier, message: OutboxMessage) -> bool:
         if message.in_doubt:
             logger.warning(
-                "%s message %d may have been delivered already (an earlier attempt's outcome is unknown); sending it "
-                "once more, so Slack may show it twice",
+                "%s message %d may have been delivered already (%d earlier answer(s) lost); sending it again, so "
+                "Slack may show it more than once",
                 message.rule,
                 message.id,
+                message.in_doubt,
             )
         self._store.mark_sending(message.id, self._now())  # committed first: a crash from here leaves it in doubt
         try:
@@ -115,17 +137,23 @@ class Delivery:
         in_doubt = message.in_doubt + err.maybe_delivered
         if self._metrics is not None:
             self._metrics.count_error("notify")
-        if in_doubt >= MAX_IN_DOUBT:
+        if err.maybe_delivered:
+            self._count_in_doubt()
+        if permanent(err):
             self._give_up(message, str(err), in_doubt)
             return
-        delay = self.backoff(attempts, err.retry_after)
+        delay = (
+            self.in_doubt_backoff(attempts, in_doubt)
+            if err.maybe_delivered
+            else self.backoff(attempts, err.retry_after)
+        )
         logger.warning(
             "%s message %d not delivered (attempt %d, next in %.0f s)%s: %s",
             message.rule,
             message.id,
             attempts,
             delay,
-            "; it may have been, so the next try may repeat it" if err.maybe_delivered else "",
+            "; it may have been (its answer was lost), so the next try may repeat it" if err.maybe_delivered else "",
             err,
         )
         write = partial(self._store.mark_failed, message.id, error=str(err), in_doubt=in_doubt)
@@ -133,14 +161,16 @@ class Delivery:
 
     def _give_up(self, message: OutboxMessage, error: str, in_doubt: int) -> None:
         logger.error(
-            "giving up on %s message %d for %s: %d attempts may have been delivered, none was confirmed; "
-            "check the Slack channel (last error: %s)",
+            "giving up on %s message %d for %s: Slack refused it for good (%s); %d earlier attempt(s) may have been "
+            "delivered; fix the webhook and check the channel",
             message.rule,
             message.id,
             message.subject_id,
-            in_doubt,
             error,
+            in_doubt,
         )
+        if self._metrics is not None:
+            self._metrics.notifications_given_up.inc()
         self._record(
             message, partial(self._store.mark_given_up, message.id, error=error, now=self._now(), in_doubt=in_doubt)
         )
@@ -154,12 +184,10 @@ class Delivery:
             in_doubt = message.in_doubt + 1
             if self._metrics is not None:
                 self._metrics.count_error("notify")
-            if in_doubt >= MAX_IN_DOUBT:
-                self._give_up(message, error, in_doubt)
-                continue
-            delay = self.backoff(message.attempts)
+            self._count_in_doubt()
+            delay = self.in_doubt_backoff(message.attempts, in_doubt)
             logger.warning(
-                "%s message %d may have been delivered (%s); one more try in %.0f s, which may repeat it",
+                "%s message %d may have been delivered (%s); next try in %.0f s, which may repeat it",
                 message.rule,
                 message.id,
                 error,
@@ -167,6 +195,10 @@ class Delivery:
             )
             next_attempt_at = message.sending_at.timestamp() + delay
             self._store.mark_failed(message.id, error=error, next_attempt_at=next_attempt_at, in_doubt=in_doubt)
+
+    def _count_in_doubt(self) -> None:
+        if self._metrics is not None:
+            self._metrics.notifications_in_doubt.inc()
 
     def _record(self, message: OutboxMessage, write: Callable[[], None]) -> None:
         """Write an attempt's outcome; if the commit fails, keep it to write before anything else is sent."""
@@ -194,6 +226,12 @@ class Delivery:
         if retry_after is not None:
             return retry_after
         return float(min(self._backoff * 2 ** (attempts - 1), self._max_backoff))
+
+    def in_doubt_backoff(self, attempts: int, in_doubt: int) -> float:
+        """Seconds to wait after the `in_doubt`-th lost answer: IN_DOUBT_BACKOFF_FACTOR times the first back-off,
+        doubling with each lost answer, never less than a plain failure's wait, up to the cap."""
+        wait = IN_DOUBT_BACKOFF_FACTOR * self._backoff * 2 ** (max(in_doubt, 1) - 1)
+        return float(min(max(wait, self.backoff(attempts)), self._max_backoff))
 
     def update_pending(self) -> int:
         count = self._store.count_pending()

@@ -42,7 +42,8 @@ _SCHEMA = (
 )
 #: Columns added after 0.1 (issue 11), with their declarations: an older file gains them when opened.
 #: `sending_at`: an attempt is under way (committed before the post, cleared with its outcome; a crash leaves it);
-#: `in_doubt`: attempts that may have been delivered; `given_up_at`: no more tries (it may have been delivered).
+#: `in_doubt`: attempts whose answer was lost (each may have been delivered: it is sent again until one is
+#: answered); `given_up_at`: no more tries (Slack refused it for good, issue 21; an earlier try may have been shown).
 _ADDED_COLUMNS = {
     "sending_at": "REAL",
     "in_doubt": "INTEGER NOT NULL DEFAULT 0",

@@ -21,7 +21,7 @@ import sqlite3
 from typing import IO
 
 from openai_cost_exporter.core import defaults
-from openai_cost_exporter.core.errors import StateError
+from openai_cost_exporter.core.errors import StateDirBusy, StateError
 from openai_cost_exporter.core.transaction import transaction
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def open_state(path: pathlib.Path) -> sqlite3.Connection:
 
 def lock_state(path: pathlib.Path) -> IO[str]:
     """Hold the exclusive lock beside the state file at `path` until the returned file is closed (or the process
-    ends); raise StateError if another process holds it.
+    ends); raise StateDirBusy if another process holds it, StateError if the lock file cannot be used.
 
     Two processes on one state dir would each decide and send the same alert (issue 11). `flock` is released by
     the kernel when the process dies, so a SIGKILL never leaves a stale lock behind.
@@ -82,9 +82,11 @@ def lock_state(path: pathlib.Path) -> IO[str]:
         lock.close()
         if isinstance(exc, BlockingIOError):
             pid = f" (pid {owner})" if owner.isdigit() else ""
-            raise StateError(
+            raise StateDirBusy(
                 f"another openai-cost-exporter{pid} is already running on state dir {path.parent}: stop it, "
-                "or give this one its own --state-dir"
+                "or give this one its own --state-dir",
+                state_dir=str(path.parent),
+                pid=int(owner) if owner.isdigit() else None,
             ) from None
         raise StateError(f"cannot lock {lock_path}: {exc.strerror}; {_ADVICE}") from None
     lock.truncate(0)
