@@ -31,6 +31,11 @@ class Scenario:
         self.small = next(p for p in by_level if Decimal("0.01") < baseline_of(org, p.id) < Decimal("0.08"))
         big = [p for p in by_level if baseline_of(org, p.id) > 2]
         self.spiking, self.steady = big[0], big[1]
+        self.apply()
+
+    def apply(self) -> None:
+        """Set today's spend of the three projects (again on a later day of the clock)."""
+        org = self.org
         set_today(org, self.spiking.id, 4 * baseline_of(org, self.spiking.id))
         set_today(org, self.steady.id, Decimal("1.2") * baseline_of(org, self.steady.id))
         set_today(org, self.small.id, 12 * baseline_of(org, self.small.id))
@@ -80,8 +85,8 @@ def _cycle(api: FakeAdminAPI, state: Path, config: Path, slack: FakeSlack, *extr
 def test_spike_is_announced_once_then_on_escalation(
     api: FakeAdminAPI, org: FakeOrg, slack: FakeSlack, tmp_path: Path
 ) -> None:
-    """4x gets one message; a second cycle and a restart send nothing; doubling again sends one more;
-    1.2x and 12x-under-the-floor never send anything."""
+    """4x gets one message; a second cycle and a restart send nothing; the next day of the same change sends
+    nothing (one incident), and doubling again sends one more; 1.2x and 12x-under-the-floor never send anything."""
     scenario = Scenario(org)
     config = scenario.config(tmp_path / "alerts.toml")
     state = tmp_path / "state"
@@ -91,6 +96,11 @@ def test_spike_is_announced_once_then_on_escalation(
     assert scenario.spiking.id in str(message["blocks"]) and "4.0×" in str(message["blocks"])
     assert message["text"]
     _cycle(api, state, config, slack)  # same day, new process: a restart too
+    _cycle(api, state, config, slack)
+    assert len(slack.posts) == 1
+    assert isinstance(org.clock, FrozenClock)
+    org.clock.current += dt.timedelta(days=1)  # the next day: the same change goes on
+    scenario.apply()
     _cycle(api, state, config, slack)
     assert len(slack.posts) == 1
     set_today(org, scenario.spiking.id, 9 * baseline_of(org, scenario.spiking.id))  # over 2x (set_today rounds)

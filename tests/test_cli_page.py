@@ -32,7 +32,8 @@ def page_url(org: FakeOrg, tmp_path: Path) -> Iterator[str]:
 
 def test_page_shows_the_organization(page_url: str, org: FakeOrg, tmp_path: Path) -> None:
     """Chromium renders one bar per day of the last 30, ordered in height like the fake's daily totals, and
-    the table lists the spiking project first with its alert state; the screenshot goes to the README."""
+    the table lists the projects with an alert state first, the spiking one among them; the screenshot goes to
+    the README."""
     dom = parse(run_chromium(page_url, tmp_path / "profile", "--dump-dom").stdout.encode())
     today = org.clock.now().date()
     days = [today - dt.timedelta(days=n) for n in range(29, -1, -1)]
@@ -40,7 +41,11 @@ def test_page_shows_the_organization(page_url: str, org: FakeOrg, tmp_path: Path
     truth = {day.isoformat(): sum(org.daily_totals(day).values(), Decimal(0)) for day in days}
     shown = {str(bar["data-day"]): Decimal(str(bar["data-total"])) for bar in dom.bars}
     assert sorted(shown, key=lambda d: shown[d]) == sorted(truth, key=lambda d: truth[d])
-    assert dom.rows[0] == org.spike_project_id
+    # Projects with an alert state first: the spike, and the projects near or at their hard limits (judged in the
+    # first cycle, which waits for the limit listings), biggest spend first.
+    limits = {org.near_limit_project_id, org.limit_reached_project_id}
+    assert org.spike_project_id in dom.rows[: 1 + len(limits)]
+    assert set(dom.rows[: dom.rows.index(org.spike_project_id)]) <= limits
     text = " ".join(dom.text)
     assert "spike (" in text and "Search Reranker" in text
     shot = tmp_path / "spend-page.png"

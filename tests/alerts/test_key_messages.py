@@ -144,15 +144,21 @@ def test_slack_message_shows_the_keys_under_the_rules_heading(rule: str, heading
 
 
 def test_metrics_show_capped_keys_and_limits_with_their_scope() -> None:
-    """/metrics has today's key series (named, or by id when unlisted) and each hard limit with its scope; a day
-    older than today shows no key series."""
+    """/metrics has today's key series (named; by id when its project's listing did not have it, deleted since)
+    and each hard limit with its scope; a key not listed yet is held back; a day older than today shows no key
+    series."""
     snap = build_snapshot(
         NOW,
         {"proj_a": "Alpha"},
         {TODAY: {"proj_a": D("7.5")}},
         baseline_days=7,
-        keys={("proj_a", "key_bot"): D("5"), ("proj_a", "key_gone"): D("2"), ("proj_a", "none"): D("0.5")},
-        key_names=KEYS,
+        keys={
+            ("proj_a", "key_bot"): D("5"),
+            ("proj_a", "key_gone"): D("2"),
+            ("proj_a", "key_new"): D("1"),
+            ("proj_a", "none"): D("0.5"),
+        },
+        key_names={**KEYS, "key_gone": ApiKey("key_gone", "key_gone", "", "")},  # the store keeps an unlisted key so
         spend_limits={None: SpendLimit(D("5000"), "inactive"), "proj_a": SpendLimit(D("100.25"), "enforcing")},
     )
     registry = CollectorRegistry()
@@ -161,6 +167,7 @@ def test_metrics_show_capped_keys_and_limits_with_their_scope() -> None:
     named = 'api_key="checkout-bot",api_key_id="key_bot",project="Alpha",project_id="proj_a"} 5.0'
     assert "openai_daily_api_key_cost_usd{" + named in text
     assert 'api_key="key_gone",api_key_id="key_gone"' in text and 'api_key="no API key",api_key_id="none"' in text
+    assert "key_new" not in text  # its name comes with its project's listing: its first series carries it
     assert 'openai_spend_limit_usd{project="",project_id="",scope="organization"} 5000.0' in text
     assert 'openai_spend_limit_usd{project="Alpha",project_id="proj_a",scope="project"} 100.25' in text
     assert 'openai_spend_limit_enforcing{project="Alpha",project_id="proj_a",scope="project"} 1.0' in text
