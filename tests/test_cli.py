@@ -13,6 +13,7 @@ import pytest
 
 from openai_cost_exporter.cli import commands, flags, logs
 from openai_cost_exporter.cli import main as cli
+from openai_cost_exporter.core import defaults
 from openai_cost_exporter.core.errors import PushError
 
 
@@ -48,7 +49,7 @@ def test_flags_become_settings(tmp_path: Path) -> None:
     assert settings.alerts.spike_ratio == Decimal(3) and settings.alerts.min_usd == Decimal(5)
     assert settings.push_labels == {"team": "ml", "env": "prod"}
     assert settings.line_items is True and settings.state_dir == tmp_path
-    assert settings.interval == 300.0  # not given: the default
+    assert settings.interval == defaults.INTERVAL_SECONDS == 60.0  # not given: the default
 
 
 def test_json_log_format(capsys: pytest.CaptureFixture[str]) -> None:
@@ -84,11 +85,22 @@ def test_interrupt_exits_130(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cli.main(["report"]) == 130
 
 
-@pytest.mark.parametrize("command", [["backfill", "--days", "0"], ["report", "--days", "400"]])
-def test_day_ranges_are_checked(command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """backfill and report refuse day counts outside 1..366 with a configuration error (exit 2)."""
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        (["backfill", "--days", "0"], "between 1 and --retention-days (400)"),
+        (["backfill", "--days", "401"], "between 1 and --retention-days (400)"),
+        (["backfill", "--days", "500", "--retention-days", "450"], "between 1 and --retention-days (450)"),
+        (["report", "--days", "400"], "between 1 and 366"),
+    ],
+)
+def test_day_ranges_are_checked(
+    command: list[str], said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """backfill refuses day counts outside 1..the retention, report outside 1..366, with a configuration error
+    (exit 2)."""
     assert cli.main([*command, "--state-dir", str(tmp_path)]) == 2
-    assert "between 1 and 366" in capsys.readouterr().err
+    assert said in capsys.readouterr().err
 
 
 def test_settings_flags_refuse_a_setting_without_a_flag() -> None:

@@ -274,8 +274,8 @@ def test_backfill_days_pushes_forty_days_on_first_start_only(
     second = run_once(api.base_url, tmp_path, *push, now=cli_now(api.org))
     assert second.returncode == 0, second.output
     assert (
-        " 0 closed days pushed" in second.stderr and "3 API requests" in second.stderr
-    )  # costs, then usage: completions and embeddings
+        " 0 closed days pushed" in second.stderr and "5 API requests" in second.stderr
+    )  # costs, then usage: completions and embeddings, by hour and by minute
     assert costs_start_times(api) == [day_start(today_of(org) - 2 * DAY)]
 
 

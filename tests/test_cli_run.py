@@ -106,10 +106,10 @@ def test_run_once_pushes_what_the_api_bills(
 
 
 @pytest.mark.calendar
-def test_warm_cycle_makes_one_costs_request_and_one_per_usage_endpoint(api: FakeAdminAPI, tmp_path: Path) -> None:
-    """With names and usage history in the state dir, a cycle asks for one costs page and one page of each usage
-    endpoint (the last complete hour and this one), never the history again (spend limits, listed in the
-    background, are off here: tests/test_cli_keys.py covers them)."""
+def test_warm_cycle_makes_one_costs_request_and_two_per_usage_endpoint(api: FakeAdminAPI, tmp_path: Path) -> None:
+    """With names and usage history in the state dir, a cycle asks for one costs page and two pages of each usage
+    endpoint (the last complete hour and this one; the recent window's minutes), never the history again (spend
+    limits, listed in the background, are off here: tests/test_cli_keys.py covers them)."""
     assert run_once(api.base_url, tmp_path, "--no-spend-limits", now=cli_now(api.org)).returncode == 0
     before = api.request_counts()
     result = run_once(api.base_url, tmp_path, "--no-spend-limits", now=cli_now(api.org))
@@ -117,10 +117,10 @@ def test_warm_cycle_makes_one_costs_request_and_one_per_usage_endpoint(api: Fake
     after = api.request_counts()
     assert {path: after[path] - before.get(path, 0) for path in after if after[path] != before.get(path, 0)} == {
         "/v1/organization/costs": 1,
-        "/v1/organization/usage/completions": 1,
-        "/v1/organization/usage/embeddings": 1,
+        "/v1/organization/usage/completions": 2,
+        "/v1/organization/usage/embeddings": 2,
     }
-    assert "3 API requests" in result.stderr
+    assert "5 API requests" in result.stderr
 
 
 #: Run as `python -c PROBE ARGS...`: the CLI, then the heavy optional packages it loaded, as its last stdout line.

@@ -211,6 +211,7 @@ def _usage_as_the_cycle_fetches_it(s: Scene) -> None:
     try:
         book = PriceBook()
         assert fetch_usage(s.client, UsageStore(conn), book, NOW, history_days=1) > 0
+        assert any(r.url.params.get("bucket_width") == "1m" for r in s.requests)  # the recent window's minutes
         key_rates(s.client, book, NOW, [s.keyed])
     finally:
         conn.close()
@@ -270,6 +271,11 @@ SCENARIOS: dict[str, Scenario] = {
             s.client.iter_usage("embeddings", _HOUR_NOW - 12 * HOUR, _HOUR_NOW, api_keys=True, project_ids=[s.keyed])
         ),
         _ops("usage-embeddings"),
+        "page",
+    ),
+    "completions usage in 1-minute buckets, paged": Scenario(
+        lambda s: list(s.client.iter_usage("completions", _HOUR_NOW - 30 * 60, _HOUR_NOW, width="1m", limit=15)),
+        _ops("usage-completions"),
         "page",
     ),
     "usage as the cycle fetches it": Scenario(

@@ -1,12 +1,15 @@
 """The estimate families by value: today's tokens, requests and estimated cost per project and model, and the
-hourly rate with its usual, each checked against the fake organization's own figures at pinned moments.
+rate of the recent minutes with its usual, each checked against the fake organization's own figures at pinned
+moments.
 
 The expected figures never go through the exporter's pricing or estimate code: tokens and requests are the
 fake's `usage_tokens` truth summed over the hourly buckets of the UTC day (the buckets the exporter reads), and
 every bucket is priced here with genai-prices' `calc_price` as of 00:00 UTC of its day, in whole nanodollars
-(half-even), as the estimates are priced. The exporter runs in-process against the fake Admin API on loopback,
-one cycle an hour before the moment and one at it (so its usage history holds every hour the usual reads), and
-the families are read from its registry.
+(half-even), as the estimates are priced. The rate is the README's: the 8 complete minutes that end 2 minutes
+before the current one, 1-minute buckets priced alike, the largest minute counted as the second largest, in USD
+per hour; its usual the median over the 7 days before of the same minutes, prorated from the hourly buckets.
+The exporter runs in-process against the fake Admin API on loopback, one cycle an hour before the moment and one
+at it (so its usage history holds every hour the usual reads), and the families are read from its registry.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ NANOS = 10**9
 HISTORY_DAYS = 7  # the usual is the median over the last 7 days (README)
 UNATTRIBUTED = "unattributed"  # the project_id of usage outside any project
 DIRECTIONS = ("input", "cached_input", "output")
+MINUTE = dt.timedelta(minutes=1)
+WINDOW_MINUTES, LAG_MINUTES = 8, 2  # the README's recent window
 STEADY_MODEL = "gpt-4.1-2025-04-14"  # what "Steady Search" uses, round the clock
 TOKENS, REQUESTS, TODAY = "openai_usage_tokens", "openai_usage_requests", "openai_estimated_daily_cost_usd"
 RATE, USUAL = "openai_estimated_cost_usd_per_hour", "openai_estimated_usual_cost_usd_per_hour"
@@ -75,8 +80,8 @@ class Truth:
     tokens: dict[tuple[str, str, str], int]  # (project_id, model, direction) -> today's tokens
     requests: dict[tuple[str, str], int]  # (project_id, model) -> today's requests
     today: dict[tuple[str, str], int]  # (project_id, model) -> today's buckets, priced
-    rate: dict[str, Fraction]  # project_id -> the last 60 minutes, priced
-    usual: dict[str, Fraction]  # project_id -> median of the same 60 minutes on the 7 days before
+    rate: dict[str, Fraction]  # project_id -> the recent minutes, priced, per hour
+    usual: dict[str, Fraction]  # project_id -> median of the same minutes on the 7 days before, per hour
 
 
 def read_families(metrics: Iterable[Metric]) -> dict[str, Series]:
@@ -144,7 +149,6 @@ def truth(org: FakeOrg, now: dt.datetime) -> Truth:
     """The fake's figures at `now`, hourly bucket by hourly bucket as its usage endpoints serve them."""
     current = now.replace(minute=0, second=0, microsecond=0)
     midnight = current.replace(hour=0)
-    fraction = Fraction(int((now - current).total_seconds()), 3600)
     today_hours = {midnight + k * HOUR for k in range(current.hour + 1)}
     window_hours = {current - n * DAY - k * HOUR for n in range(HISTORY_DAYS + 1) for k in (0, 1)}
     tokens: dict[tuple[str, str, str], int] = defaultdict(int)
@@ -171,15 +175,48 @@ def truth(org: FakeOrg, now: dt.datetime) -> Truth:
                     today[(pid, model)] += nanos
     rate: dict[str, Fraction] = {}
     usual: dict[str, Fraction] = {}
+    end = now.replace(second=0, microsecond=0) - LAG_MINUTES * MINUTE
+    start = end - WINDOW_MINUTES * MINUTE
+    minutes = minute_truth(org, start, end)
     for pid, hours in spent.items():
         if current not in hours and current - HOUR not in hours:
-            continue  # nothing priced in the last 60 minutes: no rate series
-        rate[pid] = hours.get(current, 0) + hours.get(current - HOUR, 0) * (1 - fraction)
-        usual[pid] = median(
-            hours.get(current - n * DAY, 0) * fraction + hours.get(current - n * DAY - HOUR, 0) * (1 - fraction)
-            for n in range(1, HISTORY_DAYS + 1)
-        )
+            continue  # nothing priced in the last two hourly buckets: no rate series
+        rate[pid] = steady_sum(minutes.get(pid, {})) * Fraction(60, WINDOW_MINUTES)
+        usual[pid] = median(prorated(hours, start - n * DAY, end - n * DAY) for n in range(1, HISTORY_DAYS + 1))
     return Truth(dict(tokens), dict(requests), dict(today), rate, usual)
+
+
+def minute_truth(org: FakeOrg, start: dt.datetime, end: dt.datetime) -> dict[str, dict[dt.datetime, int]]:
+    """Priced nanodollars per project and 1-minute bucket of [start, end), each (project, model) priced alone."""
+    spent: dict[str, dict[dt.datetime, int]] = defaultdict(dict)
+    for spender, groups in zip(org.spenders, org.usage_groups, strict=True):
+        pid = spender.project_id or UNATTRIBUTED
+        for model, _ in groups:
+            minute = start
+            while minute < end:
+                counts = org.usage_tokens(spender.project_id, model, minute, minute + MINUTE)
+                nanos = priced_nanos(model, minute, counts) if any(counts) else None
+                if nanos is not None:
+                    spent[pid][minute] = spent[pid].get(minute, 0) + nanos
+                minute += MINUTE
+    return spent
+
+
+def steady_sum(minutes: dict[dt.datetime, int]) -> int:
+    """The minutes' sum with the largest counted as the second largest (0 for fewer than two minutes)."""
+    ordered = sorted(minutes.values(), reverse=True)
+    return sum(ordered) - ordered[0] + ordered[1] if len(ordered) > 1 else 0
+
+
+def prorated(hours: dict[dt.datetime, int], start: dt.datetime, end: dt.datetime) -> Fraction:
+    """Nanodollars per hour of [start, end), each hourly bucket's spend taken as even within its hour."""
+    total = Fraction(0)
+    hour = start.replace(minute=0, second=0, microsecond=0)
+    while hour < end:
+        overlap = min(end, hour + HOUR) - max(start, hour)
+        total += Fraction(hours.get(hour, 0)) * Fraction(int(overlap.total_seconds()), 3600)
+        hour += HOUR
+    return total * Fraction(3600, int((end - start).total_seconds()))
 
 
 @pytest.fixture(scope="module")
@@ -233,16 +270,17 @@ def test_estimated_daily_cost_is_the_fakes_tokens_priced(seen: Seen, expected: T
     assert UNPRICED_MODEL in {model for _, _, model, _ in seen.families[TOKENS]}
 
 
-def test_hourly_rate_is_the_fakes_last_60_minutes_priced(seen: Seen, expected: Truth) -> None:
-    """openai_estimated_cost_usd_per_hour is the priced last 60 minutes of each project with usage in them."""
+def test_rate_is_the_fakes_recent_minutes_priced(seen: Seen, expected: Truth) -> None:
+    """openai_estimated_cost_usd_per_hour is the priced recent window of minutes, per hour, of each project with
+    usage in the last two hours."""
     want = {(pid, name_of(seen.org, pid)): usd(n) for pid, n in expected.rate.items()}
     assert seen.families[RATE] == pytest.approx(want, rel=1e-12, abs=1e-12)
     assert seen.families[RATE][steady_search(seen.org)] > 0
 
 
-def test_usual_rate_is_the_median_of_the_fakes_same_60_minutes(seen: Seen, expected: Truth) -> None:
-    """openai_estimated_usual_cost_usd_per_hour is the median of the same 60 minutes on the 7 days before, in the
-    first hour of a day too (its 7th day's window begins in the hour before that day)."""
+def test_usual_rate_is_the_median_of_the_fakes_same_minutes(seen: Seen, expected: Truth) -> None:
+    """openai_estimated_usual_cost_usd_per_hour is the median of the same minutes on the 7 days before, prorated
+    from the hours, in the first hour of a day too (its window begins in the hour before that day)."""
     want = {(pid, name_of(seen.org, pid)): usd(expected.usual[pid]) for pid in expected.rate}
     assert seen.families[USUAL] == pytest.approx(want, rel=1e-12, abs=1e-12)
     agent = seen.org.agent_loop_project_id
@@ -251,8 +289,8 @@ def test_usual_rate_is_the_median_of_the_fakes_same_60_minutes(seen: Seen, expec
     assert seen.families[RATE][key] > 3 * seen.families[USUAL][key] > 0  # the runaway: 10x since before the hour
 
 
-def test_usual_rate_of_a_cold_start_is_the_median_of_the_fakes_same_60_minutes(tmp_path: Path) -> None:
-    """On the first cycle too, the usual is the median of the same 60 minutes on the 7 days before."""
+def test_usual_rate_of_a_cold_start_is_the_median_of_the_fakes_same_minutes(tmp_path: Path) -> None:
+    """On the first cycle too, the usual is the median of the same minutes on the 7 days before."""
     now = MOMENTS["wednesday-13:45"]
     cold = run_exporter(now, tmp_path, warm=False)
     expected = truth(cold.org, now)

@@ -37,15 +37,30 @@ MODEL = "gpt-4o-2024-08-06"
 
 class FakeUsage:
     """The client's `iter_usage`: a row per hour for proj_a, `page_hours` hours a page; records every window asked
-    and the thread that asked; `fail` makes the named kind raise after its first page."""
+    and the thread that asked; `fail` makes the named kind raise after its first page. 1-minute requests get a
+    row per minute in one page and are recorded apart (`minutes_asked`: kind, start, end, limit)."""
 
     def __init__(self, *, fail: str | None = None, error: Exception | None = None) -> None:
         self.asked: list[tuple[str, int, int]] = []
+        self.minutes_asked: list[tuple[str, int, int, int]] = []
         self.threads: set[str] = set()
         self._fail, self._error = fail, error or APIUnavailable("GET usage failed after 4 attempts: HTTP 503")
         self._lock = threading.Lock()
 
-    def iter_usage(self, kind: str, start: int, end: int) -> Iterator[UsagePage]:
+    def iter_usage(
+        self, kind: str, start: int, end: int, *, width: str = "1h", limit: int = USAGE_HOURS_LIMIT
+    ) -> Iterator[UsagePage]:
+        if width == "1m":
+            return self._minutes(kind, start, end, limit)
+        return self._hours(kind, start, end)
+
+    def _minutes(self, kind: str, start: int, end: int, limit: int) -> Iterator[UsagePage]:
+        with self._lock:
+            self.minutes_asked.append((kind, start, end, limit))
+        minutes = tuple(range(start, end, 60))
+        yield UsagePage(buckets=minutes, rows=tuple(UsageRow(m, "proj_a", MODEL, kind, 100, 0, 1, 1) for m in minutes))
+
+    def _hours(self, kind: str, start: int, end: int) -> Iterator[UsagePage]:
         with self._lock:
             self.asked.append((kind, start, end))
             self.threads.add(threading.current_thread().name)
@@ -96,7 +111,8 @@ def test_a_cold_week_comes_in_windows_side_by_side_and_every_hour_once(tmp_path:
         assert stored_hours(conn, kind) == list(range(start, current + HOUR, HOUR))
     assert len(fake.threads) == len(USAGE_KINDS) * USAGE_WINDOWS
     assert threading.current_thread().name not in fake.threads
-    assert pages == len(USAGE_KINDS) * -(-(7 * 24 + 2) // USAGE_HOURS_LIMIT)
+    minutes = len(USAGE_KINDS)  # and one page of the recent window's minutes per endpoint
+    assert pages == len(USAGE_KINDS) * -(-(7 * 24 + 2) // USAGE_HOURS_LIMIT) + minutes
     assert store.fetched_until() == current
     conn.close()
 

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 #: How long `run --once` waits for the key and limit listings it asks in the background.
 ONCE_LISTINGS_WAIT_SECONDS = defaults.LISTINGS_WAIT_SECONDS
-#: Most days `backfill --days` and `report --days` take: a year, leap day included.
+#: Most days `report --days` and `backtest --days` take: a year, leap day included.
 MAX_DAYS = 366
 
 
@@ -53,7 +53,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         return run(settings, once=args.once, clock=clock)
     if args.command == "backfill":
-        return backfill(settings, args.days, clock=clock)
+        return backfill(settings, args.days, repush=args.repush, clock=clock)
     if args.command == "backtest":
         return backtest(settings, days=args.days, fmt=args.format, clock=clock)
     return report(
@@ -105,12 +105,13 @@ def _once_exit_code(report: CycleReport) -> int:
     return 0 if report.ok else 1
 
 
-def backfill(settings: Settings, days: int, *, clock: Clock | None = None) -> int:
-    """`backfill --days N`: the N complete UTC days before today."""
+def backfill(settings: Settings, days: int, *, repush: bool = False, clock: Clock | None = None) -> int:
+    """`backfill --days N`: the N complete UTC days before today (up to the retention: days it would prune
+    would be fetched again every cycle)."""
     from openai_cost_exporter import backfill as backfilling  # noqa: PLC0415 (each command imports its own part)
 
-    if not 1 <= days <= MAX_DAYS:
-        raise ConfigError(f"backfill --days must be between 1 and {MAX_DAYS}")
+    if not 1 <= days <= settings.retention_days:
+        raise ConfigError(f"backfill --days must be between 1 and --retention-days ({settings.retention_days})")
     now = (clock or SystemClock()).now()
     with contextlib.ExitStack() as stack:
         client = build_client(settings, stack)  # the key first: a missing key must not leave a state file behind
@@ -133,6 +134,7 @@ def backfill(settings: Settings, days: int, *, clock: Clock | None = None) -> in
             api_keys=settings.api_keys,
             api_keys_top=settings.api_keys_top,
             keys=DirectoryStore(conn).keys() if settings.api_keys else None,
+            repush=repush,
         )
     log.info(
         "backfill done: %d days, %d projects, %d samples pushed, %.1f s",

@@ -49,6 +49,7 @@ BACKFILL_SETTINGS = COMMON_SETTINGS | {
     "line_items",
     "api_keys",
     "api_keys_top",
+    "retention_days",
 }
 REPORT_SETTINGS = COMMON_SETTINGS | {
     "base_url",
@@ -110,7 +111,14 @@ def _demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def _backfill(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     backfill = _command(commands, "backfill", "write past days' final totals to VictoriaMetrics")
-    backfill.add_argument("--days", type=int, required=True, help="complete UTC days to backfill (1-366)")
+    backfill.add_argument(
+        "--days", type=int, required=True, help="complete UTC days to backfill (1 to --retention-days, 400 by default)"
+    )
+    backfill.add_argument(
+        "--repush",
+        action="store_true",
+        help="push again days already pushed to this --push-url (harmless: each day lands on its own timestamps)",
+    )
     add_settings_flags(backfill, BACKFILL_SETTINGS)
 
 

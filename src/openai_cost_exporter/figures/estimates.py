@@ -1,11 +1,13 @@
 """Estimated spend from token usage: near-real-time, priced with genai-prices, never mixed with billed costs.
 
-Usage arrives within minutes in hourly buckets (openai-admin-api.md §3, §9); the costs endpoint only in daily
-buckets, hours late. `fetch_usage` brings the buckets into the usage store (a cold start reads the history
-window, a warm cycle only the last complete hour and the current one: one request per usage endpoint), priced
-as they are stored, and `build_estimates` reads the priced sums: the rate of the last 60 minutes per project, the
-usual rate of the same 60 minutes of the clock on the earlier days (their median), the usual share of a day done
-by now, and today's estimate per project and model.
+Usage arrives within minutes in hourly and 1-minute buckets (openai-admin-api.md §3, §9); the costs endpoint only
+in daily buckets, hours late. `fetch_usage` brings the hourly buckets into the usage store (a cold start reads the
+history window, a warm cycle only the last complete hour and the current one: one request per usage endpoint) and
+the last minutes in 1-minute buckets (figures/recent.py: one more request per endpoint), priced as they are
+stored. `build_estimates` reads the priced sums: the rate per project (USD per hour) of the recent window of
+minutes, against the usual rate of the same minutes of the clock on the earlier days (their median, prorated from
+the hourly history); the usual share of a day done by now, and today's estimate per project and model. Without
+1-minute rows for the moment (a backtest's past hours), the rate is that of the last 60 minutes, from the hours.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -21,6 +23,14 @@ from openai_cost_exporter.core.models import day_start
 from openai_cost_exporter.core.money import ZERO, exact_sum
 from openai_cost_exporter.core.side_by_side import SideBySide
 from openai_cost_exporter.figures.pricing import PriceBook
+from openai_cost_exporter.figures.recent import (
+    MinuteFetch,
+    RecentWindow,
+    mark_minutes,
+    minute_chains,
+    plan_minutes,
+    recent_window,
+)
 from openai_cost_exporter.rules.runaway import RunawayFigures, median
 from openai_cost_exporter.sources.openai.client import USAGE_HOURS_LIMIT, AdminClient
 from openai_cost_exporter.sources.openai.usage_responses import UsagePage
@@ -46,9 +56,9 @@ class Estimates:
     """Priced usage of one moment; every figure is an estimate in USD."""
 
     taken_at: dt.datetime
-    rate: Mapping[str, Decimal]  # project_id -> estimated spend of the last 60 minutes
-    usual: Mapping[str, Decimal]  # project_id -> median of the same 60 minutes on the earlier days
-    models: Mapping[str, list[tuple[str, Decimal]]]  # project_id -> models of the last 60 minutes, largest first
+    rate: Mapping[str, Decimal]  # project_id -> USD per hour of the recent window (or of the last 60 minutes)
+    usual: Mapping[str, Decimal]  # project_id -> median USD per hour of the same minutes on the earlier days
+    models: Mapping[str, list[tuple[str, Decimal]]]  # project_id -> models of that window, USD/h, largest first
     today: Mapping[tuple[str, str], Decimal]  # (project_id, model) -> today's estimate so far
     tokens: Mapping[tuple[str, str, str], int]  # (project_id, model, direction) -> today's tokens
     requests: Mapping[tuple[str, str], int]  # (project_id, model) -> today's requests
@@ -67,8 +77,17 @@ def hour_of(moment: dt.datetime) -> int:
     return int(moment.timestamp()) // HOUR * HOUR
 
 
-def fetch_usage(client: AdminClient, store: UsageStore, book: PriceBook, now: dt.datetime, *, history_days: int) -> int:
-    """Bring usage into the store, priced: the history window on a cold start, else from the last complete hour.
+def fetch_usage(
+    client: AdminClient,
+    store: UsageStore,
+    book: PriceBook,
+    now: dt.datetime,
+    *,
+    history_days: int,
+    recent: bool = True,
+) -> int:
+    """Bring usage into the store, priced: the history window on a cold start, else from the last complete hour;
+    and, with `recent`, the recent window's 1-minute buckets (without, the rate is read from the hours).
 
     The endpoints' cursor chains are fetched side by side (side_by_side.py), each page parsed in its chain's
     thread and stored here as it comes, so a failure later loses nothing already read. Returns the pages read.
@@ -84,12 +103,28 @@ def fetch_usage(client: AdminClient, store: UsageStore, book: PriceBook, now: dt
         for first, last in split_hours(start, end, USAGE_WINDOWS, USAGE_HOURS_LIMIT)
     }
     chains = {name: functools.partial(client.iter_usage, *window) for name, window in windows.items()}
-    fetch = SideBySide(chains, at_once=USAGE_PAGES_AT_ONCE)
+    minutes: MinuteFetch | None = plan_minutes(now) if recent else None
+    minute_names = minute_chains(client, USAGE_KINDS, minutes) if minutes is not None else {}
+    pages = _store_chains({**chains, **minute_names}, store, book, set(minute_names))
+    store.mark_fetched(current)
+    if minutes is not None:
+        mark_minutes(store, minutes)
+    store.prune(oldest - DAY_SECONDS)  # the share of the day reads whole days of the history window
+    return pages
+
+
+def _store_chains(
+    chains: Mapping[str, Callable[[], Iterator[UsagePage]]], store: UsageStore, book: PriceBook, minutes: set[str]
+) -> int:
+    """Fetch the chains side by side and store each page as it comes (a chain's name begins with its kind); the
+    first failure stops the others and is raised once what is under way is stored. Returns the pages stored."""
+    fetch = SideBySide(chains, at_once=USAGE_PAGES_AT_ONCE, unbounded=minutes)  # a 1-minute chain is one small page
     pages = 0
     failure: BaseException | None = None
     for chain, page in fetch:
         if isinstance(page, UsagePage):
-            store.replace_hours(windows[chain][0], page.buckets, page.rows, book.estimate)
+            replace = store.replace_minutes if chain in minutes else store.replace_hours
+            replace(chain.split()[0], page.buckets, page.rows, book.estimate)
             pages += 1
             del page  # stored: not held while the next one is awaited
         elif page.error is not None and failure is None:
@@ -97,8 +132,6 @@ def fetch_usage(client: AdminClient, store: UsageStore, book: PriceBook, now: dt
             fetch.stop()  # the other chains ask for no more; what is under way is still stored
     if failure is not None:
         raise failure
-    store.mark_fetched(current)
-    store.prune(oldest - DAY_SECONDS)  # the share of the day reads whole days of the history window
     return pages
 
 
@@ -133,10 +166,11 @@ def key_rates(
 
 
 def build_estimates(store: UsageStore, now: dt.datetime, *, history_days: int) -> Estimates:
-    """The figures of `now` from the stored, priced usage of the history window."""
+    """The figures of `now` from the stored, priced usage of the history window (and of the recent minutes)."""
     current = hour_of(now)
     today_start = day_start(now.date())
     fraction = Decimal((now - dt.datetime.fromtimestamp(current, dt.UTC)).total_seconds()) / HOUR
+    window = recent_window(store, now)
     rate: dict[str, Decimal] = {}
     usual: dict[str, Decimal] = {}
     shares: dict[str, Decimal] = {}
@@ -148,11 +182,13 @@ def build_estimates(store: UsageStore, now: dt.datetime, *, history_days: int) -
             recent[pid][model] = recent[pid].get(model, ZERO) + amount * weight
         if hour >= today_start:
             today[(pid, model)] += amount
+    if window is not None:  # the minutes drive the rate and its models; a project idle in them is at 0
+        recent = {pid: window.models.get(pid, {}) for pid in recent.keys() | window.models.keys()}
     # From the hour before the oldest day: the usual's 60 minutes of the 7th day before 01:00 begin there.
     for pid, hours in store.hourly(today_start - history_days * DAY_SECONDS - HOUR, current + HOUR):
         if pid in recent:
-            rate[pid] = _window(hours, current, fraction)
-        usual[pid] = _usual(hours, current, fraction, history_days)
+            rate[pid] = _window(hours, current, fraction) if window is None else window.rate.get(pid, ZERO)
+        usual[pid] = _usual(hours, current, fraction, history_days, window)
         if (share := _share(hours, now, history_days)) is not None:
             shares[pid] = share
     counts = store.counts(today_start, current + HOUR)
@@ -175,12 +211,31 @@ def _window(hours: Mapping[int, Decimal], current: int, fraction: Decimal) -> De
     return hours.get(current, ZERO) + hours.get(current - HOUR, ZERO) * (1 - fraction)
 
 
-def _usual(hours: Mapping[int, Decimal], current: int, fraction: Decimal, days: int) -> Decimal:
-    """Median over the earlier days of the same 60 minutes of the clock (complete hours, so prorated)."""
+def _usual(
+    hours: Mapping[int, Decimal], current: int, fraction: Decimal, days: int, window: RecentWindow | None
+) -> Decimal:
+    """Median over the earlier days of the same 60 minutes of the clock (complete hours, so prorated), or of the
+    recent window's minutes."""
+    if window is not None:
+        return _usual_between(hours, window.start, window.end, days)
     windows = []
     for n in range(1, days + 1):
         hour = current - n * DAY_SECONDS
         windows.append(hours.get(hour, ZERO) * fraction + hours.get(hour - HOUR, ZERO) * (1 - fraction))
+    return median(windows)
+
+
+def _usual_between(hours: Mapping[int, Decimal], start: int, end: int, days: int) -> Decimal:
+    """Median over the earlier days of the spend of [start, end) of the clock, USD per hour, prorated from the
+    hours it overlaps (an hour's spend taken as even within it)."""
+    windows = []
+    for n in range(1, days + 1):
+        first, last = start - n * DAY_SECONDS, end - n * DAY_SECONDS
+        overlaps = (
+            hours.get(hour, ZERO) * (min(last, hour + HOUR) - max(first, hour))
+            for hour in range(first // HOUR * HOUR, last, HOUR)
+        )
+        windows.append(exact_sum(overlaps) / (last - first))  # USD x seconds / seconds: USD per hour
     return median(windows)
 
 

@@ -5,6 +5,9 @@ window bounds it. Every row is priced once, when stored (genai-prices' price of 
 integer nanodollars beside its tokens, so the figures of a cycle are SQL sums over a week of a 2,000-project
 organization rather than a million rows priced again. An estimate is not money on the bill: nanodollars are
 plenty, and NULL marks a model without a price (its tokens are counted, never guessed into the estimate).
+
+Beside the hours, the 1-minute buckets of the runaway rule's recent window (`usage_minutes`: estimates only, no
+tokens; figures/recent.py), with the span they cover.
 """
 
 from __future__ import annotations
@@ -24,9 +27,14 @@ _SCHEMA = (
         cached_input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, requests INTEGER NOT NULL,
         estimate_nanos INTEGER,
         PRIMARY KEY (hour, project_id, model, kind, batch, service_tier)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS usage_minutes (
+        minute INTEGER NOT NULL, project_id TEXT NOT NULL, model TEXT NOT NULL, kind TEXT NOT NULL,
+        batch INTEGER NOT NULL, service_tier TEXT NOT NULL, estimate_nanos INTEGER,
+        PRIMARY KEY (minute, project_id, model, kind, batch, service_tier)) WITHOUT ROWID""",
     "CREATE TABLE IF NOT EXISTS usage_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
 )
 _FETCHED_UNTIL = "fetched_until"
+_MINUTES_FROM, _MINUTES_UNTIL = "minutes_from", "minutes_until"
 Price = Callable[[UsageRow], Decimal | None]
 
 
@@ -114,6 +122,48 @@ class UsageStore:
         with transaction(self._conn):
             self._conn.execute("INSERT OR REPLACE INTO usage_meta (key, value) VALUES (?, ?)", (_FETCHED_UNTIL, until))
 
+    def replace_minutes(self, kind: str, minutes: Sequence[int], rows: Iterable[UsageRow], price: Price) -> None:
+        """Replace the stored 1-minute rows of `kind` for these minutes (and any minute a row is on) by `rows`."""
+        rows = list(rows)
+        all_minutes = sorted(set(minutes) | {row.start for row in rows})
+        with transaction(self._conn):
+            self._conn.executemany(
+                "DELETE FROM usage_minutes WHERE minute = ? AND kind = ?", ((m, kind) for m in all_minutes)
+            )
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO usage_minutes VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [_minute_values(kind, row, price(row)) for row in rows],
+            )
+
+    def by_minute(self, start: int, end: int) -> dict[tuple[str, str, int], Decimal]:
+        """Estimated USD per (project, model, minute) in [start, end), priced rows only."""
+        cursor = self._conn.execute(
+            "SELECT project_id, model, minute, SUM(estimate_nanos) FROM usage_minutes WHERE minute >= ?"
+            " AND minute < ? AND estimate_nanos IS NOT NULL GROUP BY project_id, model, minute",
+            (start, end),
+        )
+        return {(pid, model, minute): Decimal(nanos) / NANOS for pid, model, minute, nanos in cursor}
+
+    def minutes_covered(self) -> tuple[int, int] | None:
+        """[from, until): the span (Unix seconds) whose 1-minute rows were last fetched, or None before any."""
+        rows = dict(
+            self._conn.execute(
+                "SELECT key, value FROM usage_meta WHERE key IN (?, ?)", (_MINUTES_FROM, _MINUTES_UNTIL)
+            ).fetchall()
+        )
+        if _MINUTES_FROM not in rows or _MINUTES_UNTIL not in rows:
+            return None
+        return int(rows[_MINUTES_FROM]), int(rows[_MINUTES_UNTIL])
+
+    def mark_minutes(self, start: int, until: int) -> None:
+        """Say [start, until) is covered by the stored 1-minute rows; the rows before it are pruned."""
+        with transaction(self._conn):
+            self._conn.execute("DELETE FROM usage_minutes WHERE minute < ?", (start,))
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO usage_meta (key, value) VALUES (?, ?)",
+                ((_MINUTES_FROM, start), (_MINUTES_UNTIL, until)),
+            )
+
     def prune(self, before: int) -> None:
         with transaction(self._conn):
             self._conn.execute("DELETE FROM usage_hours WHERE hour < ?", (before,))
@@ -121,5 +171,12 @@ class UsageStore:
 
 def _values(kind: str, r: UsageRow, estimate: Decimal | None) -> tuple[object, ...]:
     counts = (r.input_tokens, r.cached_input_tokens, r.output_tokens, r.requests)
-    nanos = None if estimate is None else int((estimate * NANOS).to_integral_value(ROUND_HALF_EVEN))
-    return (r.start, r.project_id, r.model, kind, int(r.batch), r.service_tier or "", *counts, nanos)
+    return (r.start, r.project_id, r.model, kind, int(r.batch), r.service_tier or "", *counts, _nanos(estimate))
+
+
+def _minute_values(kind: str, r: UsageRow, estimate: Decimal | None) -> tuple[object, ...]:
+    return (r.start, r.project_id, r.model, kind, int(r.batch), r.service_tier or "", _nanos(estimate))
+
+
+def _nanos(estimate: Decimal | None) -> int | None:
+    return None if estimate is None else int((estimate * NANOS).to_integral_value(ROUND_HALF_EVEN))

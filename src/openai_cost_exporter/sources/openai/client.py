@@ -41,7 +41,7 @@ from openai_cost_exporter.sources.openai.responses import (
     parse_cost_page,
     parse_projects,
 )
-from openai_cost_exporter.sources.openai.usage_responses import UsagePage, parse_usage_page
+from openai_cost_exporter.sources.openai.usage_responses import UsagePage, parse_usage_page, usage_query
 
 log = logging.getLogger(__name__)
 
@@ -206,19 +206,15 @@ class AdminClient:
         limit: int = USAGE_HOURS_LIMIT,
         api_keys: bool = False,
         project_ids: Sequence[str] = (),
+        width: str = "1h",
     ) -> Iterator[UsagePage]:
-        """Hourly token usage of `/organization/usage/{kind}` in [start, end) (Unix seconds), by project and model
-        (and API key with `api_keys`; only `project_ids` when given).
+        """Token usage of `/organization/usage/{kind}` in [start, end) (Unix seconds) in buckets of `width` (1h or
+        1m), by project and model (and API key with `api_keys`; only `project_ids` when given).
 
         Usage is seen within minutes (openai-admin-api.md §3, §9): what estimates and the runaway rule read.
         """
         path = f"{USAGE_PATH}/{kind}"
-        query: Query = [("start_time", start), ("end_time", end), ("bucket_width", "1h")]
-        query += [("group_by", "project_id"), ("group_by", "model")]
-        if api_keys:
-            query.append(("group_by", "api_key_id"))
-        query += [("project_ids", project_id) for project_id in project_ids]
-        query.append(("limit", limit))
+        query: Query = [*usage_query(start, end, width, limit, api_keys=api_keys, project_ids=project_ids)]
         for n, body in self._pages(f"usage_{kind}", path, query, "page", next_page_cursor):
             page = parse_usage_page(body, f"GET {path} page {n}", kind=kind, api_keys=api_keys)
             del body  # as in _cost_pages

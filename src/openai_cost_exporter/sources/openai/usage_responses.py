@@ -5,6 +5,7 @@ one (openai-admin-api.md §1.2, §3), bad shapes raise `MalformedResponse` quoti
 grouped by `project_id` and `model` (and optionally `batch`, `service_tier`); any `bucket_width` is read alike.
 Usage carries tokens, never dollars (§3, §7.13): `pricing` turns rows into estimates. As with costs, a lone
 surrogate in a project id, model or service tier becomes U+FFFD (`responses._optional_str`).
+`usage_query` writes the other way: the query of a usage request, its `limit` checked against the width's maximum.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ log = logging.getLogger(__name__)
 
 #: The usage endpoints this module reads, as `UsageRow.kind` names them.
 KINDS = ("completions", "embeddings")
+
+#: The most buckets per usage page for each `bucket_width` read (§3): a larger `limit` is refused with a 400, not
+#: clamped (§9), so it is refused here before it is sent.
+MAX_LIMITS = {"1m": 1440, "1h": 168}
 
 # (start, project_id, model, batch, service_tier): rows with the same key in a page are added up (they differ
 # only by a dimension we did not group by, e.g. user_id or api_key_id).
@@ -42,6 +47,21 @@ def result_object(kind: str) -> str:
     if kind not in KINDS:
         raise ValueError(f"usage kind {kind!r} is not one of {', '.join(KINDS)}")
     return f"organization.usage.{kind}.result"
+
+
+def usage_query(
+    start: int, end: int, width: str, limit: int, *, api_keys: bool, project_ids: Sequence[str]
+) -> list[tuple[str, str | int]]:
+    """The query of a usage request for [start, end) in `width` buckets, by project and model (and API key)."""
+    if width not in MAX_LIMITS or not 1 <= limit <= MAX_LIMITS[width]:
+        raise ValueError(f"bucket_width {width!r} takes a limit of 1..{MAX_LIMITS.get(width, 0)}, not {limit}")
+    query: list[tuple[str, str | int]] = [("start_time", start), ("end_time", end), ("bucket_width", width)]
+    query += [("group_by", "project_id"), ("group_by", "model")]
+    if api_keys:
+        query.append(("group_by", "api_key_id"))
+    query += [("project_ids", project_id) for project_id in project_ids]
+    query.append(("limit", limit))
+    return query
 
 
 def parse_usage_page(body: object, where: str, *, kind: str, api_keys: bool = False) -> UsagePage:
