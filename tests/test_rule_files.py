@@ -129,8 +129,8 @@ def runaway_test(case: Case) -> dict[str, Any]:
     project, rate, usual = project_of(case), case["rate"], case["usual"]
     notes = {"value": f"{usd(rate)}/h estimated", "reference": f"usual {usd(usual)}/h"}
     desc = (
-        "ESTIMATE from token usage, not billed costs: over the last 60 minutes {who} spent about "
-        f"{usd(rate)} per hour, more than 3x its usual for this hour of the day (median of the last 7 days) "
+        "ESTIMATE from token usage, not billed costs: over the recent minutes {who} spent about "
+        f"{usd(rate)} per hour, more than 3x its usual for these minutes of the day (median of the last 7 days) "
         f"and at least $5.00 per hour. A day at this rate would cost about {usd(str(24 * Decimal(rate)))}."
     )
     summary, runbook = "Estimated runaway OpenAI spend", RUNBOOKS["OpenAIRunawaySpend"]

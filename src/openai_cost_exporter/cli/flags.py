@@ -91,7 +91,7 @@ ALERT_FLAGS: dict[str, tuple[str, Any, str]] = {
     "--runaway-ratio": (
         "runaway_ratio",
         str,
-        "runaway when the estimated last 60 minutes > ratio x usual for the hour",
+        "runaway when the estimated rate of the recent minutes > ratio x its usual",
     ),
     "--runaway-min-usd": ("runaway_min_usd", str, "... and >= this many USD per hour (estimated)"),
     "--spend-limit-share": (

@@ -48,12 +48,12 @@ class EstimateCollector(Collector):
 
         rate = GaugeMetricFamily(
             "openai_estimated_cost_usd_per_hour",
-            "ESTIMATE from token usage priced with genai-prices: spend of the last 60 minutes.",
+            "ESTIMATE from token usage priced with genai-prices: the spend rate of the recent minutes, per hour.",
             labels=PROJECT,
         )
         usual = GaugeMetricFamily(
             "openai_estimated_usual_cost_usd_per_hour",
-            "ESTIMATE: median spend of the same 60 minutes of the clock over the usage history window.",
+            "ESTIMATE: median rate of the same minutes of the clock over the usage history window, per hour.",
             labels=PROJECT,
         )
         for pid in sorted(est.rate):

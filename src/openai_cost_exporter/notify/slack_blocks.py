@@ -34,7 +34,7 @@ _KEY_HEADINGS = {
     "spend_limit": "*Top API keys this month*",
 }
 _VALUE_LABELS = {"forecast": "Month-end forecast", "exceeded": "Month to date", "firing": "Today so far"}
-_RUNAWAY_VALUE = "Estimated spend, last 60 minutes"
+_RUNAWAY_VALUE = "Estimated rate, last minutes"
 
 # Block Kit's limits (https://api.slack.com/reference/block-kit/blocks, .../composition-objects#text).
 HEADER_CHARS = 150  # a header's plain_text
@@ -241,7 +241,7 @@ def _summary(alert: Alert, ctx: MessageContext) -> str:
         return escape(f"{who}: back to an estimated {money(alert.value)}/h, usual {money(alert.baseline)}/h (estimate)")
     if alert.rule == "runaway":
         versus = f"{_ratio(alert.ratio)} its usual" if alert.ratio is not None else "new spend"
-        return escape(f"{who}: an estimated {money(alert.value)}/h over the last 60 minutes, {versus} (estimate)")
+        return escape(f"{who}: an estimated {money(alert.value)}/h over the last minutes, {versus} (estimate)")
     if alert.rule == "spend_limit":
         what = f"{_limit_value_label(alert).lower()} {money(alert.value)}"
         return escape(f"{who}: {what}, OpenAI's hard limit {money(alert.threshold)} a month")

@@ -8,7 +8,7 @@ against tests/alert_cases.yaml so the two engines cannot drift:
 - daily_budget:   today > daily budget
 - monthly_budget: month_to_date > budget -> "exceeded" (critical);
                   else forecast > budget -> "forecast" (warning)
-- runaway:        estimated spend of the last 60 minutes > runaway_ratio x its usual for that hour AND >= the
+- runaway:        estimated rate of the recent minutes > runaway_ratio x its usual for them AND >= the
                   hourly floor (rules/runaway.py; estimates from token usage, not billed figures)
 - spend_limit:    month_to_date >= OpenAI's hard limit (or it enforces it) -> "exceeded"; > share x limit ->
                   "firing"; forecast > limit -> "forecast" (rules/spend_limit.py; once per month and level)

@@ -1,7 +1,8 @@
-"""The runaway rule (pure): a project's estimated spend over the last 60 minutes against its usual for that hour.
+"""The runaway rule (pure): a project's estimated spend rate of the recent minutes against its usual for them.
 
 runaway: rate > runaway_ratio x usual AND rate >= runaway_min_usd (per hour). `usual` is the median, over the
-history window, of the same 60 minutes of the clock on each earlier day, so a daily batch peak is not a runaway.
+history window, of the same minutes of the clock on each earlier day, so a daily batch peak is not a runaway
+(figures/recent.py: the window; figures/estimates.py: the usual).
 The figures are estimates from token usage (priced with genai-prices), never billed amounts.
 """
 
@@ -20,9 +21,9 @@ class RunawayFigures:
 
     subject_id: str
     subject_name: str
-    rate: Decimal  # estimated spend over the last 60 minutes
-    usual: Decimal  # median of the same 60 minutes on the earlier days of the history window
-    models: Sequence[tuple[str, Decimal]] = ()  # models driving the last 60 minutes, largest first
+    rate: Decimal  # estimated spend rate of the recent window, USD per hour
+    usual: Decimal  # median rate of the same minutes on the earlier days of the history window
+    models: Sequence[tuple[str, Decimal]] = ()  # models driving the recent window, largest first
 
 
 def is_runaway(figures: RunawayFigures, ratio: Decimal, min_usd: Decimal) -> bool:
