@@ -18,6 +18,7 @@ import logging
 import sys
 import time
 
+from openai_cost_exporter.fake.replay import FINE
 from openai_cost_exporter.fake.scenarios import corpus
 from openai_cost_exporter.fake.scorecard import render, replay_scenario
 from openai_cost_exporter.rules import AlertPolicy
@@ -27,7 +28,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenarios", nargs="*", help="names (default: all)")
     parser.add_argument("--every", type=float, default=60.0, help="minutes between the scored moments")
-    parser.add_argument("--fine", type=float, default=5.0, help="minutes between moments around a runaway")
+    parser.add_argument(
+        "--fine", type=float, default=FINE.total_seconds() / 60, help="minutes between moments as a runaway starts"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # the scorecard only (the fake's unpriced model is named once)
     chosen = [s for s in corpus() if not args.scenarios or s.name in args.scenarios]

@@ -178,11 +178,14 @@ def truth(org: FakeOrg, now: dt.datetime) -> Truth:
     end = now.replace(second=0, microsecond=0) - LAG_MINUTES * MINUTE
     start = end - WINDOW_MINUTES * MINUTE
     minutes = minute_truth(org, start, end)
+    # The days of today's kind (weekdays, or weekend days) of the week before: a week holds two of each at least.
+    weekend = now.date().weekday() >= 5
+    alike = [n for n in range(1, HISTORY_DAYS + 1) if ((now.date() - dt.timedelta(days=n)).weekday() >= 5) == weekend]
     for pid, hours in spent.items():
         if current not in hours and current - HOUR not in hours:
             continue  # nothing priced in the last two hourly buckets: no rate series
         rate[pid] = steady_sum(minutes.get(pid, {})) * Fraction(60, WINDOW_MINUTES)
-        usual[pid] = median(prorated(hours, start - n * DAY, end - n * DAY) for n in range(1, HISTORY_DAYS + 1))
+        usual[pid] = median(prorated(hours, start - n * DAY, end - n * DAY) for n in alike)
     return Truth(dict(tokens), dict(requests), dict(today), rate, usual)
 
 
@@ -279,8 +282,9 @@ def test_rate_is_the_fakes_recent_minutes_priced(seen: Seen, expected: Truth) ->
 
 
 def test_usual_rate_is_the_median_of_the_fakes_same_minutes(seen: Seen, expected: Truth) -> None:
-    """openai_estimated_usual_cost_usd_per_hour is the median of the same minutes on the 7 days before, prorated
-    from the hours, in the first hour of a day too (its window begins in the hour before that day)."""
+    """openai_estimated_usual_cost_usd_per_hour is the median of the same minutes on the days of today's kind
+    (weekdays, or weekend days) of the 7 before, prorated from the hours, in the first hour of a day too (its
+    window begins in the hour before that day)."""
     want = {(pid, name_of(seen.org, pid)): usd(expected.usual[pid]) for pid in expected.rate}
     assert seen.families[USUAL] == pytest.approx(want, rel=1e-12, abs=1e-12)
     agent = seen.org.agent_loop_project_id
@@ -290,7 +294,7 @@ def test_usual_rate_is_the_median_of_the_fakes_same_minutes(seen: Seen, expected
 
 
 def test_usual_rate_of_a_cold_start_is_the_median_of_the_fakes_same_minutes(tmp_path: Path) -> None:
-    """On the first cycle too, the usual is the median of the same minutes on the 7 days before."""
+    """On the first cycle too, the usual is the median of the same minutes on the days of today's kind before."""
     now = MOMENTS["wednesday-13:45"]
     cold = run_exporter(now, tmp_path, warm=False)
     expected = truth(cold.org, now)

@@ -41,8 +41,12 @@ KEY = "sk-admin-replay"
 BASE_URL = "http://fake-admin-api.invalid/v1"
 #: The default moments of a replay: every hour of the scored period, and every 5 minutes around a runaway.
 HOURLY = dt.timedelta(hours=1)
-FINE = dt.timedelta(minutes=5)
-FINE_SPAN = dt.timedelta(hours=3)
+#: Round a runaway: every cycle of the default interval (a minute) for its first FINE_SPAN, where its message is
+#: due, then every AFTER step until AFTER_SPAN from its start, where its end is said.
+FINE = dt.timedelta(seconds=defaults.INTERVAL_SECONDS)
+FINE_SPAN = dt.timedelta(minutes=20)
+AFTER = dt.timedelta(minutes=5)
+AFTER_SPAN = dt.timedelta(hours=3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,16 +157,17 @@ def moments(
     fine: dt.timedelta = FINE,
     fine_span: dt.timedelta = FINE_SPAN,
 ) -> list[dt.datetime]:
-    """The moments of a replay: every `every` over [start, end), and every `fine` for `fine_span` from each
-    moment of `fine_from` (a runaway's start), in order."""
+    """The moments of a replay: every `every` over [start, end), and from each moment of `fine_from` (a runaway's
+    start) every `fine` for `fine_span`, then every AFTER until AFTER_SPAN, in order."""
     found = set()
     t = start
     while t < end:
         found.add(t)
         t += every
-    for first in fine_from:  # on the cycles' grid (multiples of `fine` since midnight), as a running exporter
-        t = first + (dt.datetime.min.replace(tzinfo=dt.UTC) - first) % fine
-        while t <= first + fine_span:
-            found.add(t)
-            t += fine
+    for first in fine_from:  # on the cycles' grid (multiples of the step since midnight), as a running exporter
+        for step, span in ((fine, fine_span), (AFTER, AFTER_SPAN)):
+            t = first + (dt.datetime.min.replace(tzinfo=dt.UTC) - first) % step
+            while t <= first + span:
+                found.add(t)
+                t += step
     return sorted(found)

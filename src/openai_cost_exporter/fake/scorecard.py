@@ -90,7 +90,7 @@ class ScenarioScore:
 def replay_scenario(
     scenario: Scenario, policy: AlertPolicy, *, every: dt.timedelta = HOURLY, fine: dt.timedelta = FINE
 ) -> tuple[ScenarioScore, dict[str, str]]:
-    """Replay a scenario's scored period (every `every`, and every `fine` for 3 hours from each runaway's start)
+    """Replay a scenario's scored period (every `every`, and every `fine` round each runaway's start: `moments`)
     and score it; with the names of its subjects."""
     clock = FrozenClock()
     org, ids = scenario.organization(clock)

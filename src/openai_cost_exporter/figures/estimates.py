@@ -38,6 +38,11 @@ from openai_cost_exporter.store.usage_store import UsageStore
 
 HOUR = 3600
 DAY_SECONDS = 86400
+WEEKEND = 5  # date.weekday() of Saturday
+#: Fewest known days of today's kind for the usual rate to be theirs alone (a week holds two weekend days).
+MIN_KIND_DAYS = 2
+#: Fewest days of usage history for a usual rate at all (the median of fewer is one day's noise).
+MIN_HISTORY_DAYS = 3
 #: The usage endpoints read (moderations, images and audio are priced per unit, not per token: left out).
 USAGE_KINDS = ("completions", "embeddings")
 TOP_MODELS = 3
@@ -64,8 +69,13 @@ class Estimates:
     requests: Mapping[tuple[str, str], int]  # (project_id, model) -> today's requests
     unpriced: frozenset[str] = field(default_factory=frozenset)
     shares: Mapping[str, Decimal] = field(default_factory=dict)  # project_id -> usual share of a day done by now
+    usual_known: bool = True  # False: fewer than MIN_HISTORY_DAYS days of usage; `usual` is empty
 
     def runaway_figures(self, names: Mapping[str, str]) -> list[RunawayFigures]:
+        """The runaway rule's figures of every project with a rate, none while the usual is unknown (a history of
+        fewer than MIN_HISTORY_DAYS days: a young organization's every project is not a runaway)."""
+        if not self.usual_known:
+            return []
         return [
             RunawayFigures(pid, names.get(pid, pid), self.rate[pid], self.usual.get(pid, ZERO), self.models[pid])
             for pid in sorted(self.rate)
@@ -171,8 +181,7 @@ def build_estimates(store: UsageStore, now: dt.datetime, *, history_days: int) -
     today_start = day_start(now.date())
     fraction = Decimal((now - dt.datetime.fromtimestamp(current, dt.UTC)).total_seconds()) / HOUR
     window = recent_window(store, now)
-    rate: dict[str, Decimal] = {}
-    usual: dict[str, Decimal] = {}
+    rate, usual = dict[str, Decimal](), dict[str, Decimal]()
     shares: dict[str, Decimal] = {}
     recent: dict[str, dict[str, Decimal]] = defaultdict(dict)
     today: dict[tuple[str, str], Decimal] = defaultdict(lambda: ZERO)
@@ -184,11 +193,13 @@ def build_estimates(store: UsageStore, now: dt.datetime, *, history_days: int) -
             today[(pid, model)] += amount
     if window is not None:  # the minutes drive the rate and its models; a project idle in them is at 0
         recent = {pid: window.models.get(pid, {}) for pid in recent.keys() | window.models.keys()}
+    days = usual_days(now, history_days, store.first_hour())
     # From the hour before the oldest day: the usual's 60 minutes of the 7th day before 01:00 begin there.
     for pid, hours in store.hourly(today_start - history_days * DAY_SECONDS - HOUR, current + HOUR):
         if pid in recent:
             rate[pid] = _window(hours, current, fraction) if window is None else window.rate.get(pid, ZERO)
-        usual[pid] = _usual(hours, current, fraction, history_days, window)
+        if days is not None:
+            usual[pid] = _usual(hours, current, fraction, days, window)
         if (share := _share(hours, now, history_days)) is not None:
             shares[pid] = share
     counts = store.counts(today_start, current + HOUR)
@@ -202,6 +213,7 @@ def build_estimates(store: UsageStore, now: dt.datetime, *, history_days: int) -
         requests={key: c[3] for key, c in counts.items()},
         unpriced=store.unpriced_models(),
         shares=shares,
+        usual_known=days is not None,
     )
 
 
@@ -211,25 +223,42 @@ def _window(hours: Mapping[int, Decimal], current: int, fraction: Decimal) -> De
     return hours.get(current, ZERO) + hours.get(current - HOUR, ZERO) * (1 - fraction)
 
 
+def usual_days(now: dt.datetime, history_days: int, first_hour: int | None) -> list[int] | None:
+    """Which earlier days (1 = yesterday) the usual rate is the median of: those of the history window the usage
+    reaches back to (before a young organization's first usage, the rate is unknown, not $0), of the same kind as
+    today (weekdays, or weekend days) when MIN_KIND_DAYS of them are known: a weekend-heavy project's Saturday is
+    not judged against its quiet weekdays. None when fewer than MIN_HISTORY_DAYS days are known: no usual yet
+    (the kind's days alone may be fewer: a Saturday has two weekend days in its week)."""
+    oldest = first_hour if first_hour is not None else hour_of(now)
+    # Known: the window's day reaches no further back than the first hour of usage (the window may begin in the
+    # hour before this one: a 60-minute window, or the recent minutes just after midnight).
+    known = [n for n in range(1, history_days + 1) if hour_of(now) - HOUR - n * DAY_SECONDS >= oldest]
+    weekend = now.date().weekday() >= WEEKEND
+    alike = [n for n in known if ((now.date() - dt.timedelta(days=n)).weekday() >= WEEKEND) == weekend]
+    if len(known) < MIN_HISTORY_DAYS:
+        return None
+    return alike if len(alike) >= MIN_KIND_DAYS else known
+
+
 def _usual(
-    hours: Mapping[int, Decimal], current: int, fraction: Decimal, days: int, window: RecentWindow | None
+    hours: Mapping[int, Decimal], current: int, fraction: Decimal, days: list[int], window: RecentWindow | None
 ) -> Decimal:
-    """Median over the earlier days of the same 60 minutes of the clock (complete hours, so prorated), or of the
+    """Median over the earlier `days` of the same 60 minutes of the clock (complete hours, so prorated), or of the
     recent window's minutes."""
     if window is not None:
         return _usual_between(hours, window.start, window.end, days)
     windows = []
-    for n in range(1, days + 1):
+    for n in days:
         hour = current - n * DAY_SECONDS
         windows.append(hours.get(hour, ZERO) * fraction + hours.get(hour - HOUR, ZERO) * (1 - fraction))
     return median(windows)
 
 
-def _usual_between(hours: Mapping[int, Decimal], start: int, end: int, days: int) -> Decimal:
-    """Median over the earlier days of the spend of [start, end) of the clock, USD per hour, prorated from the
+def _usual_between(hours: Mapping[int, Decimal], start: int, end: int, days: list[int]) -> Decimal:
+    """Median over the earlier `days` of the spend of [start, end) of the clock, USD per hour, prorated from the
     hours it overlaps (an hour's spend taken as even within it)."""
     windows = []
-    for n in range(1, days + 1):
+    for n in days:
         first, last = start - n * DAY_SECONDS, end - n * DAY_SECONDS
         overlaps = (
             hours.get(hour, ZERO) * (min(last, hour + HOUR) - max(first, hour))

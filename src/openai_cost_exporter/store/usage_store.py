@@ -113,6 +113,11 @@ class UsageStore:
         )
         return [hour for (hour,) in cursor]
 
+    def first_hour(self) -> int | None:
+        """The oldest hour with usage kept (a young organization's first hour of usage), or None."""
+        (hour,) = self._conn.execute("SELECT MIN(hour) FROM usage_hours").fetchone()
+        return None if hour is None else int(hour)
+
     def fetched_until(self) -> int | None:
         """The end (Unix seconds) of the last complete fetch, or None before the first."""
         row = self._conn.execute("SELECT value FROM usage_meta WHERE key = ?", (_FETCHED_UNTIL,)).fetchone()
