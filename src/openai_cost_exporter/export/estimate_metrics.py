@@ -13,7 +13,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from openai_cost_exporter.core.clock import Clock
-from openai_cost_exporter.core.money import ZERO, to_float
+from openai_cost_exporter.core.money import to_float
 from openai_cost_exporter.figures.estimates import Estimates
 from openai_cost_exporter.figures.snapshot import CostSnapshot
 
@@ -58,7 +58,8 @@ class EstimateCollector(Collector):
         )
         for pid in sorted(est.rate):
             rate.add_metric([pid, name(pid)], to_float(est.rate[pid]))
-            usual.add_metric([pid, name(pid)], to_float(est.usual.get(pid, ZERO)))
+            if pid in est.usual:  # not known (too little history): no series, so the rule file judges nothing
+                usual.add_metric([pid, name(pid)], to_float(est.usual[pid]))
         yield rate
         yield usual
         yield from self._today(est, name)
