@@ -215,3 +215,14 @@ def test_day_is_the_utc_day(now: dt.datetime) -> None:
     assert snap.day == TODAY
     assert snap.today == {"a": D(1)}
     assert snap.taken_at.utcoffset() == dt.timedelta(0)
+
+
+def test_a_young_organization_first_weekend_day_has_no_usual_day() -> None:
+    """Four weekdays of history say nothing of a Saturday (a weekend-heavy project's): no usual day on the first
+    weekend day; on the Sunday, the Saturday seen scales the weekdays."""
+    saturday = dt.datetime(2026, 11, 28, 12, tzinfo=dt.UTC)
+    weekdays = {dt.date(2026, 11, d): {"a": D(10)} for d in (24, 25, 26, 27)}
+    assert not build_snapshot(saturday, {"a": "A"}, weekdays, baseline_days=7).baseline_known
+    with_saturday = {**weekdays, dt.date(2026, 11, 28): {"a": D(30)}}
+    sunday = build_snapshot(saturday + dt.timedelta(days=1), {"a": "A"}, with_saturday, baseline_days=7)
+    assert sunday.baseline_known and sunday.usual == {"a": D(30)}  # median of the Saturday and weekdays x 3

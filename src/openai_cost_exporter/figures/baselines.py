@@ -4,9 +4,9 @@
   as the day judged (weekdays for a weekday, weekend days for a weekend day, up to four weeks back). A median of
   the same kind of day keeps a quiet weekend out of a Tuesday's baseline: with a 7-day mean, an ordinary weekday
   after a quiet weekend looked like a 1.6x spike. Days before the organization's first day of spend are unknown,
-  not $0: with fewer than MIN_KNOWN_DAYS known days there is no usual day at all, and a kind of day with fewer
-  than MIN_KIND_DAYS known days of its own (a young organization's first weekends) reads the recent days of any
-  kind, scaled by the project's ratio of the two kinds once it has both. Its spread (a robust standard deviation)
+  not $0: with fewer than MIN_KNOWN_DAYS known days, or none of today's kind, there is no usual day at all, and a
+  kind of day with fewer than MIN_KIND_DAYS known days of its own (a young organization's first weekends) reads
+  the recent days of any kind, scaled by the project's ratio of the two kinds. Its spread (a robust standard deviation)
   says how much the project's day usually varies: the spike rule also wants today above the usual day plus three
   spreads, so a noisy project's ordinary day is not a spike.
 - By this hour: with hourly usage history, the usual day times the share of its spend the project usually has
@@ -64,8 +64,11 @@ def known_days(totals: DayTotals, today: dt.date, days: int) -> list[dt.date]:
 
 
 def is_known(totals: DayTotals, today: dt.date, days: int) -> bool:
-    """Whether the history holds enough days (MIN_KNOWN_DAYS) for a usual day at all."""
-    return len(known_days(totals, today, days)) >= MIN_KNOWN_DAYS
+    """Whether the history holds enough days (MIN_KNOWN_DAYS) for a usual day at all, one of today's kind among
+    them: a young organization's first weekend day has no usual yet (its weekdays say nothing of a weekend-heavy
+    project's Saturday); from its second, the first scales the weekdays."""
+    known = known_days(totals, today, days)
+    return len(known) >= MIN_KNOWN_DAYS and any(_weekend(day) == _weekend(today) for day in known)
 
 
 def usual_days(totals: DayTotals, today: dt.date, days: int) -> dict[str, list[Decimal]]:
