@@ -59,7 +59,9 @@ def test_a_new_victoriametrics_gets_the_history_a_first_one_has(
     `--repush`."""
     org, run = api.org, tagged("targets", api.org)
     state, label = tmp_path / "state", ("--push-label", f"run={run}")
-    first = run_once(api.base_url, state, "--backfill-days", "30", "--push-url", vm.import_url, *label, now=cli_now(org))
+    first = run_once(
+        api.base_url, state, "--backfill-days", "30", "--push-url", vm.import_url, *label, now=cli_now(org)
+    )
     assert first.returncode == 0, first.output
     days = {org.clock.now().date() - dt.timedelta(days=n) for n in range(1, 31)}
 

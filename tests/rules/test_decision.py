@@ -225,8 +225,7 @@ def test_organization_spike_beyond_cases(case: dict[str, Any]) -> None:
         SpendFigures(pid, NAMES[pid], D(today), D(usual), D(0), D(0), D(spread))
         for pid, (today, usual, spread) in zip(("proj_a", "proj_b"), case["projects"], strict=True)
     ]
-    total = SpendFigures(
-        "organization", "Organization", sum(p.today for p in projects), sum(p.baseline for p in projects), D(0), D(0)
-    )
+    today, usual = sum((p.today for p in projects), D(0)), sum((p.baseline for p in projects), D(0))
+    total = SpendFigures("organization", "Organization", today, usual, D(0), D(0))
     outcome = decide(Figures(projects=projects, organization=total), AlertState(), AlertPolicy(), DAY, NAMES)
     assert (("spike", "organization", "firing", False) in said(outcome)) == case["fires"]
