@@ -16,7 +16,7 @@ from html import escape
 
 from openai_cost_exporter.core.money import ZERO, ratio, usd
 
-#: Past this age the last successful cycle is flagged (several missed cycles at the default 300 s interval).
+#: Past this age the last successful cycle is flagged (several missed cycles at any interval up to 5 minutes).
 STALE_AFTER = dt.timedelta(minutes=30)
 OTHER = "other"
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f")
