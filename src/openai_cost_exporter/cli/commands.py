@@ -287,7 +287,7 @@ def _demo_banner(settings: Settings, url: str, projects: int, slack: bool) -> No
                 "openai_spend_limit_usd, ...)",
                 f"  alerts       {alerts}: 'Search Reranker' is spiking today (billed), and 'Agent Loop' runs"
                 " away at 10x since 40 minutes ago (an estimate from token usage); two projects are near or at"
-                " their hard spend limit (listed in the background: their messages follow within a minute)",
+                " their hard spend limit (their limits listed as the first cycle starts: all four in that cycle)",
                 "  stop with Ctrl-C",
                 "",
             ]
