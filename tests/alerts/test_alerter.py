@@ -12,7 +12,7 @@ from urllib.parse import parse_qs
 import pytest
 from prometheus_client import CollectorRegistry
 
-from openai_cost_exporter.alerts.alerter import Alerter, alert_states
+from openai_cost_exporter.alerts.alerter import Alerter, alert_states, cycle_figures
 from openai_cost_exporter.alerts.message_inputs import gather_inputs
 from openai_cost_exporter.app import build_alerter
 from openai_cost_exporter.config import load_settings
@@ -22,6 +22,7 @@ from openai_cost_exporter.core.models import CostRow
 from openai_cost_exporter.core.selfmetrics import SelfMetrics
 from openai_cost_exporter.fake.api import FakeAdminAPI
 from openai_cost_exporter.fake.org import FakeOrg
+from openai_cost_exporter.figures.estimates import Estimates
 from openai_cost_exporter.figures.snapshot import CostSnapshot, build_snapshot
 from openai_cost_exporter.notify.log_notifier import LogNotifier
 from openai_cost_exporter.notify.messages import OutboxMessage
@@ -245,3 +246,13 @@ def test_pending_messages_go_out_while_the_api_is_down(world: World) -> None:
     world.inbox.down = False
     alerter.deliver_pending()
     assert [m.subject_id for m in world.inbox.messages] == ["proj_a"]
+
+
+def test_estimates_without_a_usual_judge_no_runaway_and_close_none() -> None:
+    """Estimates whose usual rate is not known (too little usage history) give the decision no runaway figures at
+    all, not an empty map that would close every open runaway."""
+    young = Estimates(
+        taken_at=NOW, rate={"proj_a": D(60)}, usual={}, models={"proj_a": []}, today={}, tokens={}, requests={},
+        usual_known=False,
+    )  # fmt: skip
+    assert cycle_figures(None, young, {}).runaways is None

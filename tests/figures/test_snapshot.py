@@ -226,3 +226,15 @@ def test_a_young_organization_first_weekend_day_has_no_usual_day() -> None:
     with_saturday = {**weekdays, dt.date(2026, 11, 28): {"a": D(30)}}
     sunday = build_snapshot(saturday + dt.timedelta(days=1), {"a": "A"}, with_saturday, baseline_days=7)
     assert sunday.baseline_known and sunday.usual == {"a": D(30)}  # median of the Saturday and weekdays x 3
+
+
+def test_a_weekday_project_of_a_young_organization_is_not_new_on_its_first_monday() -> None:
+    """An organization that began on a Friday: a weekdays-only project's Monday is judged against its Friday, not
+    against a median with the weekend's $0 days (which made it "new spend")."""
+    monday = dt.date(2026, 11, 30)
+    totals = {
+        dt.date(2026, 11, 27): {"a": D(100)},
+        dt.date(2026, 11, 28): {"b": D(5)},
+        dt.date(2026, 11, 29): {"b": D(5)},
+    }
+    assert baseline(totals, monday, 7)["a"] == D(100)

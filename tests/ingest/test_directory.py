@@ -504,3 +504,29 @@ def test_the_pace_allows_a_burst_then_its_rate_and_pauses_after_a_failure() -> N
     pace.pause(30.0)
     assert pace.take() == pytest.approx(30.5)
     assert listings_module._Pace(None, 0).take() == 0.0
+
+
+def test_keys_the_admin_key_may_not_list_are_known_by_id(
+    source: Source, directory: Directory, stage: DirectoryStage, ledger: Ledger
+) -> None:
+    """While the key listing is refused (403), keys that start spending in two projects are known by their ids at
+    once (their names will not come), so /metrics does not hold their series back for the hours the one-project
+    probes would take."""
+    for project in ("proj_a", "proj_b", "proj_c", "proj_old"):
+        source.failures[(KEYS, project)] = ScopeError("HTTP 403: Missing scopes")
+    cycle(stage, directory, ledger, NOW)
+    stage.store_arrived()
+    rows = [
+        CostRow(TODAY, "proj_a", None, Decimal("5"), "key_alice"),
+        CostRow(TODAY, "proj_b", None, Decimal("2"), "key_new"),
+        CostRow(TODAY, "proj_c", None, Decimal("2"), "key_newer"),
+    ]
+    ledger.replace_days([TODAY], rows, NOW, by_key=True)
+    cycle(stage, directory, ledger, NOW + dt.timedelta(minutes=1))  # probes one of the two projects only
+    stage.store_arrived()
+    known = stage.known_keys()
+    assert {key_name(key, known) for key in ("key_new", "key_newer", "key_alice")} == {
+        "key_new",
+        "key_newer",
+        "key_alice",
+    }

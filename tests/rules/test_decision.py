@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from openai_cost_exporter.rules import AlertPolicy, RunawayFigures, SpendFigures
+from openai_cost_exporter.rules import AlertPolicy, ProjectPolicy, RunawayFigures, SpendFigures
 from openai_cost_exporter.rules.decision import AlertState, Figures, Incident, Key, Outcome, decide
 from tests.rules.test_rules import CASES
 
@@ -164,8 +164,9 @@ def test_spike_incident_cases(case: dict[str, Any]) -> None:
 
 
 def test_a_spiking_project_opens_no_runaway_unless_it_is_twice_as_far_beyond() -> None:
-    """A project whose spike incident is open (a spike day's high rate, a lasting step up) gets no runaway message
-    for the same change; a runaway at twice the spike's highest ratio or more is news, and one already open goes on."""
+    """A project spiking today or yesterday (a spike day's high rate, a lasting step up) gets no runaway message for
+    the same change; a runaway at twice the spike's highest ratio or more is news, one already open goes on, and a
+    spike last seen two days ago holds nothing back; "new spend" holds back only a runaway with no usual rate."""
     state = AlertState(spikes={"proj_a": Incident(DAY, seen=DAY, peak=D(4))})
     same = {"proj_a": RunawayFigures("proj_a", "Agent A", D(40), D(10))}  # 4x its usual rate
     assert said(decide(Figures(runaways=same), state, POLICY, DAY, NAMES)) == []
@@ -175,7 +176,17 @@ def test_a_spiking_project_opens_no_runaway_unless_it_is_twice_as_far_beyond() -
     going_on = decide(Figures(runaways=same), running_state, POLICY, DAY, NAMES)
     assert going_on.state.incidents == {"proj_a": Incident(DAY, peak=D(4))}
     new_spend = AlertState(spikes={"proj_a": Incident(DAY, seen=DAY)})
-    assert said(decide(Figures(runaways=worse), new_spend, POLICY, DAY, NAMES)) == []
+    no_usual = {"proj_a": RunawayFigures("proj_a", "Agent A", D(80), D(0))}
+    assert said(decide(Figures(runaways=no_usual), new_spend, POLICY, DAY, NAMES)) == []  # "new spend" said it
+    assert said(decide(Figures(runaways=worse), new_spend, POLICY, DAY, NAMES)) == [
+        ("runaway", "proj_a", "firing", False)
+    ]
+    days_ago = AlertState(
+        spikes={"proj_a": Incident(DAY - dt.timedelta(days=3), seen=DAY - dt.timedelta(days=2), peak=D(4))}
+    )
+    assert said(decide(Figures(runaways=same), days_ago, POLICY, DAY, NAMES)) == [
+        ("runaway", "proj_a", "firing", False)
+    ]
     other = {"proj_b": RunawayFigures("proj_b", "Batch B", D(40), D(2))}
     assert said(decide(Figures(runaways=other), state, POLICY, DAY, NAMES)) == [("runaway", "proj_b", "firing", False)]
 
@@ -229,3 +240,12 @@ def test_organization_spike_beyond_cases(case: dict[str, Any]) -> None:
     total = SpendFigures("organization", "Organization", today, usual, D(0), D(0))
     outcome = decide(Figures(projects=projects, organization=total), AlertState(), AlertPolicy(), DAY, NAMES)
     assert (("spike", "organization", "firing", False) in said(outcome)) == case["fires"]
+
+
+def test_a_muted_project_spike_is_no_organization_message() -> None:
+    """A muted project's spike is not said, and does not come back as the organization's spike either."""
+    org = SpendFigures("organization", "Organization", today=D(600), baseline=D(150), month_to_date=D(0), forecast=D(0))
+    quiet_b = SpendFigures("proj_b", "Batch B", today=D(100), baseline=D(100), month_to_date=D(0), forecast=D(0))
+    muted = AlertPolicy(projects={"proj_a": ProjectPolicy(mute=True)})
+    outcome = decide(Figures(projects=[*spiking("proj_a"), quiet_b], organization=org), AlertState(), muted, DAY, NAMES)
+    assert said(outcome) == []

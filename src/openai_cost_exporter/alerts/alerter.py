@@ -129,7 +129,11 @@ class Alerter:
 
 def cycle_figures(snapshot: CostSnapshot | None, estimates: Estimates | None, names: Mapping[str, str]) -> Figures:
     """What the decision judges of a cycle: the billed figures of a snapshot, the runaway figures of estimates."""
-    runaways = None if estimates is None else {f.subject_id: f for f in estimates.runaway_figures(names)}
+    # No usual rate yet (a young organization, a usage history lost): the runaway rule judges nothing, and closes
+    # nothing either (an empty figures map would say every open runaway is over).
+    runaways = None
+    if estimates is not None and estimates.usual_known:
+        runaways = {f.subject_id: f for f in estimates.runaway_figures(names)}
     if snapshot is None:
         return Figures(runaways=runaways)
     return Figures(

@@ -49,7 +49,7 @@ def same_kind_days(today: dt.date, days: int) -> list[dt.date]:
     """The `days` most recent complete days of the same kind as `today` (weekdays, or weekend days), looking back
     at most `lookback(days)` days: a weekend day's baseline then holds several weekends, not one."""
     window = [today - dt.timedelta(days=n) for n in range(1, lookback(days) + 1)]
-    alike = [day for day in window if _weekend(day) == _weekend(today)]
+    alike = [day for day in window if is_weekend(day) == is_weekend(today)]
     return alike[:days] or window[:days]
 
 
@@ -68,7 +68,7 @@ def is_known(totals: DayTotals, today: dt.date, days: int) -> bool:
     them: a young organization's first weekend day has no usual yet (its weekdays say nothing of a weekend-heavy
     project's Saturday); from its second, the first scales the weekdays."""
     known = known_days(totals, today, days)
-    return len(known) >= MIN_KNOWN_DAYS and any(_weekend(day) == _weekend(today) for day in known)
+    return len(known) >= MIN_KNOWN_DAYS and any(is_weekend(day) == is_weekend(today) for day in known)
 
 
 def usual_days(totals: DayTotals, today: dt.date, days: int) -> dict[str, list[Decimal]]:
@@ -76,17 +76,22 @@ def usual_days(totals: DayTotals, today: dt.date, days: int) -> dict[str, list[D
 
     The `days` most recent known days of the same kind as today; with fewer than MIN_KIND_DAYS of them (a young
     organization's first weekend), the `days` most recent known days of any kind, those of the other kind scaled
-    by the project's own ratio of the two kinds (the median of each) once it has days of both. A day without spend
-    counts as 0; a day before the history, not at all."""
+    by the project's own ratio of the two kinds (the median of each) once it has days of both, and left out when the
+    project does not spend on the other kind. A day without spend counts as 0; a day before the history, not at
+    all."""
     known = known_days(totals, today, days)
-    alike = [day for day in known if _weekend(day) == _weekend(today)]
+    alike = [day for day in known if is_weekend(day) == is_weekend(today)]
     projects = {pid for day in known for pid, amount in totals.get(day, {}).items() if amount}
     if len(alike) >= MIN_KIND_DAYS:
         return {pid: [_amount(totals, day, pid) for day in alike[:days]] for pid in projects}
-    other = [day for day in known if _weekend(day) != _weekend(today)]
+    other = [day for day in known if is_weekend(day) != is_weekend(today)]
     result = {}
     for pid in projects:
-        scale = _kind_ratio([_amount(totals, d, pid) for d in alike], [_amount(totals, d, pid) for d in other])
+        others = [_amount(totals, d, pid) for d in other]
+        if alike and not median(others):  # it does not spend on the other kind: those days say nothing of today's
+            result[pid] = [_amount(totals, d, pid) for d in alike]
+            continue
+        scale = _kind_ratio([_amount(totals, d, pid) for d in alike], others)
         result[pid] = [_amount(totals, d, pid) * (1 if d in alike else scale) for d in known[:days]]
     return result
 
@@ -119,7 +124,8 @@ def _amount(totals: DayTotals, day: dt.date, pid: str) -> Decimal:
     return totals.get(day, {}).get(pid, ZERO)
 
 
-def _weekend(day: dt.date) -> bool:
+def is_weekend(day: dt.date) -> bool:
+    """Saturday or Sunday: the kind of day a baseline (and the runaway's usual, estimates.py) compares alike."""
     return day.weekday() >= _WEEKEND
 
 

@@ -22,6 +22,7 @@ from decimal import Decimal
 from openai_cost_exporter.core.models import day_start
 from openai_cost_exporter.core.money import ZERO, exact_sum
 from openai_cost_exporter.core.side_by_side import SideBySide
+from openai_cost_exporter.figures.baselines import is_weekend
 from openai_cost_exporter.figures.pricing import PriceBook
 from openai_cost_exporter.figures.recent import (
     MinuteFetch,
@@ -38,9 +39,8 @@ from openai_cost_exporter.store.usage_store import UsageStore
 
 HOUR = 3600
 DAY_SECONDS = 86400
-WEEKEND = 5  # date.weekday() of Saturday
-#: Fewest known days of today's kind for the usual rate to be theirs alone (a week holds two weekend days).
-MIN_KIND_DAYS = 2
+#: Fewest known days of the window's kind for a usual rate (a week holds two weekend days).
+MIN_RATE_KIND_DAYS = 2
 #: Fewest days of usage history for a usual rate at all (the median of fewer is one day's noise).
 MIN_HISTORY_DAYS = 3
 #: The usage endpoints read (moderations, images and audio are priced per unit, not per token: left out).
@@ -193,7 +193,7 @@ def build_estimates(store: UsageStore, now: dt.datetime, *, history_days: int) -
             today[(pid, model)] += amount
     if window is not None:  # the minutes drive the rate and its models; a project idle in them is at 0
         recent = {pid: window.models.get(pid, {}) for pid in recent.keys() | window.models.keys()}
-    days = usual_days(now, history_days, store.first_hour())
+    days = usual_days(now, history_days, store.first_hour(), window.start if window is not None else None)
     # From the hour before the oldest day: the usual's 60 minutes of the 7th day before 01:00 begin there.
     for pid, hours in store.hourly(today_start - history_days * DAY_SECONDS - HOUR, current + HOUR):
         if pid in recent:
@@ -223,21 +223,27 @@ def _window(hours: Mapping[int, Decimal], current: int, fraction: Decimal) -> De
     return hours.get(current, ZERO) + hours.get(current - HOUR, ZERO) * (1 - fraction)
 
 
-def usual_days(now: dt.datetime, history_days: int, first_hour: int | None) -> list[int] | None:
+def usual_days(
+    now: dt.datetime, history_days: int, first_hour: int | None, start: int | None = None
+) -> list[int] | None:
     """Which earlier days (1 = yesterday) the usual rate is the median of: those of the history window the usage
-    reaches back to (before a young organization's first usage, the rate is unknown, not $0), of the same kind as
-    today (weekdays, or weekend days) when MIN_KIND_DAYS of them are known: a weekend-heavy project's Saturday is
-    not judged against its quiet weekdays. None when fewer than MIN_HISTORY_DAYS days are known: no usual yet
-    (the kind's days alone may be fewer: a Saturday has two weekend days in its week)."""
+    reaches back to (before a young organization's first usage, the rate is unknown, not $0), of the same kind
+    (weekdays, or weekend days) as the window's start (`start`, Unix seconds; by default the hour before `now`'s: a
+    Monday 00:05's window is Sunday night): a weekend-heavy project's Saturday is not judged against its quiet
+    weekdays. None while fewer than MIN_HISTORY_DAYS days are known, or fewer than MIN_RATE_KIND_DAYS of the kind (a
+    young organization's first weekend): no usual yet."""
+    anchor = start if start is not None else hour_of(now) - HOUR
     oldest = first_hour if first_hour is not None else hour_of(now)
-    # Known: the window's day reaches no further back than the first hour of usage (the window may begin in the
-    # hour before this one: a 60-minute window, or the recent minutes just after midnight).
-    known = [n for n in range(1, history_days + 1) if hour_of(now) - HOUR - n * DAY_SECONDS >= oldest]
-    weekend = now.date().weekday() >= WEEKEND
-    alike = [n for n in known if ((now.date() - dt.timedelta(days=n)).weekday() >= WEEKEND) == weekend]
-    if len(known) < MIN_HISTORY_DAYS:
+    known = [n for n in range(1, history_days + 1) if anchor // HOUR * HOUR - n * DAY_SECONDS >= oldest]
+    weekend = _weekend(anchor)
+    alike = [n for n in known if _weekend(anchor - n * DAY_SECONDS) == weekend]
+    if len(known) < MIN_HISTORY_DAYS or len(alike) < MIN_RATE_KIND_DAYS:
         return None
-    return alike if len(alike) >= MIN_KIND_DAYS else known
+    return alike
+
+
+def _weekend(unix: int) -> bool:
+    return is_weekend(dt.datetime.fromtimestamp(unix, dt.UTC).date())
 
 
 def _usual(

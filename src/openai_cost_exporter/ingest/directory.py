@@ -52,8 +52,8 @@ class DirectoryStage:
 
     def refresh(self, ledger: Ledger, now: dt.datetime, start: dt.date, *, wait: float = 0.0) -> None:
         """Store what arrived, then ask for the listings the figures of [start, today] need. With `wait` (`run
-        --once`, whose process ends with its cycle) they are waited for, that long at most, and stored: its push
-        carries the keys' names, its alerts judge the limits, rather than leaving both to a next run."""
+        --once`, a daemon's first cycle) those never made are waited for, that long at most, and stored: the push
+        carries the keys' names and the alerts judge the limits, rather than leaving both to a next run."""
         self.store_arrived()
         tasks: list[Task] = []
         if self._spend_limits:
@@ -62,8 +62,19 @@ class DirectoryStage:
             tasks += self._probe(KEYS, self._stale_keys(ledger, now, start))
         if asked := self._directory.ask(tasks):
             log.debug("%d listing(s) asked in the background", asked)
-        if wait > 0:
-            self.finish(wait)
+        if wait > 0 and (first := self._first_time(tasks)):  # not a refresh of what is known: that goes on behind
+            self._directory.urgent(first, wait)
+            self.store_arrived()
+
+    def _first_time(self, tasks: list[Task]) -> list[Task]:
+        """The tasks a figure lacks: a scope never listed, a project with a key not known yet."""
+        listed, known = {kind: self._store.listed(kind) for kind in (KEYS, LIMIT)}, self._store.keys()
+        return [
+            (kind, pid)
+            for kind, pid in tasks
+            if pid not in listed[kind]
+            or (kind == KEYS and pid is not None and self._spending.get(pid, set()) - known.keys())
+        ]
 
     def key_names(self, project_ids: Collection[str], timeout: float) -> dict[str, ApiKey]:
         """Every key listed so far, by id, once the keys of these projects, if never listed, were listed now and
@@ -78,7 +89,13 @@ class DirectoryStage:
         return self._store.keys()
 
     def known_keys(self) -> dict[str, ApiKey]:
-        return self._store.keys()
+        """The keys listed so far, by id; while the admin key may not list keys (403), every key seen spending too,
+        named by its id (their names will not come: `/metrics` holds back only keys whose names are on the way)."""
+        keys = self._store.keys()
+        if KEYS in self._refused:
+            for key_id in {k for ids in self._spending.values() for k in ids} - keys.keys():
+                keys[key_id] = ApiKey(key_id, key_id, "", "")
+        return keys
 
     def spend_limits(self) -> dict[str | None, SpendLimit]:
         """The hard spend limits listed so far (none when spend limits are off)."""

@@ -81,7 +81,7 @@ def decide(figures: Figures, state: AlertState, policy: AlertPolicy, day: dt.dat
     incidents = dict(state.incidents)
     runaways: list[Alert] = []
     if figures.runaways is not None:
-        judged = without_spiking(figures.runaways, state, alerts, policy.escalation_factor)
+        judged = without_spiking(figures.runaways, state, alerts, policy.escalation_factor, day)
         runaways, incidents = _runaways(policy, judged, incidents, day, names)
     held = {subject for subject, incident in incidents.items() if incident.closed in (None, day)}
     alerts = fold_into_runaways(alerts, held)

@@ -8,7 +8,14 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 
-from openai_cost_exporter.rules import ORGANIZATION, Alert, AlertPolicy, RunawayFigures, SpendFigures, spike_alert
+from openai_cost_exporter.rules import (
+    ORGANIZATION,
+    Alert,
+    AlertPolicy,
+    RunawayFigures,
+    SpendFigures,
+    spike_alert,
+)
 from openai_cost_exporter.rules.state import SPIKE, AlertState, Decision, Incident, Key, alert_key
 
 _ZERO = Decimal(0)
@@ -18,24 +25,24 @@ QUIET_DAYS = 7
 
 
 def without_spiking(
-    figures: Mapping[str, RunawayFigures], state: AlertState, alerts: Sequence[Alert], factor: Decimal
+    figures: Mapping[str, RunawayFigures], state: AlertState, alerts: Sequence[Alert], factor: Decimal, day: dt.date
 ) -> dict[str, RunawayFigures]:
-    """The runaway figures to judge: a project with an open spike incident (said already: a spike day's steady
-    high rate, a lasting step up) opens no runaway unless its rate is `factor` x beyond the spike's highest ratio.
-    The billed spike and the estimated rate are then one incident; a worse runaway on top of it is news."""
-    spiking = {s: _highest(i.ratio, i.peak) for s, i in state.spikes.items()}
+    """The runaway figures to judge: a project spiking today or yesterday (said already: a spike day's steady high
+    rate, a lasting step up and its next night, before today's billed figure catches up) opens no runaway unless
+    its rate is `factor` x beyond the spike's highest ratio. The billed spike and the estimated rate are then one
+    incident; a worse runaway on top of it is news, and so is any runaway once the spike is a day old. A new
+    project's "new spend" holds back only a runaway with no usual rate either."""
+    recent = {day, day - dt.timedelta(days=1)}
+    spiking = {s: _highest(i.ratio, i.peak) for s, i in state.spikes.items() if i.seen in recent}
     for alert in alerts:
         if alert.rule == SPIKE:
             spiking[alert.subject_id] = _highest(spiking.get(alert.subject_id), alert.ratio)
     judged = {}
     for subject, runaway in figures.items():
         open_runaway = subject in state.incidents and state.incidents[subject].closed is None
-        if subject not in spiking or open_runaway:
-            judged[subject] = runaway
-            continue
-        reference = spiking[subject]  # None: a new project's "new spend", which said it
         ratio = runaway.rate / runaway.usual if runaway.usual > _ZERO else None
-        if ratio is not None and reference is not None and ratio >= factor * reference:
+        reference = spiking.get(subject)
+        if subject not in spiking or open_runaway or (ratio is not None and ratio >= factor * (reference or _ZERO)):
             judged[subject] = runaway
     return judged
 
@@ -119,9 +126,12 @@ def organization_beyond(
     policy: AlertPolicy,
 ) -> list[Alert]:
     """The alerts, with the organization's spike only if the organization still spikes without the projects whose
-    incidents are announced (one project's spike or runaway is not a second message for the organization)."""
+    incidents are announced, or muted (one project's spike or runaway is not a second message for the
+    organization)."""
     spike = next((a for a in alerts if a.rule == SPIKE and a.subject_id == ORGANIZATION), None)
-    others = [p for p in projects if p.subject_id not in announced]
+    # A muted project's spike is not the organization's either: the user asked for its silence. (Include and
+    # exclude globs do not apply to the organization total: `exclude = ["*"]` is how one alerts on it alone.)
+    others = [p for p in projects if p.subject_id not in announced and not _muted(policy, p)]
     if spike is None or len(others) == len(projects):
         return alerts
     today, usual = sum((p.today for p in others), _ZERO), sum((p.baseline for p in others), _ZERO)
@@ -129,3 +139,8 @@ def organization_beyond(
     if spike_alert(rest, policy.spike_ratio, policy.min_usd) is not None:
         return alerts
     return [a for a in alerts if a is not spike]
+
+
+def _muted(policy: AlertPolicy, figures: SpendFigures) -> bool:
+    override = policy.projects.get(figures.subject_id) or policy.projects.get(figures.subject_name)
+    return override is not None and override.mute
