@@ -4,7 +4,8 @@ The whole corpus takes minutes (bench/alert_quality.py prints its scorecard, eve
 shape and kind of incident at a fraction of it: the calendar scenario's first week every 2 hours, the 1- and
 9-day-old organizations' first 3 days every hour, the spike days' first week every 3 hours (2.5x Tuesday, 4x
 Thursday, 3x Saturday), the runaways' first 4 days every 3 hours (10x, 5x, 4x, and 3x, which need not be caught)
-and the midnight runaways' two weeks every 12 hours; every 5 minutes for 3 hours from each runaway's start.
+and the midnight runaways' two weeks every 12 hours; round each runaway, every minute for 20 minutes from its
+start, then every 5 until 3 hours (fake/replay.py `moments`).
 """
 
 from __future__ import annotations

@@ -57,8 +57,8 @@ class CostCollector(Collector):
         yield _project_family(DAILY_COST, "Cost of the current UTC day so far.", snap, snap.today, ids)
         yield _project_family(
             "openai_daily_cost_baseline_usd",
-            "What the project usually has spent by this time of the UTC day: the median of its kind of day (weekday"
-            " or weekend) over the baseline window, times its usual share of the day by now (whole day without usage).",
+            "What the project usually spends by this time of the UTC day: the median of its kind of day (weekday or"
+            " weekend) in the baseline window, times its usual share of the day by now; absent until history is known.",
             snap,
             snap.baseline,
             usual_ids,

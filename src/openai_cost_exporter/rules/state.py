@@ -37,7 +37,7 @@ class Incident:
     closed: dt.date | None = None
     seen: dt.date | None = None  # a spike: the last day it fired
     ratio: Decimal | None = None  # a spike: the highest ratio to the usual of the days before `seen` (None: new spend)
-    peak: Decimal | None = None  # a spike: the highest ratio on `seen`
+    peak: Decimal | None = None  # a spike: the highest ratio on `seen`; a runaway: the highest it has had
 
 
 @dataclass(frozen=True, slots=True)
