@@ -1,11 +1,11 @@
 """The alert scorecard's targets (issue 20) on a pinned subset of the labelled corpus (fake/scenarios.py).
 
 The whole corpus takes minutes (bench/alert_quality.py prints its scorecard, every hour); this subset keeps each
-shape and kind of incident at a fraction of it: the calendar scenario's first week every 2 hours, the 1- and
-9-day-old organizations' first 3 days every hour, the spike days' first week every 3 hours (2.5x Tuesday, 4x
-Thursday, 3x Saturday), the runaways' first 4 days every 3 hours (10x, 5x, 4x, and 3x, which need not be caught)
-and the midnight runaways' two weeks every 12 hours; round each runaway, every minute for 20 minutes from its
-start, then every 5 until 3 hours (fake/replay.py `moments`).
+shape and kind of incident at a fraction of it: the calendar scenario's first week every 2 hours; the 1-, 3- (begun
+on a Friday) and 9-day-old organizations' first 3 days every hour; the spike days' first week every 3 hours (2.5x
+Tuesday, 4x Thursday, 3x Saturday); the runaways' first 4 days every 3 hours (10x, 5x, 4x, and 3x, which need not be
+caught) and the midnight runaways' two weeks every 12 hours; round each runaway, every minute for 20 minutes from
+its start, then every 5 until 3 hours (fake/replay.py `moments`).
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ from openai_cost_exporter.rules import AlertPolicy
 SUBSET = {
     "calendar": (7, 120),
     "young-1d": (3, 60),
+    "young-3d": (3, 60),
     "young-9d": (3, 60),
     "spike-days": (7, 180),
     "runaways": (4, 180),
     "runaways-midnight": (14, 720),
 }
-ORDINARY = ("calendar", "young-1d", "young-9d")
+ORDINARY = ("calendar", "young-1d", "young-3d", "young-9d")
 INCIDENTS = ("spike-days", "runaways", "runaways-midnight")
 #: Runaway factor -> minutes within which it must be announced (a 3x runaway sits at the rule's ratio).
 DELAY_TARGETS = ((10, 6), (5, 10), (4, 13))
@@ -53,7 +54,7 @@ def test_an_ordinary_history_sends_no_false_alarm(name: str) -> None:
     assert not score.false_alarms, _describe(list(score.false_alarms))
 
 
-@pytest.mark.parametrize("name", ["young-1d", "young-9d"])
+@pytest.mark.parametrize("name", ["young-1d", "young-3d", "young-9d"])
 def test_a_young_organization_sends_no_new_spend_for_a_project_that_spent_every_day(name: str) -> None:
     """A project that spent on every day of a young organization's history is not "new spend"."""
     assert not new_spend(scored(name).sent), _describe(list(new_spend(scored(name).sent)))

@@ -1,7 +1,7 @@
 """The scenarios of the labelled calendar corpus (fake/corpus.py): what each organization is and what it holds.
 
 Ordinary histories (every calendar shape, growth, a holiday, projects that appear on a weekday and on a
-Saturday), young organizations (1, 9 and 20 days of history), a lasting step up and a step down, and incidents
+Saturday), young organizations (1, 3, 9 and 20 days of history), a lasting step up and a step down, and incidents
 on weekdays and weekend days: spike days of 2.5x to 4x, runaways of 3x, 4x, 5x, 10x and 20x at different hours,
 just before and just after midnight UTC included. Each starts on another weekday.
 """
@@ -71,11 +71,14 @@ def ordinary() -> list[Scenario]:
 
 
 def young() -> list[Scenario]:
-    """Organizations whose history began 1, 9 and 20 days before the scored week."""
-    return [
-        Scenario(f"young-{n}d", "young", start, YOUNG_DAYS, palette(), history_days=n)
-        for n, start in ((1, dt.date(2026, 11, 25)), (9, dt.date(2026, 11, 28)), (20, dt.date(2026, 11, 30)))
-    ]
+    """Organizations whose history began 1, 3 (on a Friday), 9 and 20 days before the scored week."""
+    starts = (
+        (1, dt.date(2026, 11, 25)),
+        (3, dt.date(2026, 11, 30)),
+        (9, dt.date(2026, 11, 28)),
+        (20, dt.date(2026, 11, 30)),
+    )
+    return [Scenario(f"young-{n}d", "young", start, YOUNG_DAYS, palette(), history_days=n) for n, start in starts]
 
 
 def changes() -> list[Scenario]:
