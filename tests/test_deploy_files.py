@@ -472,7 +472,8 @@ def test_ha_overlay_builds_without_the_single_writer() -> None:
 
 def test_ha_exporters_are_two_export_only_replicas_of_the_base_pod() -> None:
     """Two exporter replicas, each with its own state volume, pushing without a Slack webhook or a per-replica
-    label; otherwise the base Deployment's pod (probes, security, resources, image)."""
+    label on the figures (the pod's name labels its own metrics only); otherwise the base Deployment's pod (probes,
+    security, resources, image)."""
     docs = kustomize(KUBE_HA)
     ha = built(docs, "StatefulSet", "openai-cost-exporter")["spec"]
     base = built(kustomize(KUBE / "base"), "Deployment", "openai-cost-exporter")["spec"]
@@ -489,7 +490,10 @@ def test_ha_exporters_are_two_export_only_replicas_of_the_base_pod() -> None:
         "OPENAI_COST_EXPORTER_STATE_DIR"
     ]
     kept = [e for e in base_container["env"] if e["name"] != "SLACK_WEBHOOK_URL"]
-    assert [e for e in container["env"] if e["name"] != "OPENAI_COST_EXPORTER_PUSH_URL"] == kept
+    added = ("OPENAI_COST_EXPORTER_PUSH_URL", "OPENAI_COST_EXPORTER_REPLICA")
+    assert [e for e in container["env"] if e["name"] not in added] == kept
+    replica = next(e for e in container["env"] if e["name"] == "OPENAI_COST_EXPORTER_REPLICA")
+    assert replica["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}  # each pod's own metrics
     assert {**container, "env": None} == {**base_container, "env": None}
     pod, base_pod = ha["template"]["spec"], base["template"]["spec"]
     assert pod["securityContext"] == base_pod["securityContext"]
@@ -546,14 +550,16 @@ def test_ha_vmalert_notifies_every_alertmanager() -> None:
 
 
 def test_ha_compose_runs_two_export_only_exporters_and_a_cluster() -> None:
-    """deploy/compose/ha.yml: two exporters alike but for their own state volume, without a webhook or per-replica
-    label; two Alertmanagers peering each other; vmalert notifying both; mounts exist, ports on loopback only."""
+    """deploy/compose/ha.yml: two exporters alike but for their own state volume and the replica name of their own
+    metrics, without a webhook or per-replica push label; two Alertmanagers peering each other; vmalert notifying
+    both; mounts exist, ports on loopback only."""
     data = yaml.safe_load(COMPOSE_HA.read_text(encoding="utf-8"))
     services = data["services"]
     exporters = {name: s for name, s in services.items() if s.get("image") == "openai-cost-exporter:local"}
     assert len(exporters) == 2
     assert all((COMPOSE_HA.parent / s["build"] / "Dockerfile").is_file() for s in exporters.values())
     environments = [s["environment"] for s in exporters.values()]
+    assert [e.pop("OPENAI_COST_EXPORTER_REPLICA") for e in environments] == list(exporters)  # their own metrics
     assert environments[0] == environments[1]
     assert (
         not {"SLACK_WEBHOOK_URL", "SLACK_WEBHOOK_URL_FILE", "OPENAI_COST_EXPORTER_PUSH_LABELS"} & environments[0].keys()

@@ -114,7 +114,8 @@ def exporter(name: str, workdir: Path, api: FakeAdminAPI, vm: VictoriaMetrics, o
         *("--push-url", vm.import_url, "--interval", "1", "--no-usage"),
     )
     ready = http_ready(f"http://127.0.0.1:{port}/readyz")  # ready after its first successful cycle
-    return ServiceSpec(name, argv, port, workdir / f"{name}.log", ready, clean_env(now=cli_now(org)))
+    env = clean_env({"OPENAI_COST_EXPORTER_REPLICA": name}, now=cli_now(org))  # its own metrics, as the overlay's
+    return ServiceSpec(name, argv, port, workdir / f"{name}.log", ready, env)
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +177,9 @@ def test_two_replicas_of_everything_send_one_message(
     assert_every_message_once(ha)
     [series] = ha.vm.export(f'openai_daily_cost_usd{{project_id="{project.id}"}}')
     assert set(series["metric"]) == {"__name__", "job", "project", "project_id"}  # no per-replica label
+    # The exporters' own metrics are each replica's: a counter of one is not read as a reset of the other's.
+    own = ha.vm.export("openai_cost_exporter_last_success_timestamp_seconds")
+    assert {s["metric"].get("replica") for s in own} == set(EXPORTERS)
     for service in ha.exporters.running():
         assert f"alert for {project.id}" in service.log_path.read_text(encoding="utf-8"), service.name
 

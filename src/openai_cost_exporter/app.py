@@ -21,7 +21,7 @@ from openai_cost_exporter.core import defaults
 from openai_cost_exporter.core.clock import Clock, SystemClock
 from openai_cost_exporter.core.errors import ConfigError
 from openai_cost_exporter.core.models import ApiKey
-from openai_cost_exporter.core.selfmetrics import RequestCounter, SelfMetrics
+from openai_cost_exporter.core.selfmetrics import RequestCounter, SelfMetrics, self_metrics
 from openai_cost_exporter.export.collector import CostCollector
 from openai_cost_exporter.export.estimate_metrics import EstimateCollector
 from openai_cost_exporter.export.key_metrics import KeyCollector
@@ -212,7 +212,7 @@ def build_exporter(settings: Settings, *, clock: Clock | None = None) -> Exporte
     stack = contextlib.ExitStack()
     try:
         registry = CollectorRegistry(auto_describe=True)
-        metrics = SelfMetrics(registry)
+        metrics = self_metrics(registry, settings.replica)
         requests = RequestCounter(metrics.count_request)
         client = build_client(settings, stack, requests)  # the key first: a missing key leaves no state dir behind
         lock_sender(settings, stack)  # one sender per state dir: a second one would post every alert again

@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     # NoDecode: the environment gives "team=ml,env=prod", not JSON; the validator below parses it.
     push_labels: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     job: str = defaults.JOB
+    replica: str = ""  # a `replica` label on the exporter's own metrics (two replicas push the same figures)
     interval: float = Field(default=defaults.INTERVAL_SECONDS, gt=0)
     state_dir: Path = Field(default_factory=default_state_dir)
     line_items: bool = False

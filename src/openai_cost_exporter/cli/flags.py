@@ -37,6 +37,11 @@ SETTINGS_FLAGS: dict[str, tuple[str, Any, str]] = {
         "VictoriaMetrics import URL, e.g. http://localhost:8428/api/v1/import/prometheus",
     ),
     "--job": ("job", str, "job label added to pushed samples"),
+    "--replica": (
+        "replica",
+        str,
+        "name of this replica, a `replica` label on the exporter's own metrics only (two replicas, one set of figures)",
+    ),
     "--interval": ("interval", float, "seconds between cycles"),
     "--state-dir": (
         "state_dir",

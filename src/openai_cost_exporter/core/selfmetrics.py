@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from openai_cost_exporter import __version__
 
@@ -120,3 +122,31 @@ class RequestCounter:
                 self.total += 1
         if self._forward is not None:
             self._forward(endpoint, status)
+
+
+class Labelled(Collector):
+    """Another registry's metrics with labels added to every sample: the self-metrics of one replica of two, whose
+    cost figures are the same series as its peer's but whose counters are its own."""
+
+    def __init__(self, registry: CollectorRegistry, labels: Mapping[str, str]) -> None:
+        self._registry = registry
+        self._labels = dict(labels)
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._registry.collect():
+            labelled = Metric(family.name, family.documentation, family.type, family.unit)
+            for sample in family.samples:
+                labels = {**sample.labels, **self._labels}
+                labelled.add_sample(sample.name, labels, sample.value, sample.timestamp, sample.exemplar)
+            yield labelled
+
+
+def self_metrics(registry: CollectorRegistry, replica: str) -> SelfMetrics:
+    """The exporter's own metrics, in `registry`; with a `replica` name, labelled with it (the figures are not: two
+    replicas push the same figures as one series each, while their counters stay their own)."""
+    if not replica:
+        return SelfMetrics(registry)
+    own = CollectorRegistry(auto_describe=True)
+    metrics = SelfMetrics(own)
+    registry.register(Labelled(own, {"replica": replica}))
+    return metrics
