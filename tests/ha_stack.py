@@ -3,7 +3,7 @@
 Two exporter replicas push the same series into one VictoriaMetrics; one vmalert notifies two Alertmanagers
 clustered by gossip on 127.0.0.1; one fake Slack. Built from tests/stack.py's pieces::
 
-    with alertmanager_cluster(workdir, config) as cluster, vmalert_notifying(workdir, rules, vm.url, cluster.urls):
+    with alertmanager_cluster(workdir, config) as cluster, vmalert(workdir, rules, vm.url, *cluster.urls):
         cluster.replicas.kill(cluster.sender())
         cluster.replicas.start()       # again, on its own ports and data directory
         cluster.wait_settled()
@@ -30,7 +30,6 @@ from tests.stack import (
     free_port,
     http_ready,
     require_binary,
-    run_service,
     wait_until,
 )
 
@@ -180,24 +179,3 @@ def alertmanager_cluster(workdir: Path, config: Path, size: int = 2) -> Iterator
         cluster = AlertmanagerCluster(group)
         cluster.wait_settled()
         yield cluster
-
-
-@contextlib.contextmanager
-def vmalert_notifying(
-    workdir: Path, rules: Path, datasource_url: str, notifier_urls: Sequence[str]
-) -> Iterator[Service]:
-    """vmalert evaluating every second against `datasource_url?nocache=1`, sending every alert to each of
-    `notifier_urls` (a cluster's members: each gets every alert, the cluster decides who notifies)."""
-    port = free_port()
-    argv = [
-        require_binary("vmalert"),
-        f"-rule={rules}",
-        f"-datasource.url={datasource_url}?nocache=1",
-        *(f"-notifier.url={url}" for url in notifier_urls),
-        "-evaluationInterval=1s",
-        f"-httpListenAddr=127.0.0.1:{port}",
-        f"-external.url=http://127.0.0.1:{port}",
-    ]
-    ready = http_ready(f"http://127.0.0.1:{port}/health")
-    with run_service("vmalert", argv, port, workdir / "vmalert.log", ready) as service:
-        yield service

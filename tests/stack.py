@@ -241,14 +241,16 @@ def alertmanager(workdir: Path, config: Path) -> Iterator[Service]:
 
 
 @contextlib.contextmanager
-def vmalert(workdir: Path, rules: Path, datasource_url: str, notifier_url: str) -> Iterator[Service]:
-    """vmalert evaluating every second against `datasource_url?nocache=1`, notifying `notifier_url`."""
+def vmalert(workdir: Path, rules: Path, datasource_url: str, *notifier_urls: str) -> Iterator[Service]:
+    """vmalert evaluating every second against `datasource_url?nocache=1`, sending every alert to each of
+    `notifier_urls` (an Alertmanager, or a cluster's members: each gets every alert, the cluster decides who
+    notifies)."""
     port = free_port()
     argv = [
         require_binary("vmalert"),
         f"-rule={rules}",
         f"-datasource.url={datasource_url}?nocache=1",
-        f"-notifier.url={notifier_url}",
+        *(f"-notifier.url={url}" for url in notifier_urls),
         "-evaluationInterval=1s",
         f"-httpListenAddr=127.0.0.1:{port}",
         f"-external.url=http://127.0.0.1:{port}",

@@ -29,7 +29,6 @@ from tests.ha_stack import (
     ServiceSpec,
     alertmanager_cluster,
     replicas,
-    vmalert_notifying,
 )
 from tests.moments import WEDNESDAY_2000
 from tests.stack import (
@@ -42,6 +41,7 @@ from tests.stack import (
     free_port,
     http_ready,
     victoria_metrics,
+    vmalert,
     wait_until,
     write_alertmanager_config,
 )
@@ -127,7 +127,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, org: FakeOrg, api: FakeAdmin
         vm = started.enter_context(victoria_metrics(workdir))
         config = write_alertmanager_config(ALERTMANAGER_CONFIG, workdir / "alertmanager.yml", slack.webhook_url)
         cluster = started.enter_context(alertmanager_cluster(workdir, config))
-        alerts = started.enter_context(vmalert_notifying(workdir, RULES, vm.url, cluster.urls))
+        alerts = started.enter_context(vmalert(workdir, RULES, vm.url, *cluster.urls))
         exporters = started.enter_context(replicas([exporter(name, workdir, api, vm, org) for name in EXPORTERS]))
         vm.force_flush()  # the first pushes created the series: searchable now, not in 4-10 s (monitoring-stack.md §2)
         yield HAStack(slack, vm, alerts, cluster, exporters)

@@ -35,7 +35,7 @@ from openai_cost_exporter.core import defaults
 from openai_cost_exporter.core.models import DAY, day_start, days_between
 from openai_cost_exporter.core.money import usd
 from openai_cost_exporter.figures.baselines import same_kind_days
-from openai_cost_exporter.figures.estimates import HOUR, build_estimates
+from openai_cost_exporter.figures.estimates import HOUR, MIN_HISTORY_DAYS, build_estimates
 from openai_cost_exporter.figures.snapshot import PAGE_DAYS, DayTotals, build_snapshot
 from openai_cost_exporter.figures.spend_limits import limit_figures
 from openai_cost_exporter.rules import Alert, AlertPolicy, RunawayFigures
@@ -44,8 +44,6 @@ from openai_cost_exporter.store.ledger import Ledger
 from openai_cost_exporter.store.usage_store import UsageStore
 
 DAY_SECONDS = 86_400
-#: Fewest whole days of usage before an hour for the runaway rule to judge it (the median of fewer is noise).
-MIN_HISTORY_DAYS = 3
 #: The last hour of a UTC day: its runaways are judged together with the daily rules.
 LAST_HOUR = 23
 _DAY_END = dt.time(23, 59, 59)
