@@ -29,7 +29,7 @@ from openai_cost_exporter.export.push import Pusher
 from openai_cost_exporter.figures.pricing import PriceBook
 from openai_cost_exporter.ingest.directory import Directory, DirectoryStage, KeyDirectory
 from openai_cost_exporter.ingest.usage_stage import UsageStage
-from openai_cost_exporter.loop import run_forever
+from openai_cost_exporter.loop import run_in_thread
 from openai_cost_exporter.notify.log_notifier import LogNotifier
 from openai_cost_exporter.notify.messages import Notifier
 from openai_cost_exporter.notify.notifications import Notifications
@@ -287,19 +287,8 @@ def serve(
 
 
 def run_cycles(exporter: Exporter, stop: threading.Event) -> None:
-    """Run cycles in a thread until `stop`; a cycle still running after the grace period is left behind."""
-    loop = threading.Thread(
-        target=run_forever,
-        args=(exporter.cycle, exporter.clock, exporter.settings.interval, stop),
-        name="cycles",
-        daemon=True,
-    )
-    loop.start()
-    try:
-        stop.wait()
-    finally:
-        stop.set()
-        loop.join(timeout=STOP_GRACE_SECONDS)
-        if loop.is_alive():
-            exporter.cycle_running = True
-            log.warning("a cycle is still running after %.0f s; exiting anyway", STOP_GRACE_SECONDS)
+    """Run cycles in a thread until `stop` (loop.py `run_in_thread`); one still running after the grace period is
+    left behind, and said."""
+    if run_in_thread(exporter.cycle, exporter.clock, exporter.settings.interval, stop, grace=STOP_GRACE_SECONDS):
+        exporter.cycle_running = True
+        log.warning("a cycle is still running after %.0f s; exiting anyway", STOP_GRACE_SECONDS)

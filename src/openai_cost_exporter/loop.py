@@ -15,6 +15,8 @@ log = logging.getLogger(__name__)
 
 #: Wake this long after UTC midnight, so the first cycle of a day asks for the new day.
 MIDNIGHT_MARGIN = 1.0
+#: How often the main thread wakes, while cycles run, to run a signal handler another thread received.
+SIGNAL_POLL_SECONDS = 0.25
 
 
 def seconds_until_next(now: dt.datetime, interval: float) -> float:
@@ -33,3 +35,19 @@ def run_forever(cycle: CostCycle, clock: Clock, interval: float, stop: threading
             log.exception("cycle crashed; the next one runs as scheduled")
             cycle.count_crash()
         stop.wait(seconds_until_next(clock.now(), interval))
+
+
+def run_in_thread(cycle: CostCycle, clock: Clock, interval: float, stop: threading.Event, *, grace: float) -> bool:
+    """`run_forever` in a daemon thread until `stop` is set; whether a cycle is still running `grace` seconds later.
+
+    This thread waits in short, timed waits: a SIGTERM the kernel hands to another thread (the listings', the HTTP
+    server's) runs its Python handler only once the main thread wakes, and an untimed wait would never see it."""
+    loop = threading.Thread(target=run_forever, args=(cycle, clock, interval, stop), name="cycles", daemon=True)
+    loop.start()
+    try:
+        while not stop.wait(SIGNAL_POLL_SECONDS):
+            pass
+    finally:
+        stop.set()
+        loop.join(timeout=grace)
+    return loop.is_alive()
